@@ -1,0 +1,3 @@
+"""colorjax: a JAX/Flax model zoo for automatic image colorization."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,55 @@
+"""Command-line entry point: `colorjax train | eval | colorize | bench | weights | models`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from colorjax.errors import ColorjaxError
+
+# Each subcommand lives next to the code it drives; the module defines
+# `configure_parser(parser)` and `run(args) -> int`.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("colorjax.train.cli", "train a model from an experiment config"),
+    "eval": ("colorjax.evaluate", "evaluate weights or a training run against a grayscale baseline"),
+    "colorize": ("colorjax.inference", "colorize image files, folders or globs"),
+    "bench": ("colorjax.bench", "benchmark throughput, latency, compile time, memory and MFU"),
+    "weights": ("colorjax.hub", "list, download, verify or export pretrained weights"),
+    "models": ("colorjax.models.cli", "list the registered models"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with one subparser per command."""
+    parser = argparse.ArgumentParser(prog="colorjax", description="Automatic image colorization in JAX.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.configure_parser(sub_parser)
+        sub_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the command, and turn user errors into one clear message."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except ColorjaxError as err:
+        print(f"colorjax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"colorjax {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

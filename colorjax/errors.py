@@ -1,0 +1,41 @@
+"""Exceptions for errors a user can cause; each message names the cause and the fix."""
+
+
+class ColorjaxError(Exception):
+    """Base class of every error a user can cause and fix."""
+
+
+class InputShapeError(ColorjaxError, ValueError):
+    """An array has the wrong rank, channel count or spatial size."""
+
+
+class ImageDecodeError(ColorjaxError, ValueError):
+    """A file or buffer is not a readable image."""
+
+
+class DataSourceError(ColorjaxError, ValueError):
+    """A data source spec is unknown, missing, unprepared or empty."""
+
+
+class ConfigError(ColorjaxError, ValueError):
+    """A configuration value, override or model name is invalid."""
+
+
+class ShardingError(ColorjaxError, ValueError):
+    """A batch cannot be split evenly over the devices or processes."""
+
+
+class WeightsError(ColorjaxError, ValueError):
+    """A weights file is corrupt, tampered with, or for another architecture."""
+
+
+class DownloadError(ColorjaxError, RuntimeError):
+    """A weights download failed."""
+
+
+class OfflineError(DownloadError):
+    """Offline mode is on and the requested file is not in the cache."""
+
+
+class TrainingDivergedError(ColorjaxError, RuntimeError):
+    """Training produced a non-finite loss."""
