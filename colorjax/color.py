@@ -1,0 +1,181 @@
+"""sRGB <-> CIE Lab (D65, 2 degree observer) in jax.numpy, and the L/ab normalisation.
+
+Every model, loss and metric converts colours through this module, so the formulas and
+the normalisation constants live in exactly one place. The conversion follows the
+same constants and piecewise definitions as ``skimage.color.rgb2lab``/``lab2rgb``
+(sRGB companding, the sRGB -> XYZ matrix of IEC 61966-2-1 with D65 white
+(0.95047, 1.0, 1.08883), CIE Lab with the 0.008856 / 7.787 linear segment), so results
+agree with scikit-image to float32 precision.
+
+All functions are pure ``jax.numpy``: jittable, differentiable, batched over any leading
+dimensions (channels on the last axis) and computed in float32. Piecewise branches use the
+"safe where" pattern (feed the unused branch a harmless value) so that gradients are finite
+everywhere, including black (0) and the cube-root knee.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from colorjax.errors import InputShapeError
+
+__all__ = [
+    "AB_SCALE",
+    "L_SCALE",
+    "denormalize_ab",
+    "denormalize_l",
+    "lab_inputs_to_rgb",
+    "lab_to_rgb",
+    "normalize_ab",
+    "normalize_l",
+    "rgb_to_lab",
+    "rgb_uint8_to_lab_inputs",
+]
+
+# Normalisation: L in [0, 100] -> [-1, 1]; ab (roughly [-110, 110] for sRGB) -> ~[-1, 1].
+L_SCALE = 50.0
+AB_SCALE = 110.0
+
+# sRGB (linear) -> XYZ, D65; the same values scikit-image uses.
+_XYZ_FROM_RGB = np.array(
+    [
+        [0.412453, 0.357580, 0.180423],
+        [0.212671, 0.715160, 0.072169],
+        [0.019334, 0.119193, 0.950227],
+    ],
+    dtype=np.float64,
+)
+# Invert in float64 once, then round to float32, so the inverse is as exact as possible.
+_RGB_FROM_XYZ = np.linalg.inv(_XYZ_FROM_RGB)
+_WHITE_D65 = np.array([0.95047, 1.0, 1.08883], dtype=np.float64)
+
+# Piecewise constants (kept identical to scikit-image so results match bit-for-bit in spirit).
+_SRGB_KNEE = 0.04045
+_SRGB_LINEAR_KNEE = 0.0031308
+_LAB_EPSILON = 0.008856
+_LAB_KAPPA = 7.787
+_LAB_OFFSET = 16.0 / 116.0
+_LAB_INV_KNEE = 0.2068966
+
+# Inputs to lab_to_rgb are clamped to this magnitude so cubes stay finite in float32.
+_LAB_CLAMP = 1.0e4
+
+
+def _check_channels(x: jnp.ndarray, channels: int, name: str) -> None:
+    """Raise InputShapeError unless the last axis of ``x`` has ``channels`` entries."""
+    if x.ndim < 1 or x.shape[-1] != channels:
+        raise InputShapeError(
+            f"{name} must have {channels} channels on the last axis, shape (..., {channels}); "
+            f"got shape {tuple(x.shape)}. Put the colour channels last."
+        )
+
+
+def _apply_matrix(m: np.ndarray, v: jnp.ndarray) -> jnp.ndarray:
+    """Return ``v @ m.T`` over the last axis, exactly in float32.
+
+    Written as explicit multiply-adds rather than a matmul: a (..., 3) x (3, 3) product is
+    tiny, and element-wise arithmetic is never demoted to bf16/TF32 by accelerator default
+    matmul precision (which would cost ~1e-2 Lab units).
+    """
+    m32 = m.astype(np.float32)
+    x, y, z = v[..., 0], v[..., 1], v[..., 2]
+    rows = [m32[i, 0] * x + m32[i, 1] * y + m32[i, 2] * z for i in range(3)]
+    return jnp.stack(rows, axis=-1)
+
+
+def _srgb_to_linear(c: jnp.ndarray) -> jnp.ndarray:
+    """Undo sRGB companding."""
+    high = c > _SRGB_KNEE
+    # Safe where: the power branch only ever sees values where it is well defined.
+    c_high = jnp.where(high, c, 1.0)
+    return jnp.where(high, ((c_high + 0.055) / 1.055) ** 2.4, c / 12.92)
+
+
+def _linear_to_srgb(c: jnp.ndarray) -> jnp.ndarray:
+    """Apply sRGB companding."""
+    high = c > _SRGB_LINEAR_KNEE
+    # Safe where: c ** (1/2.4) has an infinite slope at 0 and is NaN below it.
+    c_high = jnp.where(high, c, 1.0)
+    return jnp.where(high, 1.055 * c_high ** (1.0 / 2.4) - 0.055, c * 12.92)
+
+
+def _lab_f(t: jnp.ndarray) -> jnp.ndarray:
+    """CIE Lab forward non-linearity (cube root with a linear toe)."""
+    high = t > _LAB_EPSILON
+    # Safe where: cbrt has an infinite slope at 0, which would poison gradients at black.
+    t_high = jnp.where(high, t, 1.0)
+    return jnp.where(high, jnp.cbrt(t_high), _LAB_KAPPA * t + _LAB_OFFSET)
+
+
+def _lab_f_inv(f: jnp.ndarray) -> jnp.ndarray:
+    """Inverse of :func:`_lab_f`."""
+    return jnp.where(f > _LAB_INV_KNEE, f * f * f, (f - _LAB_OFFSET) / _LAB_KAPPA)
+
+
+def rgb_to_lab(rgb: jnp.ndarray) -> jnp.ndarray:
+    """Convert sRGB floats in [0, 1] (..., 3) to CIE Lab (..., 3): L in [0, 100], ab CIE units."""
+    rgb = jnp.asarray(rgb, dtype=jnp.float32)
+    _check_channels(rgb, 3, "rgb")
+    xyz = _apply_matrix(_XYZ_FROM_RGB, _srgb_to_linear(rgb))
+    f = _lab_f(xyz / _WHITE_D65.astype(np.float32))
+    fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+    return jnp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+
+
+def lab_to_rgb(lab: jnp.ndarray) -> jnp.ndarray:
+    """Convert CIE Lab (..., 3) to sRGB floats in [0, 1]; out-of-gamut colours are clipped."""
+    lab = jnp.asarray(lab, dtype=jnp.float32)
+    _check_channels(lab, 3, "lab")
+    # Clamp absurd inputs (e.g. +-inf from a diverged model) so the cube below stays finite.
+    lab = jnp.clip(lab, -_LAB_CLAMP, _LAB_CLAMP)
+    fy = (lab[..., 0] + 16.0) / 116.0
+    fx = lab[..., 1] / 500.0 + fy
+    # Negative Z is physically impossible; scikit-image clips it to 0 the same way.
+    fz = jnp.maximum(fy - lab[..., 2] / 200.0, 0.0)
+    xyz = _lab_f_inv(jnp.stack([fx, fy, fz], axis=-1)) * _WHITE_D65.astype(np.float32)
+    rgb = _linear_to_srgb(_apply_matrix(_RGB_FROM_XYZ, xyz))
+    return jnp.clip(rgb, 0.0, 1.0)
+
+
+def normalize_l(L: jnp.ndarray) -> jnp.ndarray:
+    """Map L in [0, 100] to [-1, 1]."""
+    return L / L_SCALE - 1.0
+
+
+def denormalize_l(l_norm: jnp.ndarray) -> jnp.ndarray:
+    """Map normalised L in [-1, 1] back to [0, 100]."""
+    return (l_norm + 1.0) * L_SCALE
+
+
+def normalize_ab(ab: jnp.ndarray) -> jnp.ndarray:
+    """Map ab in CIE units to roughly [-1, 1] (divide by AB_SCALE)."""
+    return ab / AB_SCALE
+
+
+def denormalize_ab(ab_norm: jnp.ndarray) -> jnp.ndarray:
+    """Map normalised ab back to CIE units (multiply by AB_SCALE)."""
+    return ab_norm * AB_SCALE
+
+
+def rgb_uint8_to_lab_inputs(rgb_u8: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Convert uint8 RGB (..., H, W, 3) to model inputs (l_norm (..., 1), ab_norm (..., 2)), f32."""
+    rgb_u8 = jnp.asarray(rgb_u8)
+    _check_channels(rgb_u8, 3, "rgb_u8")
+    lab = rgb_to_lab(rgb_u8.astype(jnp.float32) / 255.0)
+    return normalize_l(lab[..., :1]), normalize_ab(lab[..., 1:])
+
+
+def lab_inputs_to_rgb(l_norm: jnp.ndarray, ab_norm: jnp.ndarray) -> jnp.ndarray:
+    """Join normalised L (..., 1) and ab (..., 2) into sRGB floats in [0, 1] (..., 3)."""
+    l_norm = jnp.asarray(l_norm, dtype=jnp.float32)
+    ab_norm = jnp.asarray(ab_norm, dtype=jnp.float32)
+    _check_channels(l_norm, 1, "l_norm")
+    _check_channels(ab_norm, 2, "ab_norm")
+    if l_norm.shape[:-1] != ab_norm.shape[:-1]:
+        raise InputShapeError(
+            f"l_norm {tuple(l_norm.shape)} and ab_norm {tuple(ab_norm.shape)} must share every "
+            "axis but the last; resize ab to the size of L before joining them."
+        )
+    lab = jnp.concatenate([denormalize_l(l_norm), denormalize_ab(ab_norm)], axis=-1)
+    return lab_to_rgb(lab)
