@@ -1,0 +1,142 @@
+"""ColorNet: global/local fusion colorizer (Iizuka et al. 2016) with regression or 313-bin heads.
+
+Layout (all spatial sizes relative to the input H x W):
+
+- low-level encoder (shared): three stages, each a stride-2 conv then a stride-1 conv -> H/8;
+- mid-level branch: stride-1 convs on the H/8 map, keeps spatial detail;
+- global branch: strided convs -> global mean pooling -> dense layers -> one scene vector per
+  image. Mean pooling (instead of Iizuka's fixed 224x224 flatten) makes it input-size independent;
+- fusion: the scene vector is tiled over every H/8 position, concatenated with the mid-level
+  features and mixed by a 1x1 conv;
+- decoder: per stage conv -> resize x2 -> conv (resize + conv avoids checkerboard artefacts),
+  back to H x W;
+- head: 1x1 conv to 2 channels + tanh (normalised ab, 'regression') or to Q logits over the
+  in-gamut ab bins ('classification', Zhang et al. 2016; decode with the annealed mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from colorjax.errors import ConfigError
+from colorjax.models.layers import (
+    ConvNormAct,
+    Dtype,
+    check_l_input,
+    check_upsample_method,
+    upsample2x,
+)
+
+HEADS = ("regression", "classification")
+
+
+def num_ab_bins() -> int:
+    """Number Q of in-gamut ab bins, from colorjax.gamut (imported lazily)."""
+    from colorjax.gamut import ab_bin_centers
+
+    return int(len(ab_bin_centers()))
+
+
+class ColorNet(nn.Module):
+    """Global/local fusion colorization network: L (N,H,W,1) -> ab (N,H,W,2) or logits (N,H,W,Q).
+
+    Attributes:
+      head: 'regression' (tanh ab in [-1, 1]) or 'classification' (logits over ab bins).
+      low_features: 4 widths; stage i is conv(low[i], stride 2) then conv(low[i+1], stride 1).
+      mid_features: widths of the stride-1 mid-level convs.
+      global_features: widths of the global convs (stride 2 at even positions, 1 at odd).
+      global_dense: widths of the dense layers after pooling; the last is the scene vector size.
+      fusion_features: output width of the 1x1 fusion conv.
+      decoder_features: 3 widths, one per x2 upsampling stage.
+      upsample: 'nearest' or 'bilinear'.
+      num_classes: Q for the classification head; None means len(gamut.ab_bin_centers()).
+      dtype: compute dtype (params are always float32; outputs are cast to float32).
+    """
+
+    head: str = "regression"
+    low_features: Sequence[int] = (64, 128, 256, 512)
+    mid_features: Sequence[int] = (512, 256)
+    global_features: Sequence[int] = (512, 512, 512, 512)
+    global_dense: Sequence[int] = (1024, 512, 256)
+    fusion_features: int = 256
+    decoder_features: Sequence[int] = (128, 64, 32)
+    upsample: str = "nearest"
+    num_classes: int | None = None
+    dtype: Dtype = jnp.float32
+
+    def __post_init__(self) -> None:
+        """Validate the configuration so a bad override fails at construction, not in apply."""
+        if self.head not in HEADS:
+            raise ConfigError(f"unknown ColorNet head {self.head!r}; choose one of {HEADS}.")
+        if len(self.low_features) != 4:
+            raise ConfigError(
+                "ColorNet low_features needs 4 widths (3 stride-2 stages), "
+                f"got {self.low_features}."
+            )
+        if len(self.decoder_features) != 3:
+            raise ConfigError(
+                "ColorNet decoder_features needs 3 widths (one per x2 upsampling stage), "
+                f"got {self.decoder_features}."
+            )
+        if not self.global_dense:
+            raise ConfigError("ColorNet global_dense needs at least one width (the scene vector).")
+        check_upsample_method(self.upsample)
+        super().__post_init__()
+
+    @property
+    def stride(self) -> int:
+        """Required divisor of H and W: the encoder downsamples three times by 2."""
+        return 8
+
+    @nn.compact
+    def __call__(self, l_norm: jax.Array, train: bool = False) -> jax.Array:
+        """Predict normalised ab (regression) or ab-bin logits (classification) for L."""
+        del train  # no dropout or batch statistics: train and eval are the same function
+        check_l_input(l_norm, self.stride, "ColorNet")
+        x = l_norm.astype(self.dtype)
+
+        # Low-level features, shared by the mid-level and global branches.
+        low = self.low_features
+        for i in range(3):
+            x = ConvNormAct(low[i], stride=2, dtype=self.dtype, name=f"low_{2 * i}")(x)
+            x = ConvNormAct(low[i + 1], dtype=self.dtype, name=f"low_{2 * i + 1}")(x)
+
+        mid = x
+        for i, feats in enumerate(self.mid_features):
+            mid = ConvNormAct(feats, dtype=self.dtype, name=f"mid_{i}")(mid)
+
+        g = x
+        for i, feats in enumerate(self.global_features):
+            g = ConvNormAct(
+                feats, stride=2 if i % 2 == 0 else 1, dtype=self.dtype, name=f"global_conv_{i}"
+            )(g)
+        # Mean over space in float32: a size-independent scene summary, stable in bf16.
+        g = jnp.mean(g.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
+        for i, feats in enumerate(self.global_dense):
+            g = nn.relu(
+                nn.Dense(
+                    feats, dtype=self.dtype, param_dtype=jnp.float32, name=f"global_dense_{i}"
+                )(g)
+            )
+
+        # Fusion: the same scene vector at every position, next to the local features.
+        n, h, w, _ = mid.shape
+        tiled = jnp.broadcast_to(g[:, None, None, :], (n, h, w, g.shape[-1]))
+        x = jnp.concatenate([mid, tiled.astype(mid.dtype)], axis=-1)
+        x = ConvNormAct(self.fusion_features, kernel=1, dtype=self.dtype, name="fusion")(x)
+
+        for i, feats in enumerate(self.decoder_features):
+            x = ConvNormAct(feats, dtype=self.dtype, name=f"decoder_{i}_a")(x)
+            x = upsample2x(x, self.upsample)
+            x = ConvNormAct(feats, dtype=self.dtype, name=f"decoder_{i}_b")(x)
+
+        if self.head == "regression":
+            ab = nn.Conv(2, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)
+            return jnp.tanh(ab.astype(jnp.float32))
+        q = self.num_classes if self.num_classes is not None else num_ab_bins()
+        logits = nn.Conv(q, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)
+        return logits.astype(jnp.float32)

@@ -1,0 +1,189 @@
+"""DeepColorization: conditional GAN colorizer (pix2pix, Isola et al. 2017).
+
+Generator: U-Net L -> ab with skip connections. Encoder blocks are conv 4x4 stride 2 (widths
+ngf * min(2**i, 8)) with LeakyReLU(0.2) before every block but the first and instance norm on
+every block but the outermost and innermost, as in pix2pix. Decoder blocks are ReLU -> 4x4
+stride-2 transposed conv -> instance norm, with dropout 0.5 in the first `num_dropout` decoder
+blocks when train=True (the paper's CD512-CD512-CD512), each concatenated with the mirrored
+encoder activation; the last block outputs 2 channels through tanh (normalised ab).
+
+Discriminator: PatchGAN on concat(L, ab): C64-C128-C256 stride 2, C512 stride 1, a 1-channel
+conv stride 1, all 4x4 with padding 1 (70x70 receptive field at the default n_layers=3).
+Instance norm (no running statistics) instead of batch norm keeps apply pure.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from colorjax.errors import ConfigError
+from colorjax.models.layers import Dtype, check_ab_input, check_l_input, conv_receptive_field
+
+_PAD1 = ((1, 1), (1, 1))
+# Transposed-conv padding that matches PyTorch ConvTranspose2d(k=4, s=2, p=1): exact 2x output.
+_TPAD = ((2, 2), (2, 2))
+
+
+def _instance_norm(dtype: Dtype, name: str) -> nn.Module:
+    """Instance norm without affine parameters, as pix2pix's InstanceNorm2d(affine=False)."""
+    return nn.InstanceNorm(use_scale=False, use_bias=False, dtype=dtype, name=name)
+
+
+def patchgan_layers(n_layers: int = 3) -> list[tuple[int, int]]:
+    """(kernel, stride) of every PatchGAN conv for `n_layers` stride-2 layers."""
+    return [(4, 2)] * n_layers + [(4, 1), (4, 1)]
+
+
+def patchgan_receptive_field(n_layers: int = 3) -> int:
+    """Receptive field (pixels) of one PatchGAN output logit; 70 for the default n_layers=3."""
+    return conv_receptive_field(patchgan_layers(n_layers))
+
+
+def patchgan_output_size(size: int, n_layers: int = 3) -> int:
+    """Spatial size of the PatchGAN logit map for an input of `size` pixels (4x4 convs, pad 1)."""
+    for kernel, stride in patchgan_layers(n_layers):
+        size = (size + 2 - kernel) // stride + 1
+    return size
+
+
+class UNetGenerator(nn.Module):
+    """pix2pix U-Net generator: normalised L (N,H,W,1) -> normalised ab (N,H,W,2) via tanh."""
+
+    ngf: int = 64
+    num_downs: int = 8
+    dropout_rate: float = 0.5
+    num_dropout: int = 3
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, l_norm: jax.Array, train: bool = False) -> jax.Array:
+        """Run the encoder, then the decoder with skip connections and dropout when training."""
+        conv_kw = {"dtype": self.dtype, "param_dtype": jnp.float32}
+        widths = [self.ngf * min(2**i, 8) for i in range(self.num_downs)]
+        x = l_norm.astype(self.dtype)
+        skips = []
+        for i, feats in enumerate(widths):
+            if i > 0:
+                x = nn.leaky_relu(x, 0.2)
+            x = nn.Conv(feats, (4, 4), (2, 2), padding=_PAD1, name=f"down_{i}", **conv_kw)(x)
+            if 0 < i < self.num_downs - 1:
+                x = _instance_norm(self.dtype, f"down_norm_{i}")(x)
+            skips.append(x)
+
+        x = skips.pop()
+        for step, i in enumerate(reversed(range(self.num_downs))):
+            x = nn.relu(x)
+            out_feats = 2 if i == 0 else widths[i - 1]
+            x = nn.ConvTranspose(
+                out_feats, (4, 4), (2, 2), padding=_TPAD, name=f"up_{i}", **conv_kw
+            )(x)
+            if i == 0:
+                return jnp.tanh(x.astype(jnp.float32))
+            x = _instance_norm(self.dtype, f"up_norm_{i}")(x)
+            if step < self.num_dropout:
+                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+            x = jnp.concatenate([skips.pop(), x], axis=-1)
+        raise AssertionError("unreachable: the outermost decoder block returns")
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: (L, ab) pair -> one real/fake logit per overlapping patch, (N, h, w, 1)."""
+
+    ndf: int = 64
+    n_layers: int = 3
+    norm: str = "instance"
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, pair: jax.Array) -> jax.Array:
+        """Score every receptive-field patch of the 3-channel (L, ab) input."""
+        conv_kw = {"dtype": self.dtype, "param_dtype": jnp.float32, "padding": _PAD1}
+        x = pair.astype(self.dtype)
+        x = nn.leaky_relu(nn.Conv(self.ndf, (4, 4), (2, 2), name="conv_0", **conv_kw)(x), 0.2)
+        for n in range(1, self.n_layers + 1):
+            stride = 2 if n < self.n_layers else 1
+            feats = self.ndf * min(2**n, 8)
+            x = nn.Conv(feats, (4, 4), (stride, stride), name=f"conv_{n}", **conv_kw)(x)
+            if self.norm == "instance":
+                x = _instance_norm(self.dtype, f"norm_{n}")(x)
+            x = nn.leaky_relu(x, 0.2)
+        x = nn.Conv(1, (4, 4), (1, 1), name=f"conv_{self.n_layers + 1}", **conv_kw)(x)
+        return x.astype(jnp.float32)
+
+
+class DeepColorization(nn.Module):
+    """pix2pix colorizer: params {'generator', 'discriminator'}; __call__ runs the generator.
+
+    `model.init(rng, l_norm)` creates both subtrees. `model.apply(variables, l_norm, ab_norm,
+    method='discriminate')` returns PatchGAN logits.
+    """
+
+    ngf: int = 64
+    ndf: int = 64
+    num_downs: int = 8
+    n_layers_d: int = 3
+    dropout_rate: float = 0.5
+    num_dropout: int = 3
+    disc_norm: str = "instance"
+    dtype: Dtype = jnp.float32
+
+    def __post_init__(self) -> None:
+        """Validate the configuration so a bad override fails at construction, not in apply."""
+        if self.num_downs < 2:
+            raise ConfigError(f"DeepColorization num_downs must be >= 2, got {self.num_downs}.")
+        if self.n_layers_d < 1:
+            raise ConfigError(f"DeepColorization n_layers_d must be >= 1, got {self.n_layers_d}.")
+        if self.disc_norm not in ("instance", "none"):
+            raise ConfigError(f"unknown disc_norm {self.disc_norm!r}; choose 'instance' or 'none'.")
+        super().__post_init__()
+
+    @property
+    def stride(self) -> int:
+        """Required divisor of H and W: the U-Net halves the size num_downs times."""
+        return 2**self.num_downs
+
+    @property
+    def receptive_field(self) -> int:
+        """Receptive field in pixels of one discriminator logit."""
+        return patchgan_receptive_field(self.n_layers_d)
+
+    def setup(self) -> None:
+        """Create the two subnetworks under the 'generator' and 'discriminator' names."""
+        self.generator = UNetGenerator(
+            ngf=self.ngf,
+            num_downs=self.num_downs,
+            dropout_rate=self.dropout_rate,
+            num_dropout=self.num_dropout,
+            dtype=self.dtype,
+        )
+        self.discriminator = PatchDiscriminator(
+            ndf=self.ndf, n_layers=self.n_layers_d, norm=self.disc_norm, dtype=self.dtype
+        )
+
+    def _disc_min_size(self) -> int:
+        """Smallest input size whose PatchGAN map is at least 1x1."""
+        size = 2**self.n_layers_d
+        while patchgan_output_size(size, self.n_layers_d) < 1:
+            size += 2**self.n_layers_d
+        return size
+
+    def __call__(self, l_norm: jax.Array, train: bool = False) -> jax.Array:
+        """Generate normalised ab (N,H,W,2) from L; init also builds the discriminator."""
+        check_l_input(l_norm, self.stride, "DeepColorization", min_size=self._disc_min_size())
+        ab = self.generator(l_norm, train=train)
+        if self.is_initializing():
+            # Touch the discriminator so model.init creates both parameter subtrees.
+            self.discriminate(l_norm, ab, train=train)
+        return ab
+
+    def discriminate(self, l_norm: jax.Array, ab_norm: jax.Array, train: bool = False) -> jax.Array:
+        """PatchGAN logits (N, h, w, 1) for the pair (L, ab); h = patchgan_output_size(H)."""
+        del train  # the discriminator has no dropout; kept for a uniform call signature
+        check_l_input(
+            l_norm, 2**self.n_layers_d, "DeepColorization discriminator", self._disc_min_size()
+        )
+        check_ab_input(ab_norm, tuple(l_norm.shape), "DeepColorization discriminator")
+        pair = jnp.concatenate([l_norm.astype(jnp.float32), ab_norm.astype(jnp.float32)], axis=-1)
+        return self.discriminator(pair)

@@ -1,0 +1,402 @@
+"""Tests for the colorization networks, the model registry and `colorjax models`.
+
+CPU cost note: XLA compiles one threefry kernel per random draw (~0.4 s each on CPU), so a
+jitted Flax init of a 40-tensor model takes >10 s. Most tests therefore draw weights in numpy
+from the abstract (eval_shape) init, and real `model.init` runs once, with an 'rbg' key.
+Inputs are numpy arrays for the same reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax.errors import InvalidRngError
+
+from colorjax.errors import ConfigError, InputShapeError
+from colorjax.gamut import ab_bin_centers
+from colorjax.models import (
+    DeepColorization,
+    PatchDiscriminator,
+    count_params,
+    create_model,
+    forward_flops,
+    get_spec,
+    list_models,
+    param_breakdown,
+    patchgan_receptive_field,
+    predict_ab,
+)
+from colorjax.models import cli as models_cli
+
+SMALL_MODELS = ["colornet-tiny", "colornet-tiny-cls", "deepcolorization-small"]
+
+
+def _key(seed: int) -> jax.Array:
+    """A PRNG key of the 'rbg' kind: compiles much faster than threefry on CPU."""
+    return jax.random.key(seed, impl="rbg")
+
+
+X = np.random.default_rng(0).uniform(-1, 1, (2, 32, 64, 1)).astype(np.float32)
+
+
+def _channels(name: str) -> int:
+    """Expected output channels: Q logits for classification heads, else 2 (ab)."""
+    return len(ab_bin_centers()) if get_spec(name).head == "classification" else 2
+
+
+def _numpy_params(module: nn.Module, x: np.ndarray, seed: int = 0) -> dict:
+    """Variables shaped like module.init(x), drawn in numpy at fan-in (He-like) scale."""
+    abstract = jax.eval_shape(module.init, jax.random.key(0), x)
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        name = str(path[-1])
+        if leaf.ndim >= 2:  # conv / dense kernel: (..., fan_in, fan_out)
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            return jnp.asarray(rng.normal(0, np.sqrt(2.0 / fan_in), leaf.shape), jnp.float32)
+        if "scale" in name:
+            return jnp.asarray(1 + 0.1 * rng.normal(size=leaf.shape), jnp.float32)
+        return jnp.asarray(0.1 * rng.normal(size=leaf.shape), jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, abstract)
+
+
+@pytest.fixture(scope="module")
+def small_variables() -> dict[str, tuple[nn.Module, dict]]:
+    """Small registered models with numpy-drawn weights."""
+    out = {}
+    for i, name in enumerate(SMALL_MODELS):
+        model = create_model(name)
+        out[name] = (model, _numpy_params(model, X[:1], seed=i))
+    return out
+
+
+@functools.cache
+def _apply(name: str, train: bool = False, dtype: str = "float32"):
+    """Jitted forward pass of a registered model (cached: one compile per name/mode/shape)."""
+    model = create_model(name, dtype=dtype)
+    return jax.jit(lambda v, x, key: model.apply(v, x, train=train, rngs={"dropout": key}))
+
+
+def test_registry_has_required_variants() -> None:
+    names = list_models()
+    required = {
+        "colornet-tiny",
+        "colornet-tiny-cls",
+        "colornet-base",
+        "colornet-base-cls",
+        "deepcolorization-small",
+        "deepcolorization-unet256",
+    }
+    assert required <= set(names)
+    for name in names:
+        spec = get_spec(name)
+        assert spec.name == name
+        assert spec.family in ("colornet", "deepcolorization")
+        assert spec.description
+    assert create_model("deepcolorization-small").stride == 32
+    assert create_model("deepcolorization-unet256").stride == 256
+    assert create_model("colornet-base").stride == 8
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_shapes_and_dtypes_at_two_resolutions(name: str) -> None:
+    model = create_model(name)
+    s = model.stride
+    for h, w in [(s, 2 * s), (2 * s, s)]:
+        x = jax.ShapeDtypeStruct((2, h, w, 1), jnp.float32)
+        variables = jax.eval_shape(model.init, jax.random.key(0), x)
+        leaves = jax.tree_util.tree_leaves(variables)
+        assert leaves and all(leaf.dtype == jnp.float32 for leaf in leaves)
+        out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+        assert out.shape == (2, h, w, _channels(name))
+        assert out.dtype == jnp.float32
+        if isinstance(model, DeepColorization):
+            assert set(variables["params"]) == {"generator", "discriminator"}
+            ab = jax.ShapeDtypeStruct((2, h, w, 2), jnp.float32)
+            logits = jax.eval_shape(
+                lambda v, l_, a: model.apply(v, l_, a, method="discriminate"), variables, x, ab
+            )
+            # 4x4 convs with padding 1: three stride-2 layers, then two stride-1 layers (-1 each)
+            assert logits.shape == (2, h // 8 - 2, w // 8 - 2, 1)
+            assert logits.dtype == jnp.float32
+
+
+def test_pix2pix_reference_sizes() -> None:
+    # Isola et al. 2017: the 256x256 PatchGAN outputs a 30x30 map of 70x70 patches;
+    # the reference unet_256 generator has 54.4M parameters and the discriminator 2.77M.
+    model = create_model("deepcolorization-unet256")
+    x = jax.ShapeDtypeStruct((1, 256, 256, 1), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    ab = jax.ShapeDtypeStruct((1, 256, 256, 2), jnp.float32)
+    logits = jax.eval_shape(
+        lambda v, l_, a: model.apply(v, l_, a, method="discriminate"), variables, x, ab
+    )
+    assert logits.shape == (1, 30, 30, 1)
+    assert model.receptive_field == 70
+    assert count_params(variables["params"]["generator"]) == pytest.approx(54.41e6, rel=0.01)
+    assert count_params(variables["params"]["discriminator"]) == pytest.approx(2.77e6, rel=0.01)
+
+
+def test_real_init_creates_both_gan_subtrees() -> None:
+    model = create_model("deepcolorization-small")
+    x = X[:1]
+    variables = jax.jit(model.init)(_key(0), x)
+    abstract = jax.eval_shape(model.init, jax.random.key(0), x)
+    assert set(variables) == {"params"}  # no mutable collections (no batch statistics)
+    assert set(variables["params"]) == {"generator", "discriminator"}
+    assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(abstract)
+    kernels = [
+        leaf for path, leaf in jax.tree_util.tree_leaves_with_path(variables) if leaf.ndim == 4
+    ]
+    assert all(float(jnp.std(k)) > 0 for k in kernels)  # randomly initialised, not zeros
+    counts = param_breakdown(model)
+    assert (
+        counts["total"] == counts["generator"] + counts["discriminator"] == count_params(variables)
+    )
+    assert counts["total"] < 4_000_000  # small enough to bundle with the package
+
+
+@functools.cache
+def _predict(name: str):
+    """Jitted predict_ab of a registered model."""
+    return jax.jit(functools.partial(predict_ab, create_model(name)))
+
+
+@pytest.mark.parametrize("name", ["colornet-tiny", "deepcolorization-small"])
+def test_forward_is_finite_and_jit_matches_eager(name: str, small_variables) -> None:
+    model, variables = small_variables[name]
+    jitted = _apply(name)(variables, X, _key(0))
+    assert jitted.shape == (2, 32, 64, _channels(name))
+    assert jitted.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(jitted)))
+    assert float(jnp.std(jitted)) > 0  # depends on the input: not a constant map
+    assert float(jnp.max(jnp.abs(jitted))) <= 1.0  # tanh output
+    if name == "deepcolorization-small":
+        # eager runs op by op (each op compiled once): slow on CPU, so one model only
+        eager = model.apply(variables, X)
+        np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-4, atol=1e-5)
+
+
+def test_classification_forward_and_predict_ab(small_variables) -> None:
+    name = "colornet-tiny-cls"
+    model, variables = small_variables[name]
+    logits = jax.eval_shape(model.apply, variables, X)
+    assert logits.shape == (2, 32, 64, len(ab_bin_centers())) and logits.dtype == jnp.float32
+    ab = _predict(name)(variables, X)
+    assert ab.shape == (2, 32, 64, 2) and ab.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(ab))) and float(jnp.std(ab)) > 0
+    # the annealed mean is a convex combination of bin centres
+    assert float(jnp.max(jnp.abs(ab))) <= np.abs(ab_bin_centers()).max() / 110.0 + 1e-6
+
+
+def test_gradients_finite_and_nonzero(small_variables) -> None:
+    # Classification ColorNet: softmax cross-entropy against the grey bin.
+    model, variables = small_variables["colornet-tiny-cls"]
+    grey = int(np.argmin(np.abs(ab_bin_centers()).sum(axis=1)))
+
+    def ce_loss(params):
+        logits = model.apply({"params": params}, X, train=True)
+        return -jnp.mean(jax.nn.log_softmax(logits)[..., grey])
+
+    grads = jax.jit(jax.grad(ce_loss))(variables["params"])
+    leaves = jax.tree_util.tree_leaves(grads)
+    assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
+    assert all(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)  # every layer is reached
+
+    # GAN: a generator loss plus a discriminator loss reach both subtrees.
+    model, variables = small_variables["deepcolorization-small"]
+
+    def gan_loss(params):
+        v = {"params": params}
+        ab = model.apply(v, X, train=True, rngs={"dropout": _key(5)})
+        logits = model.apply(v, X, ab, method="discriminate")
+        return jnp.mean(jnp.abs(ab)) + jnp.mean(jax.nn.softplus(-logits))
+
+    grads = jax.jit(jax.grad(gan_loss))(variables["params"])
+    for part in ("generator", "discriminator"):
+        leaves = jax.tree_util.tree_leaves(grads[part])
+        assert all(np.all(np.isfinite(np.asarray(g))) for g in leaves)
+        assert all(float(jnp.max(jnp.abs(g))) > 0 for g in leaves)
+
+
+@pytest.mark.parametrize("name", ["colornet-tiny", "deepcolorization-small"])
+def test_bad_inputs_raise_input_shape_error(name: str, small_variables) -> None:
+    model, variables = small_variables[name]
+    s = model.stride
+    with pytest.raises(InputShapeError, match=r"\(N, H, W, 1\)"):
+        model.apply(variables, jnp.zeros((s, s, 1)))
+    with pytest.raises(InputShapeError, match="one channel"):
+        model.apply(variables, jnp.zeros((1, s, s, 3)))
+    with pytest.raises(InputShapeError, match=f"multiple of {s}") as info:
+        model.apply(variables, jnp.zeros((1, s + 2, 2 * s, 1)))
+    assert f"{2 * s}x{2 * s}" in str(info.value)  # suggests the next valid size
+    with pytest.raises(InputShapeError, match="floating-point"):
+        model.apply(variables, jnp.zeros((1, s, s, 1), dtype=jnp.uint8))
+    assert issubclass(InputShapeError, ValueError)
+
+
+def test_discriminate_checks_ab_shape(small_variables) -> None:
+    model, variables = small_variables["deepcolorization-small"]
+    with pytest.raises(InputShapeError, match=r"\(1, 32, 32, 2\)"):
+        model.apply(
+            variables, jnp.zeros((1, 32, 32, 1)), jnp.zeros((1, 32, 32, 3)), method="discriminate"
+        )
+
+
+def test_unknown_names_and_overrides_raise_config_error() -> None:
+    with pytest.raises(ConfigError, match="colornet-tiny") as info:
+        create_model("colornet-huge")
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(ConfigError, match="unknown model"):
+        get_spec("nope")
+    with pytest.raises(ConfigError, match="widht"):
+        create_model("colornet-tiny", widht=3)
+    with pytest.raises(ConfigError, match="head"):
+        create_model("colornet-tiny", head="segmentation")
+    with pytest.raises(ConfigError, match="dtype"):
+        create_model("colornet-tiny", dtype="float33")
+
+
+def test_overrides_from_json_like_values() -> None:
+    model = create_model("colornet-tiny", decoder_features=[8, 8, 8], dtype="bfloat16")
+    assert model.decoder_features == (8, 8, 8)
+    assert model.dtype == jnp.bfloat16
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
+    assert variables["params"]["head"]["kernel"].shape == (1, 1, 8, 2)
+
+
+def test_discriminate_patch_map(small_variables) -> None:
+    model, variables = small_variables["deepcolorization-small"]
+    l_norm = np.concatenate([X, X], axis=1)  # 64x64
+    ab = np.zeros((2, 64, 64, 2), np.float32)
+    logits = jax.jit(lambda v, l_, a: model.apply(v, l_, a, method="discriminate"))(
+        variables, l_norm, ab
+    )
+    assert logits.shape == (2, 64 // 8 - 2, 64 // 8 - 2, 1)
+    assert logits.dtype == jnp.float32
+    assert np.all(np.isfinite(np.asarray(logits)))
+
+
+@pytest.mark.parametrize("n_layers", [2, 3])
+def test_patchgan_receptive_field_matches_gradient_support(n_layers: int) -> None:
+    # Without instance norm (which couples all pixels) a logit depends exactly on its patch.
+    disc = PatchDiscriminator(ndf=4, n_layers=n_layers, norm="none")
+    x = np.random.default_rng(1).normal(size=(1, 128, 128, 3)).astype(np.float32)
+    params = _numpy_params(disc, x)
+    out_shape = jax.eval_shape(disc.apply, params, x).shape
+    i, j = out_shape[1] // 2, out_shape[2] // 2
+    grad = jax.jit(jax.grad(lambda x: disc.apply(params, x)[0, i, j, 0]))(x)
+    nonzero = np.asarray(grad[0]) != 0
+    rows = np.nonzero(nonzero.any(axis=(1, 2)))[0]
+    cols = np.nonzero(nonzero.any(axis=(0, 2)))[0]
+    support = rows.max() - rows.min() + 1
+    assert support == cols.max() - cols.min() + 1
+    assert support == patchgan_receptive_field(n_layers)
+    if n_layers == 3:
+        assert support == 70
+
+
+def test_dropout_only_in_train_mode(small_variables) -> None:
+    name = "deepcolorization-small"
+    model, variables = small_variables[name]
+    evaluate, train = _apply(name), _apply(name, train=True)
+    eval_a = evaluate(variables, X, _key(1))
+    eval_b = evaluate(variables, X, _key(2))
+    np.testing.assert_array_equal(np.asarray(eval_a), np.asarray(eval_b))
+    train_1 = train(variables, X, _key(1))
+    train_1b = train(variables, X, _key(1))
+    train_2 = train(variables, X, _key(2))
+    np.testing.assert_array_equal(np.asarray(train_1), np.asarray(train_1b))
+    assert float(jnp.max(jnp.abs(train_1 - train_2))) > 1e-4
+    assert float(jnp.max(jnp.abs(train_1 - eval_a))) > 1e-4
+    with pytest.raises(InvalidRngError):
+        jax.eval_shape(lambda v, x: model.apply(v, x, train=True), variables, X)
+
+
+def test_bfloat16_compute_float32_outputs(small_variables) -> None:
+    name = "colornet-tiny"
+    _, variables = small_variables[name]
+    bf16 = create_model(name, dtype=jnp.bfloat16)
+    bf16_vars = jax.eval_shape(bf16.init, jax.random.key(0), X)
+    # same parameter tree, still float32: f32 weights are usable by the bf16 model
+    assert jax.tree_util.tree_structure(bf16_vars) == jax.tree_util.tree_structure(variables)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(bf16_vars))
+    key = _key(0)
+    ref = _apply(name)(variables, X, key)
+    out = _apply(name, dtype="bfloat16")(variables, X, key)
+    assert out.dtype == jnp.float32
+    err = np.abs(np.asarray(out) - np.asarray(ref))
+    assert err.mean() < 0.03 and err.max() < 0.25
+    assert err.max() > 0  # bf16 really was used
+
+
+def test_predict_ab_heads(small_variables) -> None:
+    # Regression and GAN: predict_ab is the eval-mode output itself.
+    class Stub(nn.Module):
+        head: str = "regression"
+
+        @nn.compact
+        def __call__(self, x, train=False):
+            return jnp.tanh(nn.Dense(2)(x))
+
+    stub = Stub()
+    x = X[:1, :8, :8]
+    v = _numpy_params(stub, x)
+    np.testing.assert_array_equal(np.asarray(predict_ab(stub, v, x)), stub.apply(v, x))
+
+    # Classification: a head whose logits always peak at bin k decodes to that bin's centre.
+    model, variables = small_variables["colornet-tiny-cls"]
+    centers = ab_bin_centers()
+    k = int(np.argmax(centers[:, 0]))  # the reddest bin: far from the grey mean
+    head = variables["params"]["head"]
+    bias = jnp.zeros_like(head["bias"]).at[k].set(50.0)
+    params = {
+        **variables["params"],
+        "head": {"kernel": jnp.zeros_like(head["kernel"]), "bias": bias},
+    }
+    ab = _predict("colornet-tiny-cls")({"params": params}, X)
+    assert ab.shape == (2, 32, 64, 2) and ab.dtype == jnp.float32
+    np.testing.assert_allclose(
+        np.asarray(ab), np.broadcast_to(centers[k] / 110.0, ab.shape), atol=1e-4
+    )
+
+
+def test_count_params_and_forward_flops_on_a_single_conv() -> None:
+    class OneConv(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Conv(8, (3, 3), use_bias=False)(x)
+
+    model = OneConv()
+    variables = _numpy_params(model, X[:1, :16, :16])
+    assert count_params(variables) == 3 * 3 * 1 * 8
+    # a 3x3 conv, 1 -> 8 channels, over 32x32 outputs: 2 FLOPs per multiply-accumulate
+    expected = 2 * 32 * 32 * 3 * 3 * 1 * 8
+    assert forward_flops(model, 32) == pytest.approx(expected, rel=0.05)
+
+
+def test_models_cli_markdown_table(capsys) -> None:
+    parser = argparse.ArgumentParser()
+    models_cli.configure_parser(parser)
+    args = parser.parse_args(
+        ["colornet-tiny", "deepcolorization-small", "--markdown", "--resolution", "8"]
+    )
+    assert models_cli.run(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "| model | family | head | parameters | GFLOPs @ 8x8 |"
+    tiny = param_breakdown(create_model("colornet-tiny"))["total"]
+    gan = param_breakdown(create_model("deepcolorization-small"))
+    assert lines[2].startswith(f"| colornet-tiny | colornet | regression | {tiny:,} | ")
+    assert float(lines[2].rstrip(" |").rsplit("|", 1)[1]) > 0
+    split = f"{gan['total']:,} (G {gan['generator']:,} + D {gan['discriminator']:,})"
+    # 8 px is not a multiple of the GAN's stride (32): no FLOPs, shown as '-'
+    assert lines[3] == f"| deepcolorization-small | deepcolorization | gan | {split} | - |"
+    with pytest.raises(ConfigError):
+        models_cli.run(parser.parse_args(["no-such-model"]))
