@@ -13,17 +13,20 @@ from colorjax.errors import ColorjaxError
 # `configure_parser(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("colorjax.train.cli", "train a model from an experiment config"),
-    "eval": ("colorjax.evaluate", "evaluate weights or a training run against a grayscale baseline"),
+    "eval": ("colorjax.evaluate", "evaluate weights or a run against the grayscale baseline"),
     "colorize": ("colorjax.inference", "colorize image files, folders or globs"),
     "bench": ("colorjax.bench", "benchmark throughput, latency, compile time, memory and MFU"),
     "weights": ("colorjax.hub", "list, download, verify or export pretrained weights"),
     "models": ("colorjax.models.cli", "list the registered models"),
+    "data": ("colorjax.data.cli", "check a data source: count unreadable and near-gray images"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with one subparser per command."""
-    parser = argparse.ArgumentParser(prog="colorjax", description="Automatic image colorization in JAX.")
+    parser = argparse.ArgumentParser(
+        prog="colorjax", description="Automatic image colorization in JAX."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():

@@ -149,6 +149,9 @@ def soft_encode(
         raise ConfigError(f"neighbors must be between 1 and Q={q}, got {neighbors}.")
     d2 = _squared_distances(ab, centers)
     neg_d2, idx = jax.lax.top_k(-d2, k)  # nearest first
+    # Without the barrier XLA:CPU fuses the top-k sort into the dense (..., Q) consumer
+    # below and runs ~18x slower (5.5 s vs 0.3 s for a 32x64x64 batch); results are equal.
+    neg_d2, idx = jax.lax.optimization_barrier((neg_d2, idx))
     # Subtract the nearest distance before exp so far-away ab (d^2 >> sigma^2) cannot
     # underflow every weight to 0 and divide 0 by 0.
     logw = (neg_d2 - neg_d2[..., :1]) / (2.0 * sigma * sigma)

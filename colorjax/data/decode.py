@@ -1,0 +1,241 @@
+"""Decode any image to RGB uint8 with Pillow, plus the crops the loader applies on the host."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from colorjax.errors import ImageDecodeError
+
+ImageInput = bytes | bytearray | memoryview | str | os.PathLike | Image.Image | np.ndarray
+
+# Random-resized-crop defaults (Inception / torchvision convention, with a larger
+# minimum area so crops keep enough context for colour).
+DEFAULT_SCALE: tuple[float, float] = (0.35, 1.0)
+DEFAULT_RATIO: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+_RESAMPLE = Image.Resampling.BILINEAR
+_ORIENTATION = 0x0112  # EXIF tag id
+
+
+def _describe(data: object) -> str:
+    """Name an input for error messages without dumping its bytes."""
+    if isinstance(data, (str, os.PathLike)):
+        return os.fspath(data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return f"<{len(data)} bytes>"
+    return f"<{type(data).__name__}>"
+
+
+def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Map integer or float samples to uint8 by scaling their value range (never clipping)."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        finite = np.nan_to_num(arr.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        hi = float(finite.max(initial=0.0))
+        lo = float(finite.min(initial=0.0))
+        # Floats in [0, 1] are the usual convention; [0, 255] floats come from 8-bit code.
+        if lo >= 0.0 and hi <= 1.0:
+            return np.round(finite * 255.0).astype(np.uint8)
+        if lo >= 0.0 and hi <= 255.0:
+            return np.round(finite).astype(np.uint8)
+        return np.round((finite - lo) * (255.0 / max(hi - lo, 1e-12))).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(arr.min(initial=0)), int(arr.max(initial=0))
+        if lo >= 0 and hi <= 255 and arr.dtype.itemsize > 2:
+            # 32-bit 'I' images holding 8-bit data (e.g. converted from L) keep their values.
+            return arr.astype(np.uint8)
+        if lo >= 0 and hi <= 65535:
+            # 16-bit samples: 65535 / 257 = 255 exactly, so the full range maps onto 8 bits.
+            return np.round(arr.astype(np.float32) / 257.0).astype(np.uint8)
+        span = max(hi - lo, 1)
+        return np.round((arr.astype(np.float64) - lo) * (255.0 / span)).astype(np.uint8)
+    raise ImageDecodeError(f"unsupported array dtype {arr.dtype}; pass uint8, uint16 or float")
+
+
+def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
+    """Turn an (H,W), (H,W,1), (H,W,3) or (H,W,4) array into contiguous RGB uint8."""
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        arr = np.repeat(_scale_to_uint8(arr)[..., None], 3, axis=-1)
+    elif arr.ndim == 3 and arr.shape[-1] in (3, 4):
+        rgb = _scale_to_uint8(arr)
+        if rgb.shape[-1] == 4:
+            # Composite over white: pixels under full transparency carry arbitrary colour.
+            alpha = rgb[..., 3:4].astype(np.float32) / 255.0
+            rgb = np.round(rgb[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        arr = rgb
+    else:
+        raise ImageDecodeError(
+            f"{name}: array of shape {arr.shape} is not an image; "
+            "pass (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)"
+        )
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageDecodeError(f"{name}: image has zero size {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _pil_to_rgb(img: Image.Image) -> Image.Image:
+    """Convert a loaded Pillow image of any mode to an RGB image."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("L", "1", "CMYK", "YCbCr"):
+        return img.convert("RGB")
+    if mode == "P" and "transparency" not in img.info:
+        return img.convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "P", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        # 16-bit and 32-bit modes: Pillow's convert clips to 0..255; scale instead.
+        return Image.fromarray(_array_to_rgb(np.asarray(img), "image"))
+    return img.convert("RGB")
+
+
+def _open_pil(data: ImageInput, min_side: int | None) -> Image.Image:
+    """Open, draft, load, EXIF-transpose and convert to RGB; raises ImageDecodeError."""
+    name = _describe(data)
+    if isinstance(data, (bytes, bytearray, memoryview)) and len(data) == 0:
+        raise ImageDecodeError(f"{name}: empty buffer; the file holds no image data")
+    if isinstance(data, (str, os.PathLike)) and not os.path.exists(data):
+        raise ImageDecodeError(f"{name}: file not found; check the path")
+    try:
+        if isinstance(data, Image.Image):
+            img = data
+        else:
+            fp = io.BytesIO(bytes(data)) if not isinstance(data, (str, os.PathLike)) else data
+            img = Image.open(fp)
+        if min_side is not None and img.format == "JPEG" and min(img.size) > 2 * min_side:
+            # Draft mode decodes JPEG at 1/2, 1/4 or 1/8 scale: far cheaper than full size.
+            ratio = min_side / min(img.size)
+            img.draft(None, (max(1, int(img.size[0] * ratio)), max(1, int(img.size[1] * ratio))))
+        # load() inside the try: Pillow opens lazily, so truncation shows up only here
+        # (with Pillow's default ImageFile.LOAD_TRUNCATED_IMAGES = False it raises OSError).
+        img.load()
+        if img.size[0] == 0 or img.size[1] == 0:
+            raise ImageDecodeError(f"{name}: image has zero size")
+        # exif_transpose copies even unrotated images; only call it when there is a tag.
+        if img.getexif().get(_ORIENTATION, 1) != 1:
+            img = ImageOps.exif_transpose(img) or img
+        return _pil_to_rgb(img)
+    except ImageDecodeError:
+        raise
+    except Exception as err:
+        # Pillow plugins raise many exception types on hostile input; all mean "bad file".
+        raise ImageDecodeError(
+            f"{name}: not a readable image ({type(err).__name__}: {err}); "
+            "remove or replace the file"
+        ) from err
+
+
+def decode_pil(data: ImageInput, *, min_side: int | None = None) -> Image.Image:
+    """Decode any supported input to an RGB Pillow image (JPEG drafted down to >= min_side)."""
+    if isinstance(data, np.ndarray):
+        return Image.fromarray(_array_to_rgb(data, _describe(data)))
+    return _open_pil(data, min_side)
+
+
+def decode_image(data: ImageInput, *, min_side: int | None = None) -> np.ndarray:
+    """Decode bytes, a path, a Pillow image or an array to RGB uint8 (H, W, 3)."""
+    if isinstance(data, np.ndarray):
+        return _array_to_rgb(data, _describe(data))
+    return np.asarray(_open_pil(data, min_side), dtype=np.uint8)
+
+
+def _as_pil(rgb: np.ndarray | Image.Image) -> Image.Image:
+    """Wrap an RGB uint8 array as a Pillow image (no copy of Pillow inputs)."""
+    if isinstance(rgb, Image.Image):
+        return rgb if rgb.mode == "RGB" else _pil_to_rgb(rgb)
+    return Image.fromarray(_array_to_rgb(rgb, "array"))
+
+
+def preprocess_eval(rgb_u8: np.ndarray | Image.Image, size: int) -> np.ndarray:
+    """Resize the shorter side to size and centre-crop to (size, size, 3) uint8."""
+    img = _as_pil(rgb_u8)
+    width, height = img.size
+    side = min(width, height)
+    # Cropping the centred square in source coordinates and resizing it in one call is the
+    # same as resize-shorter-side-then-centre-crop, with one resampling instead of two.
+    left, top = (width - side) / 2.0, (height - side) / 2.0
+    box = (left, top, left + side, top + side)
+    return np.asarray(img.resize((size, size), _RESAMPLE, box=box), dtype=np.uint8)
+
+
+def random_resized_crop_box(
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = DEFAULT_SCALE,
+    ratio: tuple[float, float] = DEFAULT_RATIO,
+) -> tuple[float, float, float, float]:
+    """Sample a crop box (left, top, right, bottom) with random area fraction and aspect."""
+    area = width * height
+    log_ratio = (np.log(ratio[0]), np.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(scale[0], scale[1])
+        aspect = float(np.exp(rng.uniform(log_ratio[0], log_ratio[1])))
+        crop_w = np.sqrt(target * aspect)
+        crop_h = np.sqrt(target / aspect)
+        if crop_w <= width and crop_h <= height:
+            left = rng.uniform(0.0, width - crop_w)
+            top = rng.uniform(0.0, height - crop_h)
+            return (left, top, left + crop_w, top + crop_h)
+    # Fallback (extreme aspect ratios): the largest centred crop within the ratio range.
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        crop_w, crop_h = float(width), width / ratio[0]
+    elif in_ratio > ratio[1]:
+        crop_w, crop_h = height * ratio[1], float(height)
+    else:
+        crop_w, crop_h = float(width), float(height)
+    left, top = (width - crop_w) / 2.0, (height - crop_h) / 2.0
+    return (left, top, left + crop_w, top + crop_h)
+
+
+def preprocess_train(
+    rgb_u8: np.ndarray | Image.Image,
+    size: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = DEFAULT_SCALE,
+    ratio: tuple[float, float] = DEFAULT_RATIO,
+) -> np.ndarray:
+    """Random resized crop to (size, size) plus a random horizontal flip; uint8 out."""
+    img = _as_pil(rgb_u8)
+    box = random_resized_crop_box(img.size[0], img.size[1], rng, scale, ratio)
+    out = np.asarray(img.resize((size, size), _RESAMPLE, box=box), dtype=np.uint8)
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def max_chroma(rgb_u8: np.ndarray | Image.Image, thumb: int = 32) -> float:
+    """Largest CIE Lab chroma sqrt(a^2 + b^2) over a small thumbnail of the image."""
+    img = _as_pil(rgb_u8)
+    # Nearest-neighbour reduce keeps original pixel colours (no blending toward gray).
+    small = img.resize((min(thumb, img.size[0]), min(thumb, img.size[1])), Image.Resampling.NEAREST)
+    rgb = np.asarray(small, dtype=np.float32).reshape(-1, 3) / 255.0
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    # sRGB (D65) -> XYZ, normalised by the D65 white point.
+    m = np.array(
+        [
+            [0.4124564 / 0.95047, 0.3575761 / 0.95047, 0.1804375 / 0.95047],
+            [0.2126729, 0.7151522, 0.0721750],
+            [0.0193339 / 1.08883, 0.1191920 / 1.08883, 0.9503041 / 1.08883],
+        ],
+        dtype=np.float32,
+    )
+    xyz = linear @ m.T
+    eps, kappa = 216.0 / 24389.0, 24389.0 / 27.0
+    f = np.where(xyz > eps, np.cbrt(xyz), (kappa * xyz + 16.0) / 116.0)
+    a = 500.0 * (f[:, 0] - f[:, 1])
+    b = 200.0 * (f[:, 1] - f[:, 2])
+    return float(np.sqrt(a * a + b * b).max(initial=0.0))
