@@ -1,0 +1,6 @@
+"""Training: state, pure jitted steps, and the loop with checkpoints and metrics."""
+
+from colorjax.train.loop import TrainResult, train
+from colorjax.train.state import TrainState, TrainTask, create_state, make_task
+
+__all__ = ["TrainResult", "TrainState", "TrainTask", "create_state", "make_task", "train"]

@@ -1,0 +1,339 @@
+"""Typed experiment configs, JSON round trip, and `--set a.b=value` command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from colorjax.errors import ConfigError
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Which registered model to train, plus constructor overrides."""
+
+    name: str = "colornet-tiny"
+    overrides: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the training and evaluation images come from and how they are shaped."""
+
+    source: str = "embedded"
+    split: str = "train"
+    eval_source: str | None = None  # None: the training source's eval_split
+    eval_split: str = "validation"
+    data_dir: str | None = None
+    image_size: int = 64
+    val_fraction: float = 0.0
+    drop_gray_threshold: float | None = None
+    num_workers: int = 0
+
+
+@dataclasses.dataclass
+class OptimConfig:
+    """Optimizer, learning-rate schedule, clipping and EMA."""
+
+    optimizer: str = "adam"  # adam | adamw | sgd
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"  # cosine (warm-up + cosine) | constant | linear
+    warmup_steps: int = 0
+    end_lr_fraction: float = 0.0  # final lr = learning_rate * end_lr_fraction (cosine, linear)
+    constant_fraction: float = 0.0  # linear: hold lr for this fraction of steps, then decay
+    b1: float = 0.9
+    b2: float = 0.999
+    weight_decay: float = 0.0
+    grad_clip_norm: float | None = None
+    ema_decay: float | None = None  # EMA of (generator) weights; None disables
+    d_learning_rate: float | None = None  # GAN discriminator lr; None: same as learning_rate
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """Loss choices for the three training modes."""
+
+    regression: str = "l1"  # l1 | l2 | huber
+    huber_delta: float = 0.1  # in normalised ab units (ab / 110)
+    rebalance_lambda: float = 0.5  # Zhang et al.: mix of prior and uniform
+    soft_sigma: float = 5.0  # soft-encoding Gaussian width in CIE ab units
+    soft_neighbors: int = 5
+    gray_chroma_threshold: float = 5.0  # images whose max chroma is below this get zero weight
+    gan: str = "vanilla"  # vanilla | lsgan
+    lambda_l1: float = 100.0
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Run length, batch, precision, logging, evaluation and checkpoint cadence."""
+
+    batch_size: int = 16  # global batch over all processes and devices
+    steps: int = 1000
+    seed: int = 0
+    dtype: str = "float32"  # float32 | bfloat16 (compute dtype; params stay float32)
+    log_every: int = 10
+    eval_every: int = 0  # 0 disables periodic eval (a final eval still runs if eval_batches > 0)
+    eval_batch_size: int = 16
+    eval_batches: int = 1
+    checkpoint_every: int = 500
+    keep: int = 3  # keep the latest N checkpoints
+    keep_best: bool = True  # also keep the checkpoint with the best eval PSNR
+    async_checkpoint: bool = True
+    progress: bool = True
+    inject_nan_step: int | None = None  # testing aid: the loss at this step becomes NaN
+
+
+@dataclasses.dataclass
+class ExperimentConfig:
+    """A complete, work-directory-independent description of one training run."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable nested dict."""
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        """Build a config from a nested dict; unknown keys raise ConfigError."""
+        return _from_dict(cls, data, prefix="")
+
+    def to_json(self) -> str:
+        """Serialise to an indented JSON string."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def valid_keys(cls: type = ExperimentConfig, prefix: str = "") -> list[str]:
+    """List every dotted key that `--set` accepts."""
+    keys = []
+    for name, tp in _field_types(cls).items():
+        if dataclasses.is_dataclass(tp):
+            keys.extend(valid_keys(tp, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _from_dict(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix or '<root>'!r} must be a mapping, got {data!r}")
+    types_ = _field_types(cls)
+    unknown = sorted(set(data) - set(types_))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {[prefix + k for k in unknown]}; valid keys: "
+            f"{', '.join(valid_keys(cls, prefix))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = types_[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _from_dict(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert a JSON value to the annotated type (lists become tuples)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if tp is Any:
+        return value
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} expects a list, got {value!r}")
+        elem = args[0] if args else Any
+        return tuple(_coerce(v, elem, key) for v in value)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r} expects a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} expects true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key!r} expects a string, got {value!r}")
+        return value
+    return value
+
+
+def _parse_text(text: str, tp: Any, key: str) -> Any:
+    """Parse the text after `=` according to the field's annotated type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    stripped = text.strip()
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and stripped.lower() in ("none", "null"):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _parse_text(text, inner[0], key)
+    try:
+        if tp is bool:
+            lowered = stripped.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if tp is int:
+            return int(stripped)
+        if tp is float:
+            return float(stripped)
+        if tp is str:
+            return text
+        if origin is tuple or tp is tuple:
+            body = stripped.strip("()[]")
+            elem = args[0] if args else str
+            return tuple(_parse_text(p, elem, key) for p in body.split(",") if p.strip())
+        if origin is dict or tp is dict:
+            value = json.loads(stripped)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return value
+    except ValueError as err:
+        raise ConfigError(
+            f"cannot parse override {key}={text!r} as {getattr(tp, '__name__', tp)}: {err}"
+        ) from None
+    return text
+
+
+def _parse_literal(text: str) -> Any:
+    """Best-effort literal for free-form dict entries (JSON, else plain string)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        lowered = text.strip().lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        if lowered in ("none", "null"):
+            return None
+        return text
+
+
+def apply_override(config: ExperimentConfig, item: str) -> ExperimentConfig:
+    """Apply one `a.b=value` override in place and return the config."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.steps=100)")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    node: Any = config
+    for i, part in enumerate(parts):
+        if isinstance(node, dict):
+            # Free-form mapping (model.overrides.NAME=value): value parsed as a JSON literal.
+            if i != len(parts) - 1:
+                node = node.setdefault(part, {})
+                continue
+            node[part] = _parse_literal(text)
+            return config
+        if not dataclasses.is_dataclass(node) or part not in _field_types(type(node)):
+            raise ConfigError(
+                f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}, "
+                "model.overrides.NAME"
+            )
+        tp = _field_types(type(node))[part]
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(tp):
+                raise ConfigError(f"config key {key!r} is a section; set one of its fields")
+            setattr(node, part, _parse_text(text, tp, key))
+            return config
+        node = getattr(node, part)
+    return config
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load `get_config()` from an experiment .py file and apply `--set` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"experiment config {str(path)!r} does not exist; pass a file such as "
+            "experiments/demo_cpu.py"
+        )
+    if path.suffix == ".json":
+        config = ExperimentConfig.from_dict(json.loads(path.read_text()))
+    else:
+        module_name = f"_colorjax_experiment_{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"cannot import experiment config {str(path)!r}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            sys.modules.pop(module_name, None)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"{str(path)!r} defines no get_config() -> ExperimentConfig")
+        config = module.get_config()
+        if not isinstance(config, ExperimentConfig):
+            raise ConfigError(f"get_config() in {str(path)!r} must return an ExperimentConfig")
+    for item in overrides or []:
+        apply_override(config, item)
+    validate(config)
+    return config
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Check value ranges a user can get wrong; raise ConfigError naming the fix."""
+    t, o, lo = config.train, config.optim, config.loss
+    choices = {
+        "train.dtype": (t.dtype, ("float32", "bfloat16")),
+        "optim.schedule": (o.schedule, ("cosine", "constant", "linear")),
+        "optim.optimizer": (o.optimizer, ("adam", "adamw", "sgd")),
+        "loss.regression": (lo.regression, ("l1", "l2", "huber")),
+        "loss.gan": (lo.gan, ("vanilla", "lsgan")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not one of {list(allowed)}")
+    positive = {
+        "train.batch_size": t.batch_size,
+        "train.steps": t.steps,
+        "data.image_size": config.data.image_size,
+        "train.log_every": t.log_every,
+        "train.checkpoint_every": t.checkpoint_every,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if o.ema_decay is not None and not 0.0 < o.ema_decay < 1.0:
+        raise ConfigError(f"optim.ema_decay must be in (0, 1) or none, got {o.ema_decay}")

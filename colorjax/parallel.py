@@ -1,0 +1,163 @@
+"""Device mesh, shardings, multi-host start-up and global batch assembly (one code path for all)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from colorjax.errors import ConfigError, ShardingError
+
+logger = logging.getLogger(__name__)
+
+DATA_AXIS = "data"
+
+# Environment variables read when the flags are not given (JAX's own cluster
+# auto-detection, e.g. SLURM or TPU pods, still works when none are set).
+ENV_COORDINATOR = "COLORJAX_COORDINATOR"
+ENV_NUM_PROCESSES = "COLORJAX_NUM_PROCESSES"
+ENV_PROCESS_ID = "COLORJAX_PROCESS_ID"
+
+
+def make_mesh(device_count: int | None = None) -> Mesh:
+    """A 1-D mesh with axis 'data' over all devices, or over the first `device_count`."""
+    devices = jax.devices()
+    if device_count is not None:
+        if not 1 <= device_count <= len(devices):
+            raise ShardingError(
+                f"asked for a mesh of {device_count} devices but {len(devices)} are available; "
+                f"pass a device count between 1 and {len(devices)}"
+            )
+        if jax.process_count() > 1 and device_count != len(devices):
+            raise ShardingError(
+                "a mesh over a subset of devices is not supported with several processes; "
+                "leave device_count unset"
+            )
+        devices = devices[:device_count]
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def data_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits the leading (batch) axis over the mesh's data axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy on every device (parameters, optimizer state)."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def local_device_count(mesh: Mesh) -> int:
+    """Number of the mesh's devices that belong to this process."""
+    return sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
+
+
+def check_batch_divisible(global_batch: int, mesh: Mesh) -> int:
+    """Return the per-process batch; ShardingError (before any compile) if it does not divide."""
+    n_devices = mesh.devices.size
+    n_procs = jax.process_count()
+    if global_batch % n_devices:
+        lower = max(n_devices, global_batch // n_devices * n_devices)
+        raise ShardingError(
+            f"global batch size {global_batch} is not divisible by the {n_devices} devices of the "
+            f"mesh; set train.batch_size to a multiple of {n_devices} (e.g. --set "
+            f"train.batch_size={lower}) or use fewer devices"
+        )
+    if global_batch % n_procs:
+        raise ShardingError(
+            f"global batch size {global_batch} is not divisible by the {n_procs} processes; "
+            f"set train.batch_size to a multiple of {n_procs}"
+        )
+    per_process = global_batch // n_procs
+    n_local = local_device_count(mesh)
+    if n_local == 0 or per_process % n_local:
+        raise ShardingError(
+            f"per-process batch size {per_process} (global {global_batch} / {n_procs} processes) "
+            f"is not divisible by this process's {n_local} devices; set train.batch_size to a "
+            f"multiple of {n_devices}"
+        )
+    return per_process
+
+
+def global_batch_from_local(local_batch: Any, mesh: Mesh) -> Any:
+    """Assemble the global, data-sharded jax.Array(s) from this process's slice of the batch."""
+    sharding = data_sharding(mesh)
+    n_procs = jax.process_count()
+
+    def one(x: Any) -> jax.Array:
+        x = np.asarray(x)
+        global_shape = (x.shape[0] * n_procs, *x.shape[1:])
+        return jax.make_array_from_process_local_data(sharding, x, global_shape)
+
+    return jax.tree_util.tree_map(one, local_batch)
+
+
+def is_main_process() -> bool:
+    """True on process 0, the only one that logs progress and writes metrics."""
+    return jax.process_index() == 0
+
+
+def maybe_initialize_distributed(
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    *,
+    local_device_ids: list[int] | None = None,
+) -> bool:
+    """Call jax.distributed.initialize from flags or COLORJAX_* env; True when multi-process.
+
+    Must run before anything touches a JAX backend. With no flag and no env variable it does
+    nothing (single process), unless JAX's cluster auto-detection env (e.g. on a TPU pod or
+    SLURM with JAX_COORDINATOR_ADDRESS) is present, in which case initialize() is called
+    without arguments.
+    """
+    coordinator = coordinator or os.environ.get(ENV_COORDINATOR)
+    if num_processes is None and os.environ.get(ENV_NUM_PROCESSES):
+        num_processes = _env_int(ENV_NUM_PROCESSES)
+    if process_id is None and os.environ.get(ENV_PROCESS_ID):
+        process_id = _env_int(ENV_PROCESS_ID)
+    if coordinator is None and num_processes is None and process_id is None:
+        if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+            jax.distributed.initialize()
+            return jax.process_count() > 1
+        return False
+    if coordinator is None or num_processes is None or process_id is None:
+        raise ConfigError(
+            "multi-process training needs all of --coordinator HOST:PORT, --num-processes N and "
+            f"--process-id I (or {ENV_COORDINATOR}, {ENV_NUM_PROCESSES}, {ENV_PROCESS_ID}); got "
+            f"coordinator={coordinator!r}, num_processes={num_processes!r}, "
+            f"process_id={process_id!r}"
+        )
+    if not 0 <= process_id < num_processes:
+        raise ConfigError(f"process id {process_id} is not in [0, {num_processes})")
+    # CPU devices have no cross-process collectives unless one is chosen; the setting only
+    # affects the CPU client, so it is harmless on GPU/TPU hosts.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=num_processes,
+        process_id=process_id,
+        local_device_ids=local_device_ids,
+    )
+    logger.info(
+        "process %d/%d joined %s; %d local, %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        coordinator,
+        jax.local_device_count(),
+        jax.device_count(),
+    )
+    return num_processes > 1
+
+
+def _env_int(name: str) -> int:
+    try:
+        return int(os.environ[name])
+    except ValueError:
+        raise ConfigError(
+            f"environment variable {name}={os.environ[name]!r} is not an integer"
+        ) from None

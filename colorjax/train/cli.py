@@ -1,0 +1,66 @@
+"""`colorjax train --config experiments/NAME.py --workdir DIR [--set key=value ...]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from colorjax.config import load_config
+
+logger = logging.getLogger(__name__)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the train command's arguments."""
+    parser.add_argument(
+        "--config", required=True, help="experiment file, e.g. experiments/demo_cpu.py"
+    )
+    parser.add_argument(
+        "--workdir", required=True, help="directory for config, metrics, checkpoints"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.steps=200 (repeatable)",
+    )
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue from the work dir's latest checkpoint (default); --no-resume refuses a "
+        "work dir that already has checkpoints",
+    )
+    parser.add_argument("--coordinator", default=None, help="multi-host: coordinator HOST:PORT")
+    parser.add_argument("--num-processes", type=int, default=None, help="multi-host: process count")
+    parser.add_argument(
+        "--process-id", type=int, default=None, help="multi-host: this process's id"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse the config, join the cluster if asked, and train."""
+    # Config errors should surface before the (slow) distributed start-up.
+    config = load_config(args.config, args.overrides)
+    if args.no_progress:
+        config.train.progress = False
+
+    from colorjax.parallel import is_main_process, maybe_initialize_distributed
+
+    maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    if not is_main_process():
+        logging.getLogger().setLevel(logging.WARNING)
+
+    from colorjax.train.loop import train
+
+    result = train(config, args.workdir, resume=args.resume)
+    if is_main_process():
+        summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.last_metrics.items()))
+        print(f"trained {config.model.name} to step {result.step} in {args.workdir}: {summary}")
+        if result.eval_metrics:
+            ev = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.eval_metrics.items()))
+            print(f"eval: {ev}")
+    return 0

@@ -1,0 +1,164 @@
+"""Training state (params, optimizer state, step, RNG, EMA), optimizers and schedules."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from colorjax.config import ExperimentConfig, OptimConfig
+from colorjax.models import create_model, get_spec
+from colorjax.parallel import replicated
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step reads and writes; a pytree, donated to each jitted step.
+
+    For DeepColorization `params` holds {'generator', 'discriminator'}, `opt_state` is the
+    generator's optimizer state and `d_opt_state` the discriminator's; `ema_params` (when
+    enabled) is an EMA of the generator (or of the whole ColorNet).
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    rng: jax.Array
+    ema_params: Any = None
+    d_opt_state: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainTask:
+    """The static pieces of a run: model, mode, optimizers and schedules."""
+
+    config: ExperimentConfig
+    model: nn.Module
+    mode: str  # 'regression' | 'classification' | 'gan'
+    tx: optax.GradientTransformation
+    schedule: Callable[[Any], Any]
+    d_tx: optax.GradientTransformation | None = None
+
+
+def make_schedule(optim: OptimConfig, total_steps: int, base_lr: float) -> optax.Schedule:
+    """Warm-up (linear from 0), optional constant hold, then cosine/linear decay or constant."""
+    pieces: list[optax.Schedule] = []
+    boundaries: list[int] = []
+    warm = max(int(optim.warmup_steps), 0)
+    if warm:
+        pieces.append(optax.linear_schedule(0.0, base_lr, warm))
+        boundaries.append(warm)
+    hold_end = max(warm, int(optim.constant_fraction * total_steps))
+    if hold_end > warm:
+        pieces.append(optax.constant_schedule(base_lr))
+        boundaries.append(hold_end)
+    decay_steps = max(total_steps - hold_end, 1)
+    end = base_lr * optim.end_lr_fraction
+    if optim.schedule == "cosine":
+        pieces.append(
+            optax.cosine_decay_schedule(base_lr, decay_steps, alpha=optim.end_lr_fraction)
+        )
+    elif optim.schedule == "linear":
+        pieces.append(optax.linear_schedule(base_lr, end, decay_steps))
+    else:
+        pieces.append(optax.constant_schedule(base_lr))
+    if len(pieces) == 1:
+        return pieces[0]
+    return optax.join_schedules(pieces, boundaries)
+
+
+def make_optimizer(optim: OptimConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """Optax optimizer with optional global-norm gradient clipping in front."""
+    if optim.optimizer == "adam":
+        base = optax.adam(schedule, b1=optim.b1, b2=optim.b2)
+    elif optim.optimizer == "adamw":
+        base = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
+    else:
+        base = optax.sgd(schedule, momentum=optim.b1 or None)
+    if optim.grad_clip_norm:
+        return optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), base)
+    return base
+
+
+def make_task(config: ExperimentConfig) -> TrainTask:
+    """Build the model (in the configured compute dtype), optimizers and schedules."""
+    spec = get_spec(config.model.name)
+    overrides = dict(config.model.overrides)
+    overrides.setdefault("dtype", config.train.dtype)
+    model = create_model(config.model.name, **overrides)
+    mode = "gan" if spec.family == "deepcolorization" else spec.head
+    schedule = make_schedule(config.optim, config.train.steps, config.optim.learning_rate)
+    tx = make_optimizer(config.optim, schedule)
+    d_tx = None
+    if mode == "gan":
+        d_lr = config.optim.d_learning_rate or config.optim.learning_rate
+        d_tx = make_optimizer(config.optim, make_schedule(config.optim, config.train.steps, d_lr))
+    return TrainTask(config=config, model=model, mode=mode, tx=tx, schedule=schedule, d_tx=d_tx)
+
+
+def init_state(task: TrainTask, rng: jax.Array) -> TrainState:
+    """Fresh state: params from model.init on a dummy L batch at the configured image size."""
+    size = task.config.data.image_size
+    init_rng, state_rng = jax.random.split(rng)
+    dummy = jnp.zeros((1, size, size, 1), jnp.float32)
+    params = task.model.init(init_rng, dummy)["params"]
+    if task.mode == "gan":
+        opt_state = task.tx.init(params["generator"])
+        d_opt_state = task.d_tx.init(params["discriminator"])
+        ema_source = params["generator"]
+    else:
+        opt_state = task.tx.init(params)
+        d_opt_state = None
+        ema_source = params
+    ema = None
+    if task.config.optim.ema_decay is not None:
+        ema = jax.tree_util.tree_map(jnp.copy, ema_source)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=opt_state,
+        rng=state_rng,
+        ema_params=ema,
+        d_opt_state=d_opt_state,
+    )
+
+
+def create_state(task: TrainTask, mesh: Mesh) -> TrainState:
+    """Initialise the state directly into replicated device memory on the mesh."""
+    rng = jax.random.PRNGKey(task.config.train.seed)
+    return jax.jit(lambda r: init_state(task, r), out_shardings=replicated(mesh))(rng)
+
+
+def abstract_state(task: TrainTask, where: Mesh | jax.sharding.Sharding) -> TrainState:
+    """Shapes, dtypes and shardings of the state, without allocating it (restore target)."""
+    shapes = jax.eval_shape(lambda r: init_state(task, r), jax.random.PRNGKey(0))
+    sharding = replicated(where) if isinstance(where, Mesh) else where
+    return jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes
+    )
+
+
+def inference_params(task: TrainTask, state: TrainState) -> Any:
+    """Parameters to evaluate or export: the EMA weights when enabled, else the live ones."""
+    if state.ema_params is None:
+        return state.params
+    if task.mode == "gan":
+        return {**state.params, "generator": state.ema_params}
+    return state.ema_params
+
+
+def tree_is_finite(tree: Any) -> jax.Array:
+    """Scalar bool: every floating leaf of `tree` is finite."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)

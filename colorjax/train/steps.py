@@ -1,0 +1,201 @@
+"""Pure train/eval step functions, compiled once with jax.jit over the mesh, state donated."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from colorjax import color, gamut, losses, metrics
+from colorjax.models import predict_ab
+from colorjax.parallel import data_sharding, replicated
+from colorjax.train.state import TrainState, TrainTask, inference_params
+
+StepFn = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def _inject_nan(loss: jax.Array, step: jax.Array, nan_step: int | None) -> jax.Array:
+    """Testing aid: multiply the loss by NaN at one step so params and loss both go bad."""
+    if nan_step is None:
+        return loss
+    return loss * jnp.where(step == nan_step, jnp.nan, 1.0)
+
+
+def _ema(old: Any, new: Any, decay: float | None) -> Any:
+    if old is None or decay is None:
+        return old
+    return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, old, new)
+
+
+def _colornet_loss_fn(task: TrainTask) -> Callable[..., jax.Array]:
+    """Loss(prediction, ab_norm) for the ColorNet head of this task."""
+    cfg = task.config.loss
+    if task.mode == "classification":
+        centers = jnp.asarray(gamut.ab_bin_centers(), jnp.float32)
+        weights = gamut.rebalancing_weights(gamut.default_prior(), cfg.rebalance_lambda)
+        weights = np.asarray(weights, np.float32)
+
+        def classification(logits: jax.Array, ab_norm: jax.Array) -> jax.Array:
+            return losses.rebalanced_cross_entropy(
+                logits,
+                ab_norm * color.AB_SCALE,
+                centers,
+                jnp.asarray(weights),
+                sigma=cfg.soft_sigma,
+                neighbors=cfg.soft_neighbors,
+                gray_threshold=cfg.gray_chroma_threshold,
+            )
+
+        return classification
+
+    def regression(pred: jax.Array, ab_norm: jax.Array) -> jax.Array:
+        return losses.regression_loss(pred, ab_norm, cfg.regression, cfg.huber_delta)
+
+    return regression
+
+
+def colornet_step(task: TrainTask) -> StepFn:
+    """Un-jitted step for ColorNet (regression or classification head)."""
+    loss_of = _colornet_loss_fn(task)
+    nan_step = task.config.train.inject_nan_step
+    decay = task.config.optim.ema_decay
+
+    def step(state: TrainState, batch: dict[str, jax.Array]):
+        rng = jax.random.fold_in(state.rng, state.step)
+        l_norm, ab_norm = color.rgb_uint8_to_lab_inputs(batch["rgb"])
+
+        def loss_fn(params: Any) -> jax.Array:
+            out = task.model.apply({"params": params}, l_norm, train=True, rngs={"dropout": rng})
+            return _inject_nan(loss_of(out, ab_norm), state.step, nan_step)
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            opt_state=opt_state,
+            ema_params=_ema(state.ema_params, params, decay),
+        )
+        out = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "learning_rate": jnp.asarray(task.schedule(state.step), jnp.float32),
+        }
+        return new_state, out
+
+    return step
+
+
+def gan_step(task: TrainTask) -> StepFn:
+    """Un-jitted pix2pix step: update the discriminator, then the generator against the new D."""
+    cfg = task.config.loss
+    nan_step = task.config.train.inject_nan_step
+    decay = task.config.optim.ema_decay
+    model = task.model
+
+    def step(state: TrainState, batch: dict[str, jax.Array]):
+        rng = jax.random.fold_in(state.rng, state.step)
+        l_norm, ab_norm = color.rgb_uint8_to_lab_inputs(batch["rgb"])
+        g_params = state.params["generator"]
+        d_params = state.params["discriminator"]
+
+        def generate(gp: Any) -> jax.Array:
+            variables = {"params": {"generator": gp, "discriminator": d_params}}
+            return model.apply(variables, l_norm, train=True, rngs={"dropout": rng})
+
+        # One generator forward serves both updates; its VJP gives the G gradient later.
+        fake, g_vjp = jax.vjp(generate, g_params)
+
+        def discriminate(dp: Any, ab: jax.Array) -> jax.Array:
+            variables = {"params": {"generator": g_params, "discriminator": dp}}
+            return model.apply(variables, l_norm, ab, method="discriminate")
+
+        def d_loss_fn(dp: Any):
+            real_logits = discriminate(dp, ab_norm)
+            fake_logits = discriminate(dp, jax.lax.stop_gradient(fake))
+            loss = losses.gan_discriminator_loss(real_logits, fake_logits, cfg.gan)
+            aux = (
+                jnp.mean(real_logits.astype(jnp.float32)),
+                jnp.mean(fake_logits.astype(jnp.float32)),
+            )
+            return loss, aux
+
+        (d_loss, (d_real, d_fake)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d_params)
+        d_updates, d_opt_state = task.d_tx.update(d_grads, state.d_opt_state, d_params)
+        d_params = optax.apply_updates(d_params, d_updates)
+
+        def g_loss_fn(fake_ab: jax.Array):
+            adv = losses.gan_generator_loss(discriminate(d_params, fake_ab), cfg.gan)
+            l1 = losses.l1_loss(fake_ab, ab_norm)
+            total = _inject_nan(adv + cfg.lambda_l1 * l1, state.step, nan_step)
+            return total, (adv, l1)
+
+        (g_loss, (g_adv, g_l1)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
+        (g_grads,) = g_vjp(fake_grad)
+        g_updates, opt_state = task.tx.update(g_grads, state.opt_state, g_params)
+        g_params = optax.apply_updates(g_params, g_updates)
+        new_state = state.replace(
+            step=state.step + 1,
+            params={"generator": g_params, "discriminator": d_params},
+            opt_state=opt_state,
+            d_opt_state=d_opt_state,
+            ema_params=_ema(state.ema_params, g_params, decay),
+        )
+        out = {
+            "loss": g_loss,
+            "g_adv": g_adv,
+            "g_l1": g_l1,
+            "d_loss": d_loss,
+            "d_real_logit": d_real,
+            "d_fake_logit": d_fake,
+            "grad_norm": optax.tree.norm(g_grads),
+            "d_grad_norm": optax.tree.norm(d_grads),
+            "learning_rate": jnp.asarray(task.schedule(state.step), jnp.float32),
+        }
+        return new_state, out
+
+    return step
+
+
+def make_train_step(task: TrainTask, mesh: Mesh) -> StepFn:
+    """The task's step, jitted once: state replicated and donated, batch sharded on 'data'."""
+    fn = gan_step(task) if task.mode == "gan" else colornet_step(task)
+    return jax.jit(
+        fn,
+        in_shardings=(replicated(mesh), data_sharding(mesh)),
+        out_shardings=(replicated(mesh), replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def eval_metrics(task: TrainTask, params: Any, rgb_u8: jax.Array) -> dict[str, jax.Array]:
+    """Batch-mean PSNR, colourfulness (pred/true) and ab L1 of the model on uint8 RGB."""
+    l_norm, ab_norm = color.rgb_uint8_to_lab_inputs(rgb_u8)
+    pred_ab = predict_ab(task.model, {"params": params}, l_norm).astype(jnp.float32)
+    pred_rgb = color.lab_inputs_to_rgb(l_norm, pred_ab) * 255.0
+    true_rgb = rgb_u8.astype(jnp.float32)
+    return {
+        "psnr": jnp.mean(metrics.psnr(pred_rgb, true_rgb)),
+        "colorfulness_pred": jnp.mean(metrics.colorfulness(pred_rgb)),
+        "colorfulness_true": jnp.mean(metrics.colorfulness(true_rgb)),
+        "ab_l1": losses.l1_loss(pred_ab, ab_norm),
+    }
+
+
+def make_eval_step(task: TrainTask, mesh: Mesh) -> Callable[[TrainState, Any], dict]:
+    """Jitted eval step on a validation batch (EMA weights when enabled); state not donated."""
+
+    def fn(state: TrainState, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        return eval_metrics(task, inference_params(task, state), batch["rgb"])
+
+    return jax.jit(
+        fn,
+        in_shardings=(replicated(mesh), data_sharding(mesh)),
+        out_shardings=replicated(mesh),
+    )

@@ -1,0 +1,98 @@
+"""Experiment configs: JSON round trip, typed `--set` overrides, clear errors for bad keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from colorjax.config import ExperimentConfig, apply_override, load_config, valid_keys
+from colorjax.errors import ConfigError
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.py"))
+
+
+def test_round_trip_through_json():
+    c = ExperimentConfig()
+    c.model.overrides = {"width": 8}
+    c.optim.grad_clip_norm = 0.5
+    again = ExperimentConfig.from_dict(json.loads(c.to_json()))
+    assert again == c
+
+
+def test_overrides_are_parsed_with_the_field_type():
+    c = ExperimentConfig()
+    for item in [
+        "train.steps=17",
+        "optim.learning_rate=3e-4",
+        "train.progress=false",
+        "optim.grad_clip_norm=none",
+        "data.drop_gray_threshold=2.5",
+        "data.source=folder:/x=y",
+        "model.overrides.width=24",
+    ]:
+        apply_override(c, item)
+    assert c.train.steps == 17 and isinstance(c.train.steps, int)
+    assert c.optim.learning_rate == pytest.approx(3e-4)
+    assert c.train.progress is False
+    assert c.optim.grad_clip_norm is None
+    assert c.data.drop_gray_threshold == 2.5
+    assert c.data.source == "folder:/x=y"  # only the first '=' splits
+    assert c.model.overrides == {"width": 24}
+    apply_override(c, 'model.overrides={"depth": 2}')
+    assert c.model.overrides == {"depth": 2}
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "train.stepz=3",
+        "nosuch.key=1",
+        "train=3",
+        "train.steps",
+        "train.steps=abc",
+        "train.progress=maybe",
+    ],
+)
+def test_bad_overrides_raise_config_error(item):
+    with pytest.raises(ConfigError) as info:
+        apply_override(ExperimentConfig(), item)
+    if "stepz" in item or "nosuch" in item:
+        assert "train.steps" in str(info.value)  # lists the valid keys
+
+
+def test_from_dict_rejects_unknown_keys_and_wrong_types():
+    with pytest.raises(ConfigError, match="train.bogus"):
+        ExperimentConfig.from_dict({"train": {"bogus": 1}})
+    with pytest.raises(ConfigError, match="train.steps"):
+        ExperimentConfig.from_dict({"train": {"steps": "ten"}})
+
+
+def test_valid_keys_cover_every_section():
+    keys = valid_keys()
+    for key in [
+        "model.name",
+        "data.source",
+        "optim.learning_rate",
+        "train.batch_size",
+        "loss.lambda_l1",
+    ]:
+        assert key in keys
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_experiment_loads_and_names_a_registered_model(path):
+    from colorjax.models import get_spec
+
+    c = load_config(path, ["train.steps=5"])
+    assert c.train.steps == 5
+    get_spec(c.model.name)
+    assert ExperimentConfig.from_dict(c.to_dict()) == c
+
+
+def test_load_config_validates_choices(tmp_path):
+    with pytest.raises(ConfigError, match="train.dtype"):
+        load_config(EXPERIMENTS[0], ["train.dtype=float16"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.py")
