@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "colorize": ("colorjax.inference", "colorize image files, folders or globs"),
     "bench": ("colorjax.bench", "benchmark throughput, latency, compile time, memory and MFU"),
     "weights": ("colorjax.hub", "list, download, verify or export pretrained weights"),
+    "demo": ("colorjax.demo", "colorize a sample with the bundled weights, train the CPU demo"),
     "models": ("colorjax.models.cli", "list the registered models"),
     "data": ("colorjax.data.cli", "check a data source: count unreadable and near-gray images"),
 }
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        # absl (pulled in by orbax/grain) installs a root handler first; replace it.
+        force=True,
     )
     try:
         return int(args._run(args) or 0)

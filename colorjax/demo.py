@@ -1,0 +1,120 @@
+"""`colorjax demo`: colorize a sample with the bundled weights, train the CPU demo, compare."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from colorjax.errors import ColorjaxError, DataSourceError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "experiments/demo_cpu.py"
+DEFAULT_SAMPLE = "astronaut.png"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the demo's arguments."""
+    parser.add_argument("--workdir", default="runs/demo", help="where outputs and the run go")
+    parser.add_argument(
+        "--config", default=DEFAULT_CONFIG, help="experiment to train (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.steps=50",
+    )
+    parser.add_argument(
+        "--sample", default=DEFAULT_SAMPLE, help="embedded photo to colorize (default: %(default)s)"
+    )
+    parser.add_argument("--skip-train", action="store_true", help="only use the bundled weights")
+
+
+def sample_photo(name: str) -> np.ndarray:
+    """Decode one of the embedded photos by file name."""
+    from colorjax.data import decode_image, embedded_photo_paths
+
+    paths = {p.name: p for p in embedded_photo_paths()}
+    if name not in paths:
+        raise DataSourceError(
+            f"no embedded photo named {name!r}; choose one of {sorted(paths)} "
+            "(they ship with scikit-image: pip install scikit-image)"
+        )
+    return decode_image(paths[name])
+
+
+def side_by_side(gray_source: np.ndarray, *panels: np.ndarray) -> np.ndarray:
+    """Return gray | panel | panel ... as one uint8 image (the gray is the input's luminance)."""
+    from colorjax.color import rgb_to_lab
+
+    lightness = np.asarray(rgb_to_lab(gray_source.astype(np.float32) / 255.0))[..., 0]
+    gray = np.clip(np.round(lightness / 100.0 * 255.0), 0, 255).astype(np.uint8)
+    return np.concatenate([np.repeat(gray[..., None], 3, axis=-1), *panels], axis=1)
+
+
+def _save(rgb: np.ndarray, path: Path) -> Path:
+    import io
+
+    from PIL import Image
+
+    from colorjax.inference import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def colorize_with_bundled(photo: np.ndarray, out_dir: Path) -> list[Path]:
+    """Colorize the photo with each family's default bundled weights; return the files written."""
+    from colorjax import hub
+    from colorjax.inference import Colorizer
+
+    written = []
+    for family in ("colornet", "deepcolorization"):
+        try:
+            model, variables, meta = hub.load_pretrained(None, family=family)
+        except ColorjaxError as err:
+            log.warning("no bundled %s weights: %s", family, err)
+            continue
+        colour = Colorizer(model, variables, int(meta["working_size"])).colorize(photo)
+        path = out_dir / f"bundled-{meta.get('name', family)}.png"
+        written.append(_save(side_by_side(photo, colour, photo), path))
+    return written
+
+
+def train_and_colorize(args: argparse.Namespace, photo: np.ndarray, out_dir: Path) -> Path:
+    """Train the demo config (resuming if already run) and colorize the photo with the result."""
+    from colorjax.checkpoint import load_inference_params
+    from colorjax.config import load_config
+    from colorjax.inference import Colorizer
+    from colorjax.models import create_model
+    from colorjax.train.loop import train
+
+    config = load_config(args.config, args.overrides)
+    run_dir = out_dir / "run"
+    train(config, run_dir, resume=True)
+    config, variables = load_inference_params(run_dir)
+    model = create_model(config.model.name, **config.model.overrides)
+    colour = Colorizer(model, variables, config.data.image_size).colorize(photo)
+    return _save(side_by_side(photo, colour, photo), out_dir / f"trained-{config.model.name}.png")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo and print where its outputs are."""
+    out_dir = Path(args.workdir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    photo = sample_photo(args.sample)
+    written = colorize_with_bundled(photo, out_dir)
+    if not args.skip_train:
+        written.append(train_and_colorize(args, photo, out_dir))
+    print("wrote (gray input | colorized | original):")
+    for path in written:
+        print(f"  {path}")
+    return 0
