@@ -1,0 +1,290 @@
+"""PyTorch side of the benchmark: the same train step / inference as colorjax, eager or compiled.
+
+Loaded by `colorjax bench --torch` from the source checkout. Each function returns a dict of
+raw timings (seconds per call) and metadata; colorjax.bench turns it into a result record.
+The train step does the same work as colorjax's: uint8 RGB -> Lab on the device, forward,
+loss (L1 regression / rebalanced soft-encoded cross-entropy / pix2pix D + G), backward, Adam.
+`mode='compile'` wraps the network in torch.compile (backward and Adam stay eager, fused where
+the device allows); on CUDA, models and inputs use channels_last.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torch_models
+
+_XYZ_FROM_RGB = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_WHITE_D65 = (0.95047, 1.0, 1.08883)
+L_SCALE, AB_SCALE = 50.0, 110.0
+
+
+def device() -> torch.device:
+    """CUDA if present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def rgb_uint8_to_lab_inputs(rgb_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (N,H,W,3) -> (l_norm (N,1,H,W), ab_norm (N,2,H,W)), as colorjax.color does."""
+    c = rgb_u8.float() / 255.0
+    lin = torch.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    m = torch.tensor(_XYZ_FROM_RGB, device=c.device)
+    xyz = lin @ m.T / torch.tensor(_WHITE_D65, device=c.device)
+    f = torch.where(xyz > 0.008856, xyz.clamp_min(1e-12) ** (1 / 3), 7.787 * xyz + 16 / 116)
+    fx, fy, fz = f.unbind(-1)
+    l_norm = ((116.0 * fy - 16.0) / L_SCALE - 1.0)[:, None]
+    ab = torch.stack([500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1) / AB_SCALE
+    return l_norm, ab
+
+
+def _autocast(dtype: str, dev: torch.device) -> Any:
+    """bf16 autocast (f32 params, bf16 compute, like Flax dtype=bfloat16) or a no-op."""
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dtype == "bf16")
+
+
+def _prepare(module: torch.nn.Module, dev: torch.device, mode: str) -> Callable[..., Any]:
+    """Move to device (channels_last on CUDA) and optionally torch.compile."""
+    module.to(dev)
+    if dev.type == "cuda":
+        module.to(memory_format=torch.channels_last)
+    return torch.compile(module) if mode == "compile" else module
+
+
+def _adam(params: Any, dev: torch.device) -> torch.optim.Optimizer:
+    """Adam with the fastest implementation the device offers (fused on CUDA)."""
+    if dev.type == "cuda":
+        return torch.optim.Adam(params, lr=1e-4, fused=True)
+    return torch.optim.Adam(params, lr=1e-4, foreach=True)
+
+
+def _sync(dev: torch.device) -> None:
+    """Wait for queued device work."""
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _time(step: Callable[[], Any], dev: torch.device, warmup: int, trials: int, iters: int) -> list:
+    """Seconds per call for each trial, warm-up excluded, synchronised."""
+    for _ in range(warmup):
+        step()
+    _sync(dev)
+    times = []
+    for _ in range(trials):
+        start = time.perf_counter()
+        for _ in range(iters):
+            step()
+        _sync(dev)
+        times.append((time.perf_counter() - start) / iters)
+    return times
+
+
+def _rgb(batch: int, size: int, dev: torch.device) -> torch.Tensor:
+    """Random uint8 RGB batch already on the device."""
+    rng = np.random.default_rng(0)
+    return torch.as_tensor(rng.integers(0, 256, (batch, size, size, 3), dtype=np.uint8)).to(dev)
+
+
+def _classification_loss(dev: torch.device) -> Callable[..., torch.Tensor]:
+    """Rebalanced soft-encoded CE (5 nearest bins, sigma 5), as the colorjax classification loss."""
+    from colorjax.gamut import ab_bin_centers, default_prior, rebalancing_weights
+
+    centers = torch.tensor(np.asarray(ab_bin_centers()), device=dev)
+    weights = torch.tensor(np.asarray(rebalancing_weights(default_prior())), device=dev)
+
+    def loss(logits: torch.Tensor, ab_norm: torch.Tensor) -> torch.Tensor:
+        ab = (ab_norm * AB_SCALE).permute(0, 2, 3, 1)
+        d2 = ((ab[..., None, :] - centers) ** 2).sum(-1)
+        neg, idx = torch.topk(-d2, 5, dim=-1)
+        w = torch.softmax((neg - neg[..., :1]) / (2 * 25.0), dim=-1)
+        target = torch.zeros_like(d2).scatter_(-1, idx, w)
+        logp = F.log_softmax(logits.float().permute(0, 2, 3, 1), dim=-1)
+        ce = -(target * logp).sum(-1)
+        return (weights[idx[..., 0]] * ce).mean()
+
+    return loss
+
+
+def _bench_train(
+    name: str, size: int, batch: int, dtype: str, mode: str, warmup: int, trials: int, iters: int
+) -> dict[str, Any]:
+    """Train-step timings for one configuration (GAN: D update + G update = one step)."""
+    dev = device()
+    _reset_peak(dev)
+    torch.manual_seed(0)
+    model = torch_models.create_torch_model(name)
+    params = torch_models.count_params(model)
+    rgb = _rgb(batch, size, dev)
+    fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    if isinstance(model, torch_models.DeepColorization):
+        step = _gan_step(model, rgb, dev, dtype, mode, fmt)
+    else:
+        step = _colornet_step(model, rgb, dev, dtype, mode, fmt)
+    start = time.perf_counter()
+    step()  # first call: torch.compile traces and compiles here
+    _sync(dev)
+    first_s = time.perf_counter() - start
+    times = _time(step, dev, warmup, trials, iters)
+    peak = _peak_mem(dev)
+    return {
+        "kind": "train",
+        "mode": mode,
+        "params": params,
+        "compile_s": first_s,
+        "times_s": times,
+        "trials": trials,
+        "iters_per_trial": iters,
+        "warmup": warmup + 1,
+        "peak_memory_bytes": peak,
+        "train_step": "torch " + ("compiled model" if mode == "compile" else "eager"),
+        "note": f"compile_s = first call (trace + compile + one step); "
+        f"torch threads {torch.get_num_threads()}",
+    }
+
+
+def _colornet_step(model: Any, rgb: Any, dev: Any, dtype: str, mode: str, fmt: Any) -> Callable:
+    """ColorNet step: Lab -> forward -> L1 or rebalanced CE -> backward -> Adam."""
+    net = _prepare(model, dev, mode)
+    opt = _adam(model.parameters(), dev)
+    cls = model.head_kind == "classification"
+    cls_loss = _classification_loss(dev) if cls else None
+
+    def step() -> None:
+        l_norm, ab = rgb_uint8_to_lab_inputs(rgb)
+        with _autocast(dtype, dev):
+            out = net(l_norm.contiguous(memory_format=fmt))
+        loss = cls_loss(out, ab) if cls else (out.float() - ab).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _gan_step(model: Any, rgb: Any, dev: Any, dtype: str, mode: str, fmt: Any) -> Callable:
+    """pix2pix step: fake = G(L); D update on (real, fake.detach()); G update through new D."""
+    gen = _prepare(model.generator, dev, mode)
+    disc = _prepare(model.discriminator, dev, mode)
+    opt_g = _adam(model.generator.parameters(), dev)
+    opt_d = _adam(model.discriminator.parameters(), dev)
+    bce = F.binary_cross_entropy_with_logits
+
+    def step() -> None:
+        l_norm, ab = rgb_uint8_to_lab_inputs(rgb)
+        l_norm = l_norm.contiguous(memory_format=fmt)
+        with _autocast(dtype, dev):
+            fake = gen(l_norm)
+            real_logits = disc(l_norm, ab)
+            fake_logits = disc(l_norm, fake.detach())
+        loss_d = 0.5 * (
+            bce(real_logits, torch.ones_like(real_logits))
+            + bce(fake_logits, torch.zeros_like(fake_logits))
+        )
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        with _autocast(dtype, dev):
+            adv_logits = disc(l_norm, fake)
+        loss_g = bce(adv_logits, torch.ones_like(adv_logits)) + 100.0 * (fake - ab).abs().mean()
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+
+    return step
+
+
+def _bench_infer(
+    name: str,
+    size: int,
+    batch: int,
+    dtype: str,
+    mode: str,
+    warmup: int,
+    trials: int,
+    iters: int,
+    latency_samples: int,
+) -> list[dict[str, Any]]:
+    """Batch-1 latency samples and large-batch throughput of the eval forward (ab prediction)."""
+    dev = device()
+    _reset_peak(dev)
+    torch.manual_seed(0)
+    model = torch_models.create_torch_model(name).eval()
+    params = torch_models.count_params(model)
+    net = _prepare(model.generator if hasattr(model, "generator") else model, dev, mode)
+    fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    out = []
+    for kind, n in (("infer_latency", 1), ("infer_throughput", batch)):
+        x = torch.rand(n, 1, size, size, device=dev).mul(2).sub(1).contiguous(memory_format=fmt)
+
+        def call(x: torch.Tensor = x) -> None:
+            with torch.inference_mode(), _autocast(dtype, dev):
+                net(x)
+
+        start = time.perf_counter()
+        call()
+        _sync(dev)
+        first_s = time.perf_counter() - start
+        if kind == "infer_latency":
+            times = _time(call, dev, warmup, latency_samples, 1)
+            t, i = latency_samples, 1
+        else:
+            times = _time(call, dev, warmup, trials, iters)
+            t, i = trials, iters
+        out.append(
+            {
+                "kind": kind,
+                "mode": mode,
+                "batch_size": n,
+                "params": params,
+                "compile_s": first_s,
+                "times_s": times,
+                "trials": t,
+                "iters_per_trial": i,
+                "warmup": warmup + 1,
+                "peak_memory_bytes": _peak_mem(dev),
+                "note": "logits only for -cls heads (colorjax adds the annealed mean)",
+            }
+        )
+    return out
+
+
+def _release(dev: torch.device) -> None:
+    """Hand cached CUDA blocks back so the next JAX configuration can use them."""
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _reset_peak(dev: torch.device) -> None:
+    """Start a fresh peak-memory window for this configuration."""
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_mem(dev: torch.device) -> int | None:
+    """Peak CUDA memory allocated so far (None on CPU)."""
+    return int(torch.cuda.max_memory_allocated()) if dev.type == "cuda" else None
+
+
+def bench_train(*args: Any) -> dict[str, Any]:
+    """Train-step timings (see _bench_train); CUDA cache released afterwards for JAX."""
+    try:
+        return _bench_train(*args)
+    finally:
+        _release(device())
+
+
+def bench_infer(*args: Any) -> list[dict[str, Any]]:
+    """Inference timings (see _bench_infer); CUDA cache released afterwards for JAX."""
+    try:
+        return _bench_infer(*args)
+    finally:
+        _release(device())

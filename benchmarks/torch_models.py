@@ -1,0 +1,304 @@
+"""PyTorch mirrors of the colorjax networks (same layers, widths, norms, parameter counts).
+
+Not part of the package: used only by the benchmark harness to compare against PyTorch. Each
+class mirrors the Flax module in colorjax/models line by line; tensors are NCHW here (NHWC in
+Flax), and on CUDA the harness moves models and inputs to channels_last memory format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Flax defaults that differ from PyTorch's: GroupNorm/InstanceNorm epsilon.
+FLAX_NORM_EPS = 1e-6
+
+
+def num_groups(channels: int, max_groups: int = 32, min_group_size: int = 4) -> int:
+    """Same GroupNorm group count rule as colorjax.models.layers.num_groups."""
+    groups = max(1, min(max_groups, channels // min_group_size))
+    while channels % groups:
+        groups -= 1
+    return groups
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(lo, hi) padding of XLA/Flax 'SAME' for one spatial dim (asymmetric for even sizes)."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class ConvNormAct(nn.Module):
+    """Conv (Flax 'SAME' padding) -> GroupNorm -> ReLU, as colorjax.models.layers.ConvNormAct."""
+
+    def __init__(self, in_ch: int, features: int, kernel: int = 3, stride: int = 1) -> None:
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+        self.conv = nn.Conv2d(in_ch, features, kernel, stride=stride, padding=0)
+        self.norm = nn.GroupNorm(num_groups(features), features, eps=FLAX_NORM_EPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply conv -> GroupNorm -> ReLU."""
+        h_lo, h_hi = same_padding(x.shape[-2], self.kernel, self.stride)
+        w_lo, w_hi = same_padding(x.shape[-1], self.kernel, self.stride)
+        if h_lo or h_hi or w_lo or w_hi:
+            x = F.pad(x, (w_lo, w_hi, h_lo, h_hi))
+        return F.relu(self.norm(self.conv(x)))
+
+
+class ColorNet(nn.Module):
+    """Global/local fusion colorizer, mirror of colorjax.models.colornet.ColorNet."""
+
+    def __init__(
+        self,
+        head: str = "regression",
+        low_features: Sequence[int] = (64, 128, 256, 512),
+        mid_features: Sequence[int] = (512, 256),
+        global_features: Sequence[int] = (512, 512, 512, 512),
+        global_dense: Sequence[int] = (1024, 512, 256),
+        fusion_features: int = 256,
+        decoder_features: Sequence[int] = (128, 64, 32),
+        upsample: str = "nearest",
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.head_kind, self.upsample = head, upsample
+        low = list(low_features)
+        layers, ch = [], 1
+        for i in range(3):
+            layers += [ConvNormAct(ch, low[i], stride=2), ConvNormAct(low[i], low[i + 1])]
+            ch = low[i + 1]
+        self.low = nn.Sequential(*layers)
+        mids, m_ch = [], ch
+        for feats in mid_features:
+            mids.append(ConvNormAct(m_ch, feats))
+            m_ch = feats
+        self.mid = nn.Sequential(*mids)
+        globs, g_ch = [], ch
+        for i, feats in enumerate(global_features):
+            globs.append(ConvNormAct(g_ch, feats, stride=2 if i % 2 == 0 else 1))
+            g_ch = feats
+        self.global_convs = nn.Sequential(*globs)
+        dense = []
+        for feats in global_dense:
+            dense += [nn.Linear(g_ch, feats), nn.ReLU()]
+            g_ch = feats
+        self.global_dense = nn.Sequential(*dense)
+        self.fusion = ConvNormAct(m_ch + g_ch, fusion_features, kernel=1)
+        dec, d_ch = [], fusion_features
+        for feats in decoder_features:
+            dec.append(nn.ModuleList([ConvNormAct(d_ch, feats), ConvNormAct(feats, feats)]))
+            d_ch = feats
+        self.decoder = nn.ModuleList(dec)
+        out = 2 if head == "regression" else int(num_classes)
+        self.head = nn.Conv2d(d_ch, out, 1)
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        """L (N,1,H,W) -> tanh ab (N,2,H,W) or logits (N,Q,H,W)."""
+        x = self.low(l_norm)
+        mid = self.mid(x)
+        g = self.global_convs(x).float().mean(dim=(2, 3)).to(x.dtype)
+        g = self.global_dense(g)
+        tiled = g[:, :, None, None].expand(-1, -1, mid.shape[2], mid.shape[3])
+        x = self.fusion(torch.cat([mid, tiled], dim=1))
+        for first, second in self.decoder:
+            x = first(x)
+            if self.upsample == "nearest":
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            else:
+                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            x = second(x)
+        out = self.head(x).float()
+        return torch.tanh(out) if self.head_kind == "regression" else out
+
+
+class UNetGenerator(nn.Module):
+    """pix2pix U-Net, mirror of colorjax.models.deepcolorization.UNetGenerator."""
+
+    def __init__(
+        self, ngf: int = 64, num_downs: int = 8, dropout_rate: float = 0.5, num_dropout: int = 3
+    ) -> None:
+        super().__init__()
+        self.num_downs, self.num_dropout = num_downs, num_dropout
+        widths = [ngf * min(2**i, 8) for i in range(num_downs)]
+        self.down = nn.ModuleList()
+        self.down_norm = nn.ModuleList()
+        ch = 1
+        for i, feats in enumerate(widths):
+            self.down.append(nn.Conv2d(ch, feats, 4, 2, 1))
+            inner = 0 < i < num_downs - 1
+            self.down_norm.append(
+                nn.InstanceNorm2d(feats, eps=FLAX_NORM_EPS) if inner else nn.Identity()
+            )
+            ch = feats
+        self.up = nn.ModuleList()
+        for i in reversed(range(num_downs)):
+            in_ch = widths[i] if i == num_downs - 1 else 2 * widths[i]
+            out_ch = 2 if i == 0 else widths[i - 1]
+            self.up.append(nn.ConvTranspose2d(in_ch, out_ch, 4, 2, 1))
+        self.up_norm = nn.ModuleList(
+            nn.InstanceNorm2d(widths[i - 1], eps=FLAX_NORM_EPS)
+            for i in reversed(range(1, num_downs))
+        )
+        self.dropout = nn.Dropout(dropout_rate)
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        """L (N,1,H,W) -> tanh ab (N,2,H,W)."""
+        x, skips = l_norm, []
+        for i, (conv, norm) in enumerate(zip(self.down, self.down_norm, strict=True)):
+            if i > 0:
+                x = F.leaky_relu(x, 0.2)
+            x = norm(conv(x))
+            skips.append(x)
+        x = skips.pop()
+        for step, conv in enumerate(self.up):
+            x = conv(F.relu(x))
+            if step == self.num_downs - 1:
+                return torch.tanh(x.float())
+            x = self.up_norm[step](x)
+            if step < self.num_dropout:
+                x = self.dropout(x)
+            x = torch.cat([skips.pop(), x], dim=1)
+        raise AssertionError("unreachable")
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN on (L, ab), mirror of colorjax.models.deepcolorization.PatchDiscriminator."""
+
+    def __init__(self, ndf: int = 64, n_layers: int = 3, norm: str = "instance") -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2)]
+        ch = ndf
+        for n in range(1, n_layers + 1):
+            stride = 2 if n < n_layers else 1
+            feats = ndf * min(2**n, 8)
+            layers.append(nn.Conv2d(ch, feats, 4, stride, 1))
+            if norm == "instance":
+                layers.append(nn.InstanceNorm2d(feats, eps=FLAX_NORM_EPS))
+            layers.append(nn.LeakyReLU(0.2))
+            ch = feats
+        layers.append(nn.Conv2d(ch, 1, 4, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, l_norm: torch.Tensor, ab_norm: torch.Tensor) -> torch.Tensor:
+        """Patch logits (N,1,h,w) for the pair (L, ab)."""
+        return self.net(torch.cat([l_norm, ab_norm], dim=1)).float()
+
+
+class DeepColorization(nn.Module):
+    """pix2pix pair: .generator and .discriminator, like the Flax module's two subtrees."""
+
+    def __init__(
+        self,
+        ngf: int = 64,
+        ndf: int = 64,
+        num_downs: int = 8,
+        n_layers_d: int = 3,
+        dropout_rate: float = 0.5,
+        num_dropout: int = 3,
+        disc_norm: str = "instance",
+    ) -> None:
+        super().__init__()
+        self.generator = UNetGenerator(ngf, num_downs, dropout_rate, num_dropout)
+        self.discriminator = PatchDiscriminator(ndf, n_layers_d, disc_norm)
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        """Generator output, like DeepColorization.__call__."""
+        return self.generator(l_norm)
+
+
+def create_torch_model(name: str) -> nn.Module:
+    """The PyTorch mirror of the registered colorjax model `name` (same spec kwargs)."""
+    from colorjax.models import get_spec
+
+    spec = get_spec(name)
+    kwargs: dict[str, Any] = {k: v for k, v in spec.kwargs.items() if k != "dtype"}
+    if spec.family == "colornet":
+        if (
+            kwargs.get("head", "regression") == "classification"
+            and kwargs.get("num_classes") is None
+        ):
+            from colorjax.gamut import ab_bin_centers
+
+            kwargs["num_classes"] = len(ab_bin_centers())
+        return ColorNet(**kwargs)
+    if spec.family == "deepcolorization":
+        return DeepColorization(**kwargs)
+    raise ValueError(f"no PyTorch mirror for family {spec.family!r} (model {name!r})")
+
+
+def count_params(module: nn.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def _conv_weight(kernel: Any) -> torch.Tensor:
+    """Flax Conv kernel (kh, kw, in, out) -> torch Conv2d weight (out, in, kh, kw)."""
+    return torch.as_tensor(_np(kernel)).permute(3, 2, 0, 1).contiguous()
+
+
+def _np(x: Any) -> Any:
+    """Host numpy copy of a jax/numpy array."""
+    import numpy as np
+
+    return np.array(x, dtype=np.float32)
+
+
+def _set(module: nn.Module, params: dict[str, Any], transpose: bool = False) -> None:
+    """Copy one Flax conv/dense/convtranspose {'kernel', 'bias'} into a torch layer."""
+    kernel = params["kernel"]
+    if isinstance(module, nn.Linear):
+        weight = torch.as_tensor(_np(kernel)).T.contiguous()
+    elif transpose:
+        # Flax ConvTranspose (transpose_kernel=False) is a plain conv over the dilated input;
+        # torch's is the gradient of a conv, i.e. the same with a spatially flipped kernel.
+        weight = torch.as_tensor(_np(kernel)[::-1, ::-1].copy()).permute(2, 3, 0, 1).contiguous()
+    else:
+        weight = _conv_weight(kernel)
+    with torch.no_grad():
+        module.weight.copy_(weight)
+        module.bias.copy_(torch.as_tensor(_np(params["bias"])))
+
+
+def _set_cna(module: ConvNormAct, params: dict[str, Any]) -> None:
+    """Copy a Flax ConvNormAct (conv + GroupNorm scale/bias)."""
+    _set(module.conv, params["conv"])
+    with torch.no_grad():
+        module.norm.weight.copy_(torch.as_tensor(_np(params["norm"]["scale"])))
+        module.norm.bias.copy_(torch.as_tensor(_np(params["norm"]["bias"])))
+
+
+def load_flax_params(module: nn.Module, params: dict[str, Any]) -> nn.Module:
+    """Copy Flax `variables['params']` into the mirror (to check both compute the same thing)."""
+    if isinstance(module, ColorNet):
+        for i, layer in enumerate(module.low):
+            _set_cna(layer, params[f"low_{i}"])
+        for i, layer in enumerate(module.mid):
+            _set_cna(layer, params[f"mid_{i}"])
+        for i, layer in enumerate(module.global_convs):
+            _set_cna(layer, params[f"global_conv_{i}"])
+        for i, layer in enumerate(m for m in module.global_dense if isinstance(m, nn.Linear)):
+            _set(layer, params[f"global_dense_{i}"])
+        _set_cna(module.fusion, params["fusion"])
+        for i, (first, second) in enumerate(module.decoder):
+            _set_cna(first, params[f"decoder_{i}_a"])
+            _set_cna(second, params[f"decoder_{i}_b"])
+        _set(module.head, params["head"])
+        return module
+    if isinstance(module, DeepColorization):
+        gen, disc = params["generator"], params["discriminator"]
+        n = module.generator.num_downs
+        for i, conv in enumerate(module.generator.down):
+            _set(conv, gen[f"down_{i}"])
+        for step, conv in enumerate(module.generator.up):
+            _set(conv, gen[f"up_{n - 1 - step}"], transpose=True)
+        convs = [m for m in module.discriminator.net if isinstance(m, nn.Conv2d)]
+        for i, conv in enumerate(convs):
+            _set(conv, disc[f"conv_{i}"])
+        return module
+    raise TypeError(f"cannot load Flax params into {type(module).__name__}")

@@ -1,0 +1,266 @@
+"""Tests for the benchmark harness: quick-mode output, FLOP counting, PyTorch mirrors."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from colorjax import bench
+from colorjax.errors import ConfigError
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+# Fields that must be real positive numbers on every successful timing record of these kinds.
+TIMED_FIELDS = ("median_s", "min_s", "max_s", "images_per_s", "images_per_s_best")
+COMPILED_KINDS = ("train", "infer_latency", "infer_throughput")
+
+
+def _positive_finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    """One CI-sized `colorjax bench --quick` run shared by the output tests."""
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["--quick", "--models", "colornet-tiny", "--resolutions", "32", "--batch-sizes", "2"]
+    argv += ["--latency-samples", "6", "--photo-sizes", "80x48", "--out", str(out)]
+    rc = bench.main(argv)
+    return out, rc
+
+
+def test_quick_run_writes_complete_sane_records(quick_run: tuple[Path, int]) -> None:
+    out, rc = quick_run
+    assert rc == 0
+    lines = (out / "results.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    kinds = {r["kind"] for r in records}
+    assert {"train", "train_e2e", "loader", "infer_latency", "infer_throughput"} <= kinds
+    assert "colorize" in kinds
+    for rec in records:
+        assert set(bench.RECORD_FIELDS) <= set(rec), set(bench.RECORD_FIELDS) - set(rec)
+        assert rec["status"] == "ok", rec["note"]
+        for key, value in rec.items():
+            # Every null carries a reason, so a missing number is never silent.
+            if value is None:
+                assert key in rec["null_reasons"], key
+        for key in TIMED_FIELDS:
+            assert _positive_finite(rec[key]), (rec["kind"], key, rec[key])
+        assert rec["min_s"] <= rec["median_s"] <= rec["max_s"]
+        assert rec["iqr_s"] >= 0
+        assert len(rec["times_s"]) == rec["trials"]
+        assert rec["p50_ms"] <= rec["p90_ms"] <= rec["p99_ms"]
+        meta = rec["meta"]
+        for key in ("device_kind", "backend", "jax", "jaxlib", "flax", "hostname", "date"):
+            assert meta[key], key
+        assert meta["device_count"] == rec["device_count"] == 1
+        if rec["kind"] in COMPILED_KINDS:
+            for key in ("lower_s", "compile_s", "achieved_tflops", "compiled_memory_bytes"):
+                assert _positive_finite(rec[key]), (rec["kind"], key, rec[key])
+            assert rec["flops_per_step_analytic"] > 0
+            # CPU has no known peak: MFU must be null with a reason, not a made-up number.
+            assert rec["mfu"] is None and "mfu" in rec["null_reasons"]
+    train = next(r for r in records if r["kind"] == "train")
+    assert train["train_step"] == "colorjax.train.steps.make_train_step"
+    assert _positive_finite(train["loader_images_per_s"])
+    latency = next(r for r in records if r["kind"] == "infer_latency")
+    assert latency["batch_size"] == 1 and latency["trials"] == 6
+    assert (out / "results.md").read_text().count("| train |") == 1
+    assert (out / "throughput_vs_batch.png").stat().st_size > 0
+    assert (out / "latency.png").stat().st_size > 0
+
+
+def test_train_flops_agree_with_cost_analysis(quick_run: tuple[Path, int]) -> None:
+    out, _ = quick_run
+    records = bench.read_jsonl(out / "results.jsonl")
+    for rec in records:
+        if rec["kind"] in COMPILED_KINDS and rec["flops_per_step_cost_analysis"] is not None:
+            # XLA also counts elementwise work (norms, Adam, Lab): a little above the conv count.
+            assert 0.9 <= rec["flops_ratio_cost_to_analytic"] <= 1.5, rec
+
+
+def _conv(x: jax.Array, w: jax.Array, stride: int, padding: str, lhs_dil: int = 1) -> jax.Array:
+    return jax.lax.conv_general_dilated(
+        x, w, (stride, stride), padding, lhs_dilation=(lhs_dil, lhs_dil),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )  # fmt: skip
+
+
+def _brute_force_conv_flops(n: int, h: int, k: int, cin: int, cout: int, stride: int) -> int:
+    """2 x multiply-adds that touch a real (unpadded) input pixel, by explicit enumeration."""
+    out = -(-h // stride)
+    total_pad = max((out - 1) * stride + k - h, 0)
+    lo = total_pad // 2
+    hits = 0
+    for oy in range(out):
+        for ox in range(out):
+            for ky in range(k):
+                for kx in range(k):
+                    iy, ix = oy * stride + ky - lo, ox * stride + kx - lo
+                    hits += 0 <= iy < h and 0 <= ix < h
+    return 2 * n * cout * cin * hits
+
+
+@pytest.mark.parametrize(("h", "k", "stride"), [(16, 3, 1), (15, 3, 2), (8, 4, 2), (9, 1, 1)])
+def test_conv_flops_match_hand_count_and_xla(h: int, k: int, stride: int) -> None:
+    x = jnp.ones((2, h, h, 3))
+    w = jnp.ones((k, k, 3, 5))
+    counted = bench.analytic_flops(lambda a, b: _conv(a, b, stride, "SAME"), x, w)
+    assert counted == _brute_force_conv_flops(2, h, k, 3, 5, stride)
+    compiled = jax.jit(lambda a, b: _conv(a, b, stride, "SAME")).lower(x, w).compile()
+    cost = bench.cost_analysis_flops(compiled)
+    if cost is not None:
+        assert cost == pytest.approx(counted, rel=0.02)
+
+
+def test_flops_of_gradient_and_dense_layers() -> None:
+    x = jnp.ones((4, 8, 8, 3))
+    w = jnp.ones((3, 3, 3, 6))
+    dense = jnp.ones((6, 10))
+
+    def loss(w: jax.Array, dense: jax.Array) -> jax.Array:
+        y = _conv(x, w, 1, "SAME").mean(axis=(1, 2))
+        return (y @ dense).sum()
+
+    fwd = bench.analytic_flops(loss, w, dense)
+    assert fwd == _brute_force_conv_flops(4, 8, 3, 3, 6, 1) + 2 * 4 * 6 * 10
+    # Backward of a conv w.r.t. its weights costs one more conv-sized contraction (the input
+    # gradient is not needed), and the dense layer adds one more matmul for d/dW (and d/dy).
+    grads = bench.analytic_flops(jax.grad(loss, argnums=(0, 1)), w, dense)
+    assert grads > fwd
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(w, dense).compile()
+    cost = bench.cost_analysis_flops(compiled)
+    if cost is not None:
+        assert 0.9 <= cost / grads <= 1.5
+
+
+def test_transposed_conv_skips_dilation_holes() -> None:
+    x = jnp.ones((1, 4, 4, 2))
+    w = jnp.ones((4, 4, 2, 3))
+    # A stride-2 transposed conv is a conv over the input dilated by 2: 3 of 4 taps hit holes.
+    fn = lambda a, b: _conv(a, b, 1, ((2, 2), (2, 2)), lhs_dil=2)  # noqa: E731
+    counted = bench.analytic_flops(fn, x, w)
+    naive = 2 * 8 * 8 * 3 * 2 * 16
+    assert counted < naive / 2
+    cost = bench.cost_analysis_flops(jax.jit(fn).lower(x, w).compile())
+    if cost is not None:
+        assert cost == pytest.approx(counted, rel=0.02)
+
+
+def test_summarize_times_percentiles_ordered() -> None:
+    times = np.random.default_rng(0).lognormal(size=200)
+    stats = bench.summarize_times(times)
+    assert stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"]
+    assert stats["min_s"] <= stats["q25_s"] <= stats["median_s"] <= stats["q75_s"] <= stats["max_s"]
+    assert stats["median_s"] == pytest.approx(float(np.median(times)))
+    with pytest.raises(ValueError):
+        bench.summarize_times([])
+
+
+def test_peak_table_and_override() -> None:
+    assert bench.lookup_peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.0
+    assert bench.lookup_peak_tflops("NVIDIA H100 PCIe", "bf16") == 756.0
+    assert bench.lookup_peak_tflops("NVIDIA H200", "f32") == 67.0
+    assert bench.lookup_peak_tflops("cpu", "f32") is None
+    assert bench.lookup_peak_tflops("cpu", "f32", override=1.5) == 1.5
+
+
+def test_unknown_model_is_a_config_error() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    bench.configure_parser(parser)
+    args = parser.parse_args(["--models", "no-such-model"])
+    with pytest.raises(ConfigError, match="no-such-model"):
+        bench.config_from_args(args)
+
+
+@pytest.fixture(scope="module")
+def torch_models():  # noqa: ANN201 - returns a module loaded from the benchmarks folder
+    pytest.importorskip("torch")
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import torch_models as module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def test_torch_param_counts_equal_flax(torch_models) -> None:  # noqa: ANN001
+    from colorjax import models
+    from colorjax.models.registry import abstract_variables
+
+    for name in models.list_models():
+        model = models.create_model(name)
+        variables = abstract_variables(model, max(model.stride, 64))
+        flax_count = models.count_params(variables["params"])
+        assert torch_models.count_params(torch_models.create_torch_model(name)) == flax_count, name
+
+
+@pytest.mark.parametrize("name", ["colornet-tiny", "colornet-tiny-cls", "deepcolorization-small"])
+def test_torch_mirror_computes_the_same_function(torch_models, name: str) -> None:  # noqa: ANN001
+    import torch
+
+    from colorjax import models
+
+    model = models.create_model(name)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
+    # jit: op-by-op dispatch of a whole network is much slower than one compile on CPU.
+    variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.asarray(x))
+    want = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(x)))
+    net = torch_models.load_flax_params(torch_models.create_torch_model(name), variables["params"])
+    with torch.no_grad():
+        got = net.eval()(torch.as_tensor(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(got, want, atol=2e-4)
+    if name.startswith("deepcolorization"):
+        ab = np.random.default_rng(1).uniform(-1, 1, (2, 32, 32, 2)).astype(np.float32)
+        disc = jax.jit(lambda v, a, b: model.apply(v, a, b, method="discriminate"))
+        want_d = np.asarray(disc(variables, jnp.asarray(x), jnp.asarray(ab)))
+        with torch.no_grad():
+            got_d = net.discriminator(
+                torch.as_tensor(x).permute(0, 3, 1, 2), torch.as_tensor(ab).permute(0, 3, 1, 2)
+            )
+        np.testing.assert_allclose(got_d.permute(0, 2, 3, 1).numpy(), want_d, atol=2e-4)
+
+
+def test_torch_lab_conversion_matches_colorjax() -> None:
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import torch_bench
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    from colorjax import color
+
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    want_l, want_ab = color.rgb_uint8_to_lab_inputs(jnp.asarray(rgb))
+    got_l, got_ab = torch_bench.rgb_uint8_to_lab_inputs(torch.as_tensor(rgb))
+    np.testing.assert_allclose(got_l.permute(0, 2, 3, 1).numpy(), want_l, atol=1e-4)
+    np.testing.assert_allclose(got_ab.permute(0, 2, 3, 1).numpy(), want_ab, atol=1e-4)
+
+
+def test_speedups_pair_rows_of_the_same_configuration() -> None:
+    def row(framework: str, mode: str, seconds: float, batch: int = 8) -> dict:
+        fields = bench._throughput_fields([seconds, seconds * 1.1, seconds * 0.9], batch)
+        base = dict(kind="train", framework=framework, mode=mode, model="m", resolution=64)
+        return bench.make_record(**base, batch_size=batch, dtype="f32", **fields)
+
+    ours = row("colorjax", "jit", 0.1)
+    ours.update(flops_per_step_analytic=10**12, peak_tflops=100.0)
+    eager, compiled = row("torch", "eager", 0.4), row("torch", "compile", 0.2)
+    other_batch = row("torch", "eager", 0.01, batch=16)
+    bench.attach_speedups([ours, eager, compiled, other_batch])
+    assert ours["speedup_vs_torch_eager"] == pytest.approx(4.0)
+    assert ours["speedup_vs_torch_compile"] == pytest.approx(2.0)
+    # PyTorch rows get achieved TFLOP/s and MFU from the shared analytic FLOP count.
+    assert compiled["achieved_tflops"] == pytest.approx(1e12 / 0.2 / 1e12)
+    assert compiled["mfu"] == pytest.approx(5.0 / 100.0)
+    assert "mfu" not in compiled["null_reasons"]
+    assert other_batch["mfu"] is None
