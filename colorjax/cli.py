@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         # absl (pulled in by orbax/grain) installs a root handler first; replace it.
         force=True,
     )
+    if not args.verbose:
+        # Orbax logs every checkpoint event at INFO through absl; keep those for --verbose.
+        logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         return int(args._run(args) or 0)
     except ColorjaxError as err:

@@ -1,0 +1,57 @@
+"""Attach `colorjax eval` summaries to a weights entry of the manifest (the README's numbers).
+
+python benchmarks/record_eval.py NAME eval_out/summary.json [more/summary.json ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+MANIFEST = Path(__file__).resolve().parents[1] / "colorjax" / "weights" / "manifest.json"
+METRICS = ("psnr", "ssim", "colorfulness_pred", "colorfulness_true", "auc", "saturation_ratio")
+
+
+def evaluation_record(summary: dict) -> dict:
+    """Reduce an eval summary to what the manifest keeps: protocol, counts, model vs baseline."""
+    protocol = summary["protocol"]
+    return {
+        "data": protocol["data"],
+        "split": protocol["split"],
+        "resolution": protocol["resolution"],
+        "count": summary["counts"]["evaluated"],
+        "excluded_gray": summary["counts"]["excluded_gray"],
+        "model": {k: round(summary["model"][k], 4) for k in METRICS},
+        "baseline": {k: round(summary["baseline"][k], 4) for k in METRICS},
+        "versions": summary["versions"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Replace the entry's `evaluations` with the given summaries, written atomically."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("name")
+    parser.add_argument("summaries", nargs="+", type=Path)
+    parser.add_argument("--manifest", type=Path, default=MANIFEST)
+    args = parser.parse_args(argv)
+    manifest = json.loads(args.manifest.read_text())
+    entries = [e for e in manifest["weights"] if e["name"] == args.name]
+    if not entries:
+        raise SystemExit(f"no weights named {args.name!r} in {args.manifest}")
+    entries[0]["evaluations"] = [
+        evaluation_record(json.loads(p.read_text())) for p in args.summaries
+    ]
+    fd, tmp = tempfile.mkstemp(dir=args.manifest.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, args.manifest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""The README's generated sections and quickstart commands stay true to the code."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import update_readme  # noqa: E402
+
+
+def test_models_table_matches_registry():
+    readme = (ROOT / "README.md").read_text()
+    assert update_readme.section(readme, "models-table") == update_readme.models_markdown()
+
+
+def test_weights_table_matches_manifest():
+    readme = (ROOT / "README.md").read_text()
+    expected = update_readme.weights_markdown(ROOT / "colorjax/weights/manifest.json")
+    assert update_readme.section(readme, "weights-table") == expected
+
+
+def test_quickstart_has_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", quickstart, re.DOTALL)
+    assert len(blocks) == 2 and all(len(b.strip().splitlines()) == 1 for b in blocks)
+    extracted = subprocess.run(
+        ["awk", "/<!-- ci:test-command -->/{getline; getline; print; exit}", "README.md"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert extracted == blocks[1].strip()
+    assert "awk '/<!-- ci:test-command -->/" in (ROOT / ".ci/run").read_text()
+
+
+def test_demo_command_runs_end_to_end(tmp_path, monkeypatch):
+    from colorjax import cli
+
+    monkeypatch.chdir(ROOT)
+    argv = [
+        "demo",
+        "--workdir",
+        str(tmp_path),
+        "--skip-train",
+    ]
+    assert cli.main(argv) == 0
+    argv = [
+        "demo",
+        "--workdir",
+        str(tmp_path),
+        "--sample",
+        "coffee.png",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.batch_size=4",
+        "--set",
+        "data.image_size=32",
+        "--set",
+        "train.eval_every=0",
+        "--set",
+        "train.checkpoint_every=2",
+        "--set",
+        "train.progress=false",
+    ]
+    assert cli.main(argv) == 0
+    trained = tmp_path / "trained-colornet-tiny.png"
+    out = np.asarray(Image.open(trained))
+    from colorjax.demo import sample_photo
+
+    photo = sample_photo("coffee.png")
+    assert out.shape == (photo.shape[0], 3 * photo.shape[1], 3)
+    np.testing.assert_array_equal(out[:, 2 * photo.shape[1] :], photo)
