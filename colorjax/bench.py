@@ -15,7 +15,6 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from colorjax.errors import ConfigError
+from colorjax.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -927,22 +927,6 @@ def attach_speedups(records: list[dict[str, Any]]) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    """Write a file via temp + os.replace so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        # mkstemp creates 0600; results are meant to be shared and committed.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _json_default(value: Any) -> Any:
     """Make numpy scalars JSON-serialisable."""
     if isinstance(value, np.generic):
@@ -953,7 +937,7 @@ def _json_default(value: Any) -> Any:
 def write_jsonl(records: Sequence[dict[str, Any]], path: Path) -> None:
     """One JSON object per line, written atomically."""
     text = "".join(json.dumps(r, default=_json_default, sort_keys=True) + "\n" for r in records)
-    _atomic_write(path, text)
+    atomic_write_text(path, text)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -1020,7 +1004,7 @@ def write_markdown(records: Sequence[dict[str, Any]], path: Path) -> None:
     keys = ("device_kind", "device_count", "backend", "jax", "jaxlib", "flax", "torch", "dtype")
     keys += ("xla_flags", "git_commit", "hostname", "date")
     header = "\n".join(f"- {k}: `{meta.get(k)}`" for k in keys)
-    _atomic_write(path, f"# colorjax benchmark\n\n{header}\n\n{markdown_table(records)}")
+    atomic_write_text(path, f"# colorjax benchmark\n\n{header}\n\n{markdown_table(records)}")
 
 
 def write_plots(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib.util
 import json
@@ -337,3 +338,15 @@ def validate(config: ExperimentConfig) -> None:
             raise ConfigError(f"{key} must be positive, got {value}")
     if o.ema_decay is not None and not 0.0 < o.ema_decay < 1.0:
         raise ConfigError(f"optim.ema_decay must be in (0, 1) or none, got {o.ema_decay}")
+
+
+def add_override_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the repeatable `--set KEY=VALUE` option that load_config's overrides come from."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.steps=200 (repeatable)",
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from colorjax.config import add_override_argument
 from colorjax.errors import ColorjaxError, DataSourceError
 
 log = logging.getLogger(__name__)
@@ -22,14 +23,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", default=DEFAULT_CONFIG, help="experiment to train (default: %(default)s)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set train.steps=50",
-    )
+    add_override_argument(parser)
     parser.add_argument(
         "--sample", default=DEFAULT_SAMPLE, help="embedded photo to colorize (default: %(default)s)"
     )
@@ -63,7 +57,7 @@ def _save(rgb: np.ndarray, path: Path) -> Path:
 
     from PIL import Image
 
-    from colorjax.inference import atomic_write_bytes
+    from colorjax.fileio import atomic_write_bytes
 
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")

@@ -32,6 +32,7 @@ from PIL import Image
 
 from colorjax import __version__, color, data, inference, metrics, parallel
 from colorjax.errors import ConfigError, DataSourceError, ImageDecodeError
+from colorjax.fileio import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_GRAY_THRESHOLD",
@@ -253,20 +254,18 @@ def write_outputs(result: EvalResult, out_dir: str | os.PathLike) -> dict[str, P
     """Write summary JSON, per-image CSV and (if any rows) the contact-sheet PNG; return paths."""
     out = Path(out_dir)
     paths = {"summary": out / SUMMARY_FILE, "per_image": out / PER_IMAGE_FILE}
-    inference.atomic_write_bytes(
-        paths["summary"], (json.dumps(result.summary, indent=2) + "\n").encode()
-    )
+    atomic_write_bytes(paths["summary"], (json.dumps(result.summary, indent=2) + "\n").encode())
     buf = io.StringIO()
     fields = list(result.rows[0]) if result.rows else ["index", "name"]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(result.rows)
-    inference.atomic_write_bytes(paths["per_image"], buf.getvalue().encode())
+    atomic_write_bytes(paths["per_image"], buf.getvalue().encode())
     if result.sheet:
         png = io.BytesIO()
         Image.fromarray(contact_sheet_image(result.sheet)).save(png, format="PNG")
         paths["contact_sheet"] = out / CONTACT_SHEET_FILE
-        inference.atomic_write_bytes(paths["contact_sheet"], png.getvalue())
+        atomic_write_bytes(paths["contact_sheet"], png.getvalue())
     return paths
 
 

@@ -41,7 +41,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,6 +50,7 @@ import numpy as np
 
 from colorjax import color
 from colorjax.errors import ColorjaxError, ConfigError, DataSourceError, InputShapeError
+from colorjax.fileio import atomic_write_text
 
 __all__ = [
     "ab_bin_centers",
@@ -355,18 +355,7 @@ def write_prior_json(
         "centers": [[int(a), int(b)] for a, b in centers.tolist()],
         "prior": [_round_sig(p) for p in prior.tolist()],
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(payload, f, separators=(",", ":"))
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the asset is meant to be shared/installed
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(payload, separators=(",", ":")) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from colorjax.errors import ConfigError, DownloadError, OfflineError, WeightsError
+from colorjax.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -211,22 +211,6 @@ def unflatten_variables(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return tree
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to path via a temp file in the same folder and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def save_weights(
     path: str | os.PathLike,
     model_name: str,
@@ -271,7 +255,7 @@ def save_weights(
             continue  # the file's own values win; a stale copy in meta must not overwrite them
         header[str(key)] = json.dumps(value, sort_keys=True)
     path = Path(path)
-    _atomic_write_bytes(path, safetensors.numpy.save(tensors, metadata=header))
+    atomic_write_bytes(path, safetensors.numpy.save(tensors, metadata=header))
     return path
 
 
@@ -992,7 +976,7 @@ def run(args: argparse.Namespace) -> int:
             urls=args.url,
         )
         entry_path = path.with_suffix(".json")
-        _atomic_write_bytes(entry_path, (json.dumps(entry, indent=2) + "\n").encode())
+        atomic_write_bytes(entry_path, (json.dumps(entry, indent=2) + "\n").encode())
         print(f"wrote {path}\nwrote manifest entry {entry_path}")
         return 0
     raise ConfigError(f"unknown weights action {args.weights_command!r}")

@@ -33,7 +33,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,12 +44,12 @@ from PIL import Image
 
 from colorjax import color, data, models
 from colorjax.errors import ColorjaxError, ConfigError, ImageDecodeError, InputShapeError
+from colorjax.fileio import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_BUCKET_FRACTIONS",
     "IMAGE_EXTENSIONS",
     "Colorizer",
-    "atomic_write_bytes",
     "bucket_shape",
     "colorize",
     "configure_parser",
@@ -464,29 +463,6 @@ def _expand_inputs(inputs: Sequence[str]) -> tuple[list[tuple[Path, Path]], list
                 elif m.suffix.lower() in IMAGE_EXTENSIONS:
                     found.append((m, Path(m.name)))
     return found, failures
-
-
-def _default_file_mode() -> int:
-    """Permissions a plain open() would give a new file under the current umask."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
-    """Write bytes via a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.chmod(tmp, _default_file_mode())  # mkstemp creates 0600; outputs get umask perms
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _save_image(rgb: np.ndarray, path: Path, fmt: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from colorjax.config import load_config
+from colorjax.config import add_override_argument, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -18,14 +18,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", required=True, help="directory for config, metrics, checkpoints"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set train.steps=200 (repeatable)",
-    )
+    add_override_argument(parser)
     parser.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,

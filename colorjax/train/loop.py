@@ -6,8 +6,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +18,7 @@ from tqdm.auto import tqdm
 from colorjax.checkpoint import CheckpointStore, has_checkpoint
 from colorjax.config import ExperimentConfig
 from colorjax.errors import ConfigError, ShardingError, TrainingDivergedError
+from colorjax.fileio import atomic_write_text
 from colorjax.parallel import (
     check_batch_divisible,
     global_batch_from_local,
@@ -43,19 +42,6 @@ class TrainResult:
     step: int
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float] | None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file via a temp file + os.replace so readers never see half of it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class MetricsWriter:
