@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from colorjax.fileio import atomic_write_text
 
 MANIFEST = Path(__file__).resolve().parents[1] / "colorjax" / "weights" / "manifest.json"
 METRICS = ("psnr", "ssim", "colorfulness_pred", "colorfulness_true", "auc", "saturation_ratio")
@@ -45,11 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     entries[0]["evaluations"] = [
         evaluation_record(json.loads(p.read_text())) for p in args.summaries
     ]
-    fd, tmp = tempfile.mkstemp(dir=args.manifest.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, args.manifest)
+    atomic_write_text(args.manifest, json.dumps(manifest, indent=2) + "\n")
     return 0
 
 
