@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from helpers import random_variables
 from PIL import Image
 
 from colorjax import data, evaluate, models
@@ -30,25 +31,6 @@ METRICS = {
 }
 
 
-def _random_variables(model, size: int, seed: int = 0, head_scale: float = 1.0):
-    """He-style random variables built in NumPy from the abstract init (no XLA compile)."""
-    dummy = jax.ShapeDtypeStruct((1, size, size, 1), np.float32)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), dummy)
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, spec):
-        name = path[-1].key
-        if name == "scale":
-            return np.ones(spec.shape, np.float32)
-        if name == "bias":
-            return np.zeros(spec.shape, np.float32)
-        fan_in = int(np.prod(spec.shape[:-1]))
-        std = np.sqrt(2.0 / fan_in) * (head_scale if path[-2].key == "head" else 1.0)
-        return (rng.standard_normal(spec.shape) * std).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(leaf, shapes)
-
-
 def _photo(height: int, width: int, seed: int) -> np.ndarray:
     """A colourful smooth image with noise (uint8 RGB)."""
     rng = np.random.default_rng(seed)
@@ -63,7 +45,7 @@ def _photo(height: int, width: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def tiny():
     model = models.create_model("colornet-tiny")
-    variables = _random_variables(model, RES)
+    variables = random_variables(model, RES)
     return model, variables, {"working_size": RES, "model": "colornet-tiny"}
 
 
@@ -182,10 +164,11 @@ _SHARDED_SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from colorjax import data, evaluate, inference, models, parallel
     sys.path.insert(0, sys.argv[1])
-    from test_evaluate import _photo, _random_variables
+    from helpers import random_variables
+    from test_evaluate import _photo
     assert jax.device_count() == 8
     model = models.create_model("colornet-tiny")
-    variables = _random_variables(model, 32)
+    variables = random_variables(model, 32)
     photos = [_photo(32 + i, 40, i) for i in range(7)]
 
     def tint(rgb):  # a fixed element-wise "colorizer": no float reductions before rounding

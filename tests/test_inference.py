@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-import jax
 import numpy as np
 import pytest
+from helpers import random_variables
 from PIL import Image
 from skimage import color as skcolor
 
@@ -16,32 +16,13 @@ from colorjax import inference, models
 WORKING_SIZE = 64
 
 
-def _random_variables(model, size: int, seed: int = 0, head_scale: float = 1.0):
-    """He-style random variables built in NumPy from the abstract init (no XLA compile)."""
-    dummy = jax.ShapeDtypeStruct((1, size, size, 1), np.float32)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), dummy)
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, spec):
-        name = path[-1].key
-        if name == "scale":
-            return np.ones(spec.shape, np.float32)
-        if name == "bias":
-            return np.zeros(spec.shape, np.float32)
-        fan_in = int(np.prod(spec.shape[:-1]))
-        std = np.sqrt(2.0 / fan_in) * (head_scale if path[-2].key == "head" else 1.0)
-        return (rng.standard_normal(spec.shape) * std).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(leaf, shapes)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     """A random-init colornet-tiny as a (model, variables, meta) weights tuple."""
     model = models.create_model("colornet-tiny")
     # A tame random head keeps colours mostly in gamut (ab of ~10-30 Lab units, not ~100):
     # where sRGB clips, L is legitimately lost, and the luminance checks need unclipped pixels.
-    variables = _random_variables(model, WORKING_SIZE, head_scale=0.2)
+    variables = random_variables(model, WORKING_SIZE, head_scale=0.2)
     return model, variables, {"working_size": WORKING_SIZE, "model": "colornet-tiny"}
 
 

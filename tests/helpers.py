@@ -1,0 +1,23 @@
+"""Test helpers shared by several test files (importable because tests/ is on sys.path)."""
+
+import jax
+import numpy as np
+
+
+def random_variables(model, size: int, seed: int = 0, head_scale: float = 1.0):
+    """He-style random variables built in NumPy from the abstract init (no XLA compile)."""
+    dummy = jax.ShapeDtypeStruct((1, size, size, 1), np.float32)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), dummy)
+    rng = np.random.default_rng(seed)
+
+    def leaf(path, spec):
+        name = path[-1].key
+        if name == "scale":
+            return np.ones(spec.shape, np.float32)
+        if name == "bias":
+            return np.zeros(spec.shape, np.float32)
+        fan_in = int(np.prod(spec.shape[:-1]))
+        std = np.sqrt(2.0 / fan_in) * (head_scale if path[-2].key == "head" else 1.0)
+        return (rng.standard_normal(spec.shape) * std).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(leaf, shapes)
