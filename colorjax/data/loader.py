@@ -224,6 +224,7 @@ class DataIterator(Iterator):
         self.name = name
         self.skipped_unreadable = 0
         self.skipped_gray = 0
+        self._reported_unreadable = 0
         self.epoch = 0
 
     def __iter__(self) -> DataIterator:
@@ -249,8 +250,12 @@ class DataIterator(Iterator):
             self.skipped_gray += int(batch["skipped_gray"])
             epoch = int(batch["epoch"])
             if epoch > self.epoch:
-                log_fn = log.warning if self.skipped_unreadable else log.info
+                # Warn when this epoch met new unreadable files; otherwise the summary is
+                # debug-level, since a tiny source (the embedded photos) ends an epoch per batch.
+                new_bad = self.skipped_unreadable > self._reported_unreadable
+                log_fn = log.warning if new_bad else log.debug
                 log_fn("epoch %d done: %s", self.epoch, self._summary())
+                self._reported_unreadable = self.skipped_unreadable
                 self.epoch = epoch
             if batch["rgb"].shape[0]:
                 return {"rgb": batch["rgb"]}
