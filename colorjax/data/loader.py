@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Iterator
@@ -116,6 +117,16 @@ class _Prepare:
         return {"rgb": rgb, "epoch": epoch}
 
 
+@dataclasses.dataclass(frozen=True)
+class _BatchSpec:
+    """How _SkipBatchIterDataset batches: shared by the dataset and each of its iterators."""
+
+    batch_size: int
+    image_size: int
+    drop_remainder: bool
+    max_consecutive_skips: int
+
+
 class _SkipBatchIterDataset(grain.IterDataset):
     """Batch good records and drop skip markers, so every batch is full.
 
@@ -123,52 +134,26 @@ class _SkipBatchIterDataset(grain.IterDataset):
     in worker processes too.
     """
 
-    def __init__(
-        self,
-        parent: grain.IterDataset,
-        batch_size: int,
-        image_size: int,
-        drop_remainder: bool,
-        max_consecutive_skips: int,
-    ):
+    def __init__(self, parent: grain.IterDataset, spec: _BatchSpec):
         super().__init__(parent)
-        self._batch_size = batch_size
-        self._image_size = image_size
-        self._drop_remainder = drop_remainder
-        self._max_skips = max_consecutive_skips
+        self._spec = spec
 
     def __iter__(self) -> _SkipBatchIterator:
-        return _SkipBatchIterator(
-            self._parent.__iter__(),
-            self._batch_size,
-            self._image_size,
-            self._drop_remainder,
-            self._max_skips,
-        )
+        return _SkipBatchIterator(self._parent.__iter__(), self._spec)
 
     def __str__(self) -> str:
-        return f"SkipBatchIterDataset(batch_size={self._batch_size})"
+        return f"SkipBatchIterDataset(batch_size={self._spec.batch_size})"
 
 
 class _SkipBatchIterator(grain.DatasetIterator):
     """Iterator of _SkipBatchIterDataset; its state is the parent's (taken between batches)."""
 
-    def __init__(
-        self,
-        parent: grain.DatasetIterator,
-        batch_size: int,
-        image_size: int,
-        drop_remainder: bool,
-        max_consecutive_skips: int,
-    ):
+    def __init__(self, parent: grain.DatasetIterator, spec: _BatchSpec):
         super().__init__(parent)
-        self._batch_size = batch_size
-        self._image_size = image_size
-        self._drop_remainder = drop_remainder
-        self._max_skips = max_consecutive_skips
+        self._spec = spec
 
     def _emit(self, rgbs: list[np.ndarray], counts: dict[str, int], epoch: int) -> dict:
-        size = self._image_size
+        size = self._spec.image_size
         rgb = np.stack(rgbs) if rgbs else np.zeros((0, size, size, 3), np.uint8)
         return {
             "rgb": rgb,
@@ -182,19 +167,20 @@ class _SkipBatchIterator(grain.DatasetIterator):
         counts = {_SKIP_BAD: 0, _SKIP_GRAY: 0}
         epoch = 0
         consecutive = 0
-        while len(rgbs) < self._batch_size:
+        while len(rgbs) < self._spec.batch_size:
             try:
                 element = next(self._parent)
             except StopIteration:
-                if (rgbs and not self._drop_remainder) or counts[_SKIP_BAD] or counts[_SKIP_GRAY]:
+                partial = rgbs and not self._spec.drop_remainder
+                if partial or counts[_SKIP_BAD] or counts[_SKIP_GRAY]:
                     # A last partial batch, or an empty one that still reports skip counts.
-                    keep = rgbs if not self._drop_remainder else []
+                    keep = rgbs if not self._spec.drop_remainder else []
                     return self._emit(keep, counts, epoch)
                 raise
             if "skip" in element:
                 counts[element["skip"]] += 1
                 consecutive += 1
-                if consecutive > self._max_skips:
+                if consecutive > self._spec.max_consecutive_skips:
                     raise DataSourceError(
                         f"{consecutive} records in a row were unreadable or near-gray "
                         f"({counts[_SKIP_BAD]} unreadable, {counts[_SKIP_GRAY]} gray): this "
@@ -396,7 +382,9 @@ def make_loader(
         read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
     it_ds = ds.to_iter_dataset(read)
     # Filtering happens before batching, so batches stay full and the state stays exact.
-    it_ds = _SkipBatchIterDataset(it_ds, batch_size, image_size, drop_remainder, len(shard))
+    it_ds = _SkipBatchIterDataset(
+        it_ds, _BatchSpec(batch_size, image_size, drop_remainder, len(shard))
+    )
     if num_workers > 0 and worker_type == "process":
         options = grain.MultiprocessingOptions(
             num_workers=num_workers, per_worker_buffer_size=prefetch
