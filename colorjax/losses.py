@@ -37,6 +37,22 @@ def regression_loss(
     raise ValueError(f"unknown regression loss {kind!r}; use l1, l2 or huber")
 
 
+def area_downsample(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Average (N, H, W, C) over k x k blocks down to (N, *size, C); H and W multiples of size.
+
+    Targets of a head that predicts at H/k (Zhang et al.'s quarter resolution): the block mean
+    is the ab a bilinear upsampling of the prediction should reproduce on average.
+    """
+    n, h, w, c = x.shape
+    oh, ow = int(size[0]), int(size[1])
+    if (oh, ow) == (h, w):
+        return x
+    if h % oh or w % ow:
+        raise ValueError(f"cannot area-downsample {h}x{w} to {oh}x{ow}: not an integer factor")
+    blocks = x.astype(jnp.float32).reshape(n, oh, h // oh, ow, w // ow, c)
+    return jnp.mean(blocks, axis=(2, 4))
+
+
 def colorful_image_mask(ab_cie: jax.Array, threshold: float) -> jax.Array:
     """1.0 for images whose maximum chroma reaches `threshold` (CIE units), else 0.0; shape (N,)."""
     chroma = jnp.sqrt(jnp.sum(jnp.square(ab_cie.astype(jnp.float32)), axis=-1) + 1e-12)

@@ -115,7 +115,8 @@ def test_shapes_and_dtypes_at_two_resolutions(name: str) -> None:
         leaves = jax.tree_util.tree_leaves(variables)
         assert leaves and all(leaf.dtype == jnp.float32 for leaf in leaves)
         out = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
-        assert out.shape == (2, h, w, _channels(name))
+        k = getattr(model, "head_stride", 1)  # quarter-resolution heads predict at H/k
+        assert out.shape == (2, h // k, w // k, _channels(name))
         assert out.dtype == jnp.float32
         if isinstance(model, DeepColorization):
             assert set(variables["params"]) == {"generator", "discriminator"}
@@ -400,3 +401,29 @@ def test_models_cli_markdown_table(capsys) -> None:
     assert lines[3] == f"| deepcolorization-small | deepcolorization | gan | {split} | - |"
     with pytest.raises(ConfigError):
         models_cli.run(parser.parse_args(["no-such-model"]))
+
+
+def test_quarter_resolution_head_keeps_the_decoder_and_upsamples_decoded_ab() -> None:
+    # head_stride=4: same parameter tree as the full-resolution net (only where the decoder
+    # stops upsampling changes), logits at H/4, and predict_ab returns ab at H x W equal to
+    # a bilinear resize of the annealed mean taken at H/4.
+    from colorjax.color import AB_SCALE
+    from colorjax.gamut import ab_bin_centers, annealed_mean
+    from colorjax.models import predict_ab
+
+    full = create_model("colornet-tiny-cls")
+    quarter = create_model("colornet-tiny-cls", head_stride=4)
+    x = jax.random.uniform(jax.random.key(1), (2, 32, 48, 1), minval=-1.0, maxval=1.0)
+    v_full = full.init(jax.random.key(0), x)
+    v_quarter = quarter.init(jax.random.key(0), x)
+    shapes = jax.tree_util.tree_map(lambda a: a.shape, v_full)
+    assert jax.tree_util.tree_map(lambda a: a.shape, v_quarter) == shapes
+    logits = quarter.apply(v_quarter, x)
+    assert logits.shape == (2, 8, 12, logits.shape[-1])
+    ab = predict_ab(quarter, v_quarter, x, temperature=0.5)
+    assert ab.shape == (2, 32, 48, 2)
+    small = annealed_mean(logits, jnp.asarray(ab_bin_centers()), 0.5) / AB_SCALE
+    expected = jax.image.resize(small, (2, 32, 48, 2), method="bilinear")
+    assert jnp.allclose(ab, expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="head_stride"):
+        create_model("colornet-tiny-cls", head_stride=3)

@@ -167,3 +167,15 @@ def test_loss_falls_on_a_fixed_batch(model, lr, metric, dtype):
     # EMA trails the live weights and the eval step reports finite PSNR/colourfulness.
     ev = make_eval_step(task, mesh)(state, batch)
     assert np.isfinite(float(ev["psnr"])) and float(ev["colorfulness_true"]) > 0
+
+
+def test_area_downsample_matches_block_means() -> None:
+    from colorjax.losses import area_downsample
+
+    x = np.random.default_rng(0).normal(size=(2, 8, 12, 2)).astype(np.float32)
+    out = np.asarray(area_downsample(jnp.asarray(x), (2, 3)))
+    expected = x.reshape(2, 2, 4, 3, 4, 2).mean(axis=(2, 4))
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(area_downsample(jnp.asarray(x), (8, 12))), x)
+    with pytest.raises(ValueError, match="integer factor"):
+        area_downsample(jnp.asarray(x), (3, 3))

@@ -12,6 +12,10 @@ Layout (all spatial sizes relative to the input H x W):
   back to H x W;
 - head: 1x1 conv to 2 channels + tanh (normalised ab, 'regression') or to Q logits over the
   in-gamut ab bins ('classification', Zhang et al. 2016; decode with the annealed mean).
+  With ``head_stride`` 4 the decoder stops upsampling at H/4 and the head predicts there, as
+  Zhang et al. do: chrominance is smooth, so the 16x fewer Q-way logits lose little colour
+  detail and make a classification step several times cheaper; ``predict_ab`` upsamples the
+  decoded ab to H x W.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class ColorNet(nn.Module):
       decoder_features: 3 widths, one per x2 upsampling stage.
       upsample: 'nearest' or 'bilinear'.
       num_classes: Q for the classification head; None means len(gamut.ab_bin_centers()).
+      head_stride: output resolution divisor (1, 2, 4 or 8): the decoder upsamples only down to
+        H/head_stride; later decoder stages run at that resolution. 1 keeps the original net.
       dtype: compute dtype (params are always float32; outputs are cast to float32).
     """
 
@@ -66,6 +72,7 @@ class ColorNet(nn.Module):
     decoder_features: Sequence[int] = (128, 64, 32)
     upsample: str = "nearest"
     num_classes: int | None = None
+    head_stride: int = 1
     dtype: Dtype = jnp.float32
 
     def __post_init__(self) -> None:
@@ -84,6 +91,11 @@ class ColorNet(nn.Module):
             )
         if not self.global_dense:
             raise ConfigError("ColorNet global_dense needs at least one width (the scene vector).")
+        if self.head_stride not in (1, 2, 4, 8):
+            raise ConfigError(
+                f"ColorNet head_stride must be 1, 2, 4 or 8 (output at H/head_stride), "
+                f"got {self.head_stride}."
+            )
         check_upsample_method(self.upsample)
         super().__post_init__()
 
@@ -129,9 +141,12 @@ class ColorNet(nn.Module):
         x = jnp.concatenate([mid, tiled.astype(mid.dtype)], axis=-1)
         x = ConvNormAct(self.fusion_features, kernel=1, dtype=self.dtype, name="fusion")(x)
 
+        current_stride = self.stride
         for i, feats in enumerate(self.decoder_features):
             x = ConvNormAct(feats, dtype=self.dtype, name=f"decoder_{i}_a")(x)
-            x = upsample2x(x, self.upsample)
+            if current_stride > self.head_stride:
+                x = upsample2x(x, self.upsample)
+                current_stride //= 2
             x = ConvNormAct(feats, dtype=self.dtype, name=f"decoder_{i}_b")(x)
 
         if self.head == "regression":

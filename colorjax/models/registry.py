@@ -113,13 +113,25 @@ def predict_ab(
 ) -> jax.Array:
     """Normalised ab (N,H,W,2) for any registered model in eval mode (annealed mean for bins)."""
     out = model.apply(variables, l_norm, train=False)
-    if model_head(model) != "classification":
-        return out
-    from colorjax.color import AB_SCALE
-    from colorjax.gamut import ab_bin_centers, annealed_mean
+    if model_head(model) == "classification":
+        from colorjax.color import AB_SCALE
+        from colorjax.gamut import ab_bin_centers, annealed_mean
 
-    centers = jnp.asarray(ab_bin_centers(), dtype=jnp.float32)
-    return (annealed_mean(out, centers, temperature) / AB_SCALE).astype(jnp.float32)
+        centers = jnp.asarray(ab_bin_centers(), dtype=jnp.float32)
+        out = (annealed_mean(out, centers, temperature) / AB_SCALE).astype(jnp.float32)
+    return upsample_to(out, l_norm.shape[1:3])
+
+
+def upsample_to(ab: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Bilinearly resize (N, h, w, C) ab to (N, *size, C); a no-op when it is already that size.
+
+    Quarter-resolution heads (``head_stride`` 4) decode ab at H/4: the annealed mean is taken
+    before upsampling, as in Zhang et al., so a blend of two bins is never re-blended per pixel.
+    """
+    if tuple(ab.shape[1:3]) == tuple(size):
+        return ab
+    n, _, _, c = ab.shape
+    return jax.image.resize(ab, (n, int(size[0]), int(size[1]), c), method="bilinear")
 
 
 def count_params(tree: Any) -> int:
@@ -173,6 +185,14 @@ _TINY = {
     "fusion_features": 64,
     "decoder_features": (64, 32, 16),
 }
+_SMALL = {
+    "low_features": (32, 64, 128, 256),
+    "mid_features": (256, 128),
+    "global_features": (128, 128, 256, 256),
+    "global_dense": (512, 256, 128),
+    "fusion_features": 128,
+    "decoder_features": (128, 64, 64),
+}
 _BASE: dict[str, Any] = {}  # ColorNet defaults are the Iizuka et al. widths
 
 for _spec in (
@@ -189,6 +209,13 @@ for _spec in (
         "classification",
         "ColorNet, tiny widths, logits over the in-gamut ab bins (annealed-mean decoding)",
         {"head": "classification", **_TINY},
+    ),
+    ModelSpec(
+        "colornet-small-cls4",
+        "colornet",
+        "classification",
+        "ColorNet, small widths, ab-bin logits at H/4 (Zhang et al.), upsampled after decoding",
+        {"head": "classification", "head_stride": 4, **_SMALL},
     ),
     ModelSpec(
         "colornet-base",

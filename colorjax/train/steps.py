@@ -71,7 +71,9 @@ def colornet_step(task: TrainTask) -> StepFn:
 
         def loss_fn(params: Any) -> jax.Array:
             out = task.model.apply({"params": params}, l_norm, train=True, rngs={"dropout": rng})
-            return _inject_nan(loss_of(out, ab_norm), state.step, nan_step)
+            # Heads with head_stride > 1 predict at H/k: compare against block-mean targets.
+            target = losses.area_downsample(ab_norm, out.shape[1:3])
+            return _inject_nan(loss_of(out, target), state.step, nan_step)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
