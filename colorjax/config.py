@@ -21,6 +21,9 @@ class ModelConfig:
 
     name: str = "colornet-tiny"
     overrides: dict = dataclasses.field(default_factory=dict)
+    # A colorjax weights file or pretrained name whose params start the run (fine-tuning; for
+    # a GAN, ColorNet weights start its ColorNet generator: the NoGAN recipe's pretraining).
+    init_weights: str | None = None
 
 
 @dataclasses.dataclass
@@ -68,6 +71,7 @@ class LossConfig:
     gray_chroma_threshold: float = 5.0  # images whose max chroma is below this get zero weight
     gan: str = "vanilla"  # vanilla | lsgan
     lambda_l1: float = 100.0
+    lambda_ce: float = 0.0  # GAN with a ColorNet generator: weight of its bin cross-entropy
 
 
 @dataclasses.dataclass

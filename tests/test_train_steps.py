@@ -9,6 +9,7 @@ import pytest
 
 from colorjax import gamut, losses
 from colorjax.config import ExperimentConfig
+from colorjax.errors import ConfigError
 from colorjax.parallel import global_batch_from_local, make_mesh
 from colorjax.train.state import create_state, make_schedule, make_task
 from colorjax.train.steps import make_eval_step, make_train_step
@@ -128,11 +129,15 @@ def _config(model, lr, **loss):
         ("colornet-tiny", 3e-3, "loss", "bfloat16"),
         ("colornet-tiny-cls", 3e-3, "loss", "float32"),
         ("deepcolorization-small", 1e-3, "g_l1", "float32"),
+        # ColorNet generator (NoGAN's adversarial phase): its bin cross-entropy stays on.
+        ("deepcolorization-colornet", 1e-3, "g_ce", "float32"),
     ],
 )
 def test_loss_falls_on_a_fixed_batch(model, lr, metric, dtype):
     mesh = make_mesh(1)
     c = _config(model, lr)
+    if metric == "g_ce":
+        c.loss.lambda_ce, c.loss.lambda_l1 = 3.0, 10.0
     c.optim.ema_decay = 0.9
     c.train.dtype = dtype
     task = make_task(c)
@@ -162,7 +167,10 @@ def test_loss_falls_on_a_fixed_batch(model, lr, metric, dtype):
             assert all(jax.tree_util.tree_leaves(changed)), part
         assert float(m["d_loss"]) > 0
         assert float(m["loss"]) == pytest.approx(
-            float(m["g_adv"]) + c.loss.lambda_l1 * float(m["g_l1"]), rel=1e-5
+            float(m["g_adv"])
+            + c.loss.lambda_l1 * float(m["g_l1"])
+            + c.loss.lambda_ce * float(m["g_ce"]),
+            rel=1e-5,
         )
     # EMA trails the live weights and the eval step reports finite PSNR/colourfulness.
     ev = make_eval_step(task, mesh)(state, batch)
@@ -179,3 +187,32 @@ def test_area_downsample_matches_block_means() -> None:
     np.testing.assert_array_equal(np.asarray(area_downsample(jnp.asarray(x), (8, 12))), x)
     with pytest.raises(ValueError, match="integer factor"):
         area_downsample(jnp.asarray(x), (3, 3))
+
+
+def test_lambda_ce_needs_a_colornet_generator() -> None:
+    from colorjax.errors import ConfigError
+
+    c = _config("deepcolorization-small", 1e-3, lambda_ce=1.0)
+    with pytest.raises(ConfigError, match="lambda_ce"):
+        make_task(c)
+
+
+def test_init_weights_start_the_gan_generator_from_colornet_weights(tmp_path) -> None:
+    # NoGAN: ColorNet weights (same widths) become the GAN's generator; D starts fresh.
+    from colorjax.hub import save_weights
+    from colorjax.models import create_model
+
+    colornet = create_model("colornet-small-cls4")
+    variables = colornet.init(jax.random.key(3), jnp.zeros((1, 32, 32, 1)))
+    path = tmp_path / "cls4.safetensors"
+    save_weights(path, "colornet-small-cls4", {}, variables, {"working_size": 64})
+    c = _config("deepcolorization-colornet", 1e-3)
+    c.model.init_weights = str(path)
+    state = create_state(make_task(c), make_mesh(1))
+    got = jax.tree_util.tree_map(np.asarray, state.params["generator"])
+    want = jax.tree_util.tree_map(np.asarray, variables["params"])
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, got, want))
+    # ... and weights of another architecture are refused by name.
+    c.model.name = "colornet-tiny-cls"
+    with pytest.raises(ConfigError, match="does not fit"):
+        create_state(make_task(c), make_mesh(1))

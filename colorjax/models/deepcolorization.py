@@ -10,6 +10,12 @@ encoder activation; the last block outputs 2 channels through tanh (normalised a
 Discriminator: PatchGAN on concat(L, ab): C64-C128-C256 stride 2, C512 stride 1, a 1-channel
 conv stride 1, all 4x4 with padding 1 (70x70 receptive field at the default n_layers=3).
 Instance norm (no running statistics) instead of batch norm keeps apply pure.
+
+``generator='colornet'`` swaps the U-Net for a ColorNet classification net (global/local fusion,
+ab-bin logits, usually at quarter resolution; Iizuka et al. / Zhang et al.) whose annealed-mean
+ab is what the discriminator sees: the DeOldify-style "NoGAN" recipe pretrains it with the
+colour loss as a plain ColorNet, then a short adversarial phase sharpens it. The U-Net trained
+from scratch with L1 + GAN on a CPU budget gives pastel, blotchy colour.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ import jax
 import jax.numpy as jnp
 
 from colorjax.errors import ConfigError
+from colorjax.models.colornet import ColorNet
 from colorjax.models.layers import Dtype, check_ab_input, check_l_input, conv_receptive_field
+
+GENERATORS = ("unet", "colornet")
 
 _PAD1 = ((1, 1), (1, 1))
 # Transposed-conv padding that matches PyTorch ConvTranspose2d(k=4, s=2, p=1): exact 2x output.
@@ -127,10 +136,19 @@ class DeepColorization(nn.Module):
     dropout_rate: float = 0.5
     num_dropout: int = 3
     disc_norm: str = "instance"
+    generator_arch: str = "unet"
+    colornet: tuple = ()  # ColorNet constructor kwargs as (key, value) pairs (hashable)
+    temperature: float = 0.38  # annealed-mean temperature of the 'colornet' generator
     dtype: Dtype = jnp.float32
 
     def __post_init__(self) -> None:
         """Validate the configuration so a bad override fails at construction, not in apply."""
+        if self.generator_arch not in GENERATORS:
+            raise ConfigError(
+                f"unknown generator_arch {self.generator_arch!r}; choose one of {GENERATORS}."
+            )
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}.")
         if self.num_downs < 2:
             raise ConfigError(f"DeepColorization num_downs must be >= 2, got {self.num_downs}.")
         if self.n_layers_d < 1:
@@ -142,7 +160,15 @@ class DeepColorization(nn.Module):
     @property
     def stride(self) -> int:
         """Required divisor of H and W: the U-Net halves the size num_downs times."""
+        if self.generator_arch == "colornet":
+            return self._colornet().stride
         return 2**self.num_downs
+
+    def _colornet(self) -> ColorNet:
+        """The ColorNet generator (classification head) described by `colornet`."""
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(self.colornet).items()}
+        kwargs.update(head="classification", dtype=self.dtype)
+        return ColorNet(**kwargs, parent=None)
 
     @property
     def receptive_field(self) -> int:
@@ -151,13 +177,16 @@ class DeepColorization(nn.Module):
 
     def setup(self) -> None:
         """Create the two subnetworks under the 'generator' and 'discriminator' names."""
-        self.generator = UNetGenerator(
-            ngf=self.ngf,
-            num_downs=self.num_downs,
-            dropout_rate=self.dropout_rate,
-            num_dropout=self.num_dropout,
-            dtype=self.dtype,
-        )
+        if self.generator_arch == "colornet":
+            self.generator = self._colornet().clone(parent=self, name="generator")
+        else:
+            self.generator = UNetGenerator(
+                ngf=self.ngf,
+                num_downs=self.num_downs,
+                dropout_rate=self.dropout_rate,
+                num_dropout=self.num_dropout,
+                dtype=self.dtype,
+            )
         self.discriminator = PatchDiscriminator(
             ndf=self.ndf, n_layers=self.n_layers_d, norm=self.disc_norm, dtype=self.dtype
         )
@@ -171,12 +200,27 @@ class DeepColorization(nn.Module):
 
     def __call__(self, l_norm: jax.Array, train: bool = False) -> jax.Array:
         """Generate normalised ab (N,H,W,2) from L; init also builds the discriminator."""
+        return self.generate(l_norm, train=train)[0]
+
+    def generate(self, l_norm: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        """(normalised ab (N,H,W,2), bin logits of a 'colornet' generator or None)."""
         check_l_input(l_norm, self.stride, "DeepColorization", min_size=self._disc_min_size())
-        ab = self.generator(l_norm, train=train)
+        logits = None
+        if self.generator_arch == "colornet":
+            from colorjax.color import AB_SCALE
+            from colorjax.gamut import ab_bin_centers, annealed_mean
+            from colorjax.models.layers import resize_to
+
+            logits = self.generator(l_norm, train=train)
+            centers = jnp.asarray(ab_bin_centers(), jnp.float32)
+            ab = annealed_mean(logits, centers, self.temperature) / AB_SCALE
+            ab = resize_to(ab.astype(jnp.float32), l_norm.shape[1:3])
+        else:
+            ab = self.generator(l_norm, train=train)
         if self.is_initializing():
             # Touch the discriminator so model.init creates both parameter subtrees.
             self.discriminate(l_norm, ab, train=train)
-        return ab
+        return ab, logits
 
     def discriminate(self, l_norm: jax.Array, ab_norm: jax.Array, train: bool = False) -> jax.Array:
         """PatchGAN logits (N, h, w, 1) for the pair (L, ab); h = patchgan_output_size(H)."""

@@ -85,6 +85,18 @@ def upsample2x(x: jax.Array, method: str = "nearest") -> jax.Array:
     return jax.image.resize(x, (n, 2 * h, 2 * w, c), method=method).astype(x.dtype)
 
 
+def resize_to(x: jax.Array, size: tuple[int, int]) -> jax.Array:
+    """Bilinearly resize (N, h, w, C) to (N, *size, C); a no-op when it is already that size.
+
+    Quarter-resolution heads (``head_stride`` 4) decode ab at H/4: the annealed mean is taken
+    before upsampling, as in Zhang et al., so a blend of two bins is never re-blended per pixel.
+    """
+    if tuple(x.shape[1:3]) == tuple(size):
+        return x
+    n, _, _, c = x.shape
+    return jax.image.resize(x, (n, int(size[0]), int(size[1]), c), method="bilinear")
+
+
 class ConvNormAct(nn.Module):
     """3x3 (by default) convolution, GroupNorm and ReLU; stateless, so safe under pure apply."""
 

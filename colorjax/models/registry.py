@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from colorjax.errors import ConfigError
 from colorjax.models.colornet import ColorNet
 from colorjax.models.deepcolorization import DeepColorization
+from colorjax.models.layers import resize_to
 
 FAMILIES: dict[str, type[nn.Module]] = {"colornet": ColorNet, "deepcolorization": DeepColorization}
 
@@ -119,19 +120,7 @@ def predict_ab(
 
         centers = jnp.asarray(ab_bin_centers(), dtype=jnp.float32)
         out = (annealed_mean(out, centers, temperature) / AB_SCALE).astype(jnp.float32)
-    return upsample_to(out, l_norm.shape[1:3])
-
-
-def upsample_to(ab: jax.Array, size: tuple[int, int]) -> jax.Array:
-    """Bilinearly resize (N, h, w, C) ab to (N, *size, C); a no-op when it is already that size.
-
-    Quarter-resolution heads (``head_stride`` 4) decode ab at H/4: the annealed mean is taken
-    before upsampling, as in Zhang et al., so a blend of two bins is never re-blended per pixel.
-    """
-    if tuple(ab.shape[1:3]) == tuple(size):
-        return ab
-    n, _, _, c = ab.shape
-    return jax.image.resize(ab, (n, int(size[0]), int(size[1]), c), method="bilinear")
+    return resize_to(out, l_norm.shape[1:3])
 
 
 def count_params(tree: Any) -> int:
@@ -237,6 +226,17 @@ for _spec in (
         "gan",
         "pix2pix GAN, U-Net ngf=16 with 5 downsamplings (stride 32) + PatchGAN ndf=16",
         {"ngf": 16, "ndf": 16, "num_downs": 5},
+    ),
+    ModelSpec(
+        "deepcolorization-colornet",
+        "deepcolorization",
+        "gan",
+        "GAN with a ColorNet generator (colornet-small-cls4) + PatchGAN ndf=32; NoGAN recipe",
+        {
+            "generator_arch": "colornet",
+            "colornet": tuple({"head_stride": 4, **_SMALL}.items()),
+            "ndf": 32,
+        },
     ),
     ModelSpec(
         "deepcolorization-unet256",

@@ -14,6 +14,7 @@ import optax
 from jax.sharding import Mesh
 
 from colorjax.config import ExperimentConfig, OptimConfig
+from colorjax.errors import ConfigError
 from colorjax.models import create_model, get_spec
 from colorjax.parallel import replicated
 
@@ -94,6 +95,11 @@ def make_task(config: ExperimentConfig) -> TrainTask:
     overrides.setdefault("dtype", config.train.dtype)
     model = create_model(config.model.name, **overrides)
     mode = "gan" if spec.family == "deepcolorization" else spec.head
+    if config.loss.lambda_ce and getattr(model, "generator_arch", None) != "colornet":
+        raise ConfigError(
+            f"loss.lambda_ce={config.loss.lambda_ce} needs a GAN with a ColorNet generator "
+            f"(generator_arch='colornet'); {config.model.name!r} has none: set loss.lambda_ce=0."
+        )
     schedule = make_schedule(config.optim, config.train.steps, config.optim.learning_rate)
     tx = make_optimizer(config.optim, schedule)
     d_tx = None
@@ -109,6 +115,8 @@ def init_state(task: TrainTask, rng: jax.Array) -> TrainState:
     init_rng, state_rng = jax.random.split(rng)
     dummy = jnp.zeros((1, size, size, 1), jnp.float32)
     params = task.model.init(init_rng, dummy)["params"]
+    if task.config.model.init_weights:
+        params = load_init_params(task, params)
     if task.mode == "gan":
         opt_state = task.tx.init(params["generator"])
         d_opt_state = task.d_tx.init(params["discriminator"])
@@ -128,6 +136,33 @@ def init_state(task: TrainTask, rng: jax.Array) -> TrainState:
         ema_params=ema,
         d_opt_state=d_opt_state,
     )
+
+
+def load_init_params(task: TrainTask, params: Any) -> Any:
+    """`params` with the weights named by model.init_weights put in (GANs: the generator).
+
+    Runs once, on the host, before the first step; a tree that does not match the model's
+    (another architecture or width) is refused with the paths that differ.
+    """
+    from flax import traverse_util
+
+    from colorjax.hub import load_weights, resolve_weights
+
+    source = task.config.model.init_weights
+    loaded = load_weights(resolve_weights(source))[0]["params"]
+    target = params["generator"] if task.mode == "gan" and "generator" not in loaded else params
+    want = {k: v.shape for k, v in traverse_util.flatten_dict(target, sep="/").items()}
+    have = {k: v.shape for k, v in traverse_util.flatten_dict(loaded, sep="/").items()}
+    if want != have:
+        diff = sorted(set(want.items()) ^ set(have.items()))[:6]
+        raise ConfigError(
+            f"model.init_weights={source!r} does not fit {task.config.model.name!r} "
+            f"(differing params, first few: {diff}); use weights of the same architecture."
+        )
+    loaded = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), loaded)
+    if target is params:
+        return loaded
+    return {**params, "generator": loaded}
 
 
 def create_state(task: TrainTask, mesh: Mesh) -> TrainState:

@@ -32,29 +32,38 @@ def _ema(old: Any, new: Any, decay: float | None) -> Any:
     return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, old, new)
 
 
+def _classification_loss_fn(task: TrainTask) -> Callable[..., jax.Array]:
+    """Rebalanced soft-encoded cross-entropy(logits, ab_norm) over the in-gamut ab bins."""
+    cfg = task.config.loss
+    centers = jnp.asarray(gamut.ab_bin_centers(), jnp.float32)
+    weights = gamut.rebalancing_weights(gamut.default_prior(), cfg.rebalance_lambda)
+    weights = np.asarray(weights, np.float32)
+
+    def classification(logits: jax.Array, ab_norm: jax.Array) -> jax.Array:
+        # Heads with head_stride > 1 predict at H/k: compare against block-mean targets.
+        target = losses.area_downsample(ab_norm, logits.shape[1:3])
+        return losses.rebalanced_cross_entropy(
+            logits,
+            target * color.AB_SCALE,
+            centers,
+            jnp.asarray(weights),
+            sigma=cfg.soft_sigma,
+            neighbors=cfg.soft_neighbors,
+            gray_threshold=cfg.gray_chroma_threshold,
+        )
+
+    return classification
+
+
 def _colornet_loss_fn(task: TrainTask) -> Callable[..., jax.Array]:
     """Loss(prediction, ab_norm) for the ColorNet head of this task."""
     cfg = task.config.loss
     if task.mode == "classification":
-        centers = jnp.asarray(gamut.ab_bin_centers(), jnp.float32)
-        weights = gamut.rebalancing_weights(gamut.default_prior(), cfg.rebalance_lambda)
-        weights = np.asarray(weights, np.float32)
-
-        def classification(logits: jax.Array, ab_norm: jax.Array) -> jax.Array:
-            return losses.rebalanced_cross_entropy(
-                logits,
-                ab_norm * color.AB_SCALE,
-                centers,
-                jnp.asarray(weights),
-                sigma=cfg.soft_sigma,
-                neighbors=cfg.soft_neighbors,
-                gray_threshold=cfg.gray_chroma_threshold,
-            )
-
-        return classification
+        return _classification_loss_fn(task)
 
     def regression(pred: jax.Array, ab_norm: jax.Array) -> jax.Array:
-        return losses.regression_loss(pred, ab_norm, cfg.regression, cfg.huber_delta)
+        target = losses.area_downsample(ab_norm, pred.shape[1:3])
+        return losses.regression_loss(pred, target, cfg.regression, cfg.huber_delta)
 
     return regression
 
@@ -71,9 +80,7 @@ def colornet_step(task: TrainTask) -> StepFn:
 
         def loss_fn(params: Any) -> jax.Array:
             out = task.model.apply({"params": params}, l_norm, train=True, rngs={"dropout": rng})
-            # Heads with head_stride > 1 predict at H/k: compare against block-mean targets.
-            target = losses.area_downsample(ab_norm, out.shape[1:3])
-            return _inject_nan(loss_of(out, target), state.step, nan_step)
+            return _inject_nan(loss_of(out, ab_norm), state.step, nan_step)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
@@ -100,6 +107,9 @@ def gan_step(task: TrainTask) -> StepFn:
     nan_step = task.config.train.inject_nan_step
     decay = task.config.optim.ema_decay
     model = task.model
+    # A ColorNet generator also returns its bin logits: the colour loss stays on during the
+    # adversarial phase (NoGAN), so D sharpens colour without undoing what CE taught.
+    ce_of = _classification_loss_fn(task) if cfg.lambda_ce else None
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
         rng = jax.random.fold_in(state.rng, state.step)
@@ -107,12 +117,14 @@ def gan_step(task: TrainTask) -> StepFn:
         g_params = state.params["generator"]
         d_params = state.params["discriminator"]
 
-        def generate(gp: Any) -> jax.Array:
+        def generate(gp: Any) -> tuple[jax.Array, Any]:
             variables = {"params": {"generator": gp, "discriminator": d_params}}
-            return model.apply(variables, l_norm, train=True, rngs={"dropout": rng})
+            return model.apply(
+                variables, l_norm, train=True, rngs={"dropout": rng}, method="generate"
+            )
 
         # One generator forward serves both updates; its VJP gives the G gradient later.
-        fake, g_vjp = jax.vjp(generate, g_params)
+        (fake, gen_logits), g_vjp = jax.vjp(generate, g_params)
 
         def discriminate(dp: Any, ab: jax.Array) -> jax.Array:
             variables = {"params": {"generator": g_params, "discriminator": dp}}
@@ -132,14 +144,18 @@ def gan_step(task: TrainTask) -> StepFn:
         d_updates, d_opt_state = task.d_tx.update(d_grads, state.d_opt_state, d_params)
         d_params = optax.apply_updates(d_params, d_updates)
 
-        def g_loss_fn(fake_ab: jax.Array):
+        def g_loss_fn(outputs: tuple[jax.Array, Any]):
+            fake_ab, logits = outputs
             adv = losses.gan_generator_loss(discriminate(d_params, fake_ab), cfg.gan)
             l1 = losses.l1_loss(fake_ab, ab_norm)
-            total = _inject_nan(adv + cfg.lambda_l1 * l1, state.step, nan_step)
-            return total, (adv, l1)
+            ce = ce_of(logits, ab_norm) if ce_of is not None else jnp.zeros((), jnp.float32)
+            total = adv + cfg.lambda_l1 * l1 + cfg.lambda_ce * ce
+            return _inject_nan(total, state.step, nan_step), (adv, l1, ce)
 
-        (g_loss, (g_adv, g_l1)), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
-        (g_grads,) = g_vjp(fake_grad)
+        (g_loss, (g_adv, g_l1, g_ce)), out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
+            (fake, gen_logits)
+        )
+        (g_grads,) = g_vjp(out_grads)
         g_updates, opt_state = task.tx.update(g_grads, state.opt_state, g_params)
         g_params = optax.apply_updates(g_params, g_updates)
         new_state = state.replace(
@@ -153,6 +169,7 @@ def gan_step(task: TrainTask) -> StepFn:
             "loss": g_loss,
             "g_adv": g_adv,
             "g_l1": g_l1,
+            "g_ce": g_ce,
             "d_loss": d_loss,
             "d_real_logit": d_real,
             "d_fake_logit": d_fake,
