@@ -121,15 +121,20 @@ def run_evaluation(
     predict_fn: PredictFn | None = None,
     progress: bool = False,
     total: int | None = None,
+    working_size: int | None = None,
+    temperature: float | None = None,
 ) -> EvalResult:
     """Evaluate a colorizer on images (records or (name, record) pairs); see module docstring."""
     if resolution < 1 or batch_size < 1:
         raise ConfigError(f"resolution and batch_size must be >= 1, got {resolution}, {batch_size}")
-    working_size = int(meta.get("working_size") or resolution)
+    working_size = int(working_size or meta.get("working_size") or resolution)
+    temperature = float(temperature or inference.default_temperature(meta))
     if predict_fn is None:
 
         def predict_fn(rgb: jax.Array) -> jax.Array:
-            return inference.predict_rgb(model, variables, rgb, working_size)
+            return inference.predict_rgb(
+                model, variables, rgb, working_size, temperature=temperature
+            )
 
     if mesh is None and jax.device_count() > 1:
         mesh = parallel.make_mesh()
@@ -223,6 +228,7 @@ def run_evaluation(
             "preprocess": f"resize shorter side to {resolution} (bilinear), centre crop "
             f"{resolution}x{resolution}",
             "working_size": working_size,
+            "temperature": temperature,
             "gray_threshold": gray_threshold,
             "gray_rule": "max CIE Lab chroma of the ground-truth crop <= gray_threshold",
             "keep_gray": keep_gray,
@@ -317,6 +323,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--gray-threshold", type=float, default=DEFAULT_GRAY_THRESHOLD, help="max chroma of gray"
     )
     parser.add_argument("--keep-gray", action="store_true", help="evaluate near-gray photos too")
+    inference.add_knob_arguments(parser)
 
 
 def load_model(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
@@ -358,6 +365,8 @@ def run(args: argparse.Namespace) -> int:
         contact_sheet=args.contact_sheet,
         progress=True,
         total=len(source),
+        working_size=args.working_size,
+        temperature=args.temperature,
     )
     result.summary["protocol"].update({"data": args.data, "split": split})
     paths = write_outputs(result, args.out)

@@ -53,6 +53,7 @@ __all__ = [
     "bucket_shape",
     "colorize",
     "configure_parser",
+    "make_colorizer",
     "predict_rgb",
     "resolve_weights",
     "run",
@@ -401,20 +402,64 @@ def resolve_weights(weights: WeightsLike = None) -> tuple[Any, Any, dict]:
     return hub.load_pretrained(os.fspath(weights))
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_colorizer(weights: str | None) -> Colorizer:
+def make_colorizer(
+    model: Any,
+    variables: Any,
+    meta: dict,
+    *,
+    working_size: int | None = None,
+    temperature: float | None = None,
+    batch_size: int = 1,
+) -> Colorizer:
+    """A Colorizer with the weights' tuned defaults (meta) unless the caller overrides them.
+
+    working_size is DeOldify's "render factor": the network's input size (longer side);
+    temperature is the annealed-mean T of classification models (lower: more saturated).
+    """
+    return Colorizer(
+        model,
+        variables,
+        working_size if working_size is not None else meta["working_size"],
+        batch_size=batch_size,
+        temperature=temperature if temperature is not None else default_temperature(meta),
+    )
+
+
+def default_temperature(meta: dict) -> float:
+    """The annealed-mean temperature recorded with the weights (tuned), else Zhang et al.'s."""
+    return float(meta.get("temperature") or DEFAULT_TEMPERATURE)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_colorizer(
+    weights: str | None, working_size: int | None, temperature: float | None
+) -> Colorizer:
     """Load named weights once per process so repeated colorize calls reuse compiled kernels."""
     model, variables, meta = resolve_weights(weights)
-    return Colorizer(model, variables, meta["working_size"])
+    return make_colorizer(
+        model, variables, meta, working_size=working_size, temperature=temperature
+    )
 
 
-def colorize(image: ImageLike, weights: WeightsLike = None) -> np.ndarray:
-    """Colorize an array (gray, RGB, RGBA), PIL image or path to H x W x 3 uint8 RGB."""
+def colorize(
+    image: ImageLike,
+    weights: WeightsLike = None,
+    *,
+    working_size: int | None = None,
+    temperature: float | None = None,
+) -> np.ndarray:
+    """Colorize an array (gray, RGB, RGBA), PIL image or path to H x W x 3 uint8 RGB.
+
+    working_size (render factor) and temperature default to the values tuned for the weights.
+    """
     if isinstance(weights, tuple):
         model, variables, meta = resolve_weights(weights)
-        return Colorizer(model, variables, meta["working_size"])(image)
+        colorizer = make_colorizer(
+            model, variables, meta, working_size=working_size, temperature=temperature
+        )
+        return colorizer(image)
     key = None if weights is None else os.fspath(weights)
-    return _cached_colorizer(key)(image)
+    return _cached_colorizer(key, working_size, temperature)(image)
 
 
 # --------------------------------------------------------------------------- command line
@@ -432,6 +477,25 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("png", "jpg"), default="png", help="output format")
     parser.add_argument(
         "--batch-size", type=int, default=4, help="photos per network call (default 4)"
+    )
+    add_knob_arguments(parser)
+
+
+def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
+    """--working-size (render factor) and --temperature, shared by colorize and eval."""
+    parser.add_argument(
+        "--working-size",
+        type=int,
+        default=None,
+        help="network input size, longer side in pixels (DeOldify's render factor; "
+        "default: tuned for the weights)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="annealed-mean temperature of classification models, lower is more saturated "
+        "(default: tuned for the weights)",
     )
 
 
@@ -501,8 +565,13 @@ def run(args: argparse.Namespace) -> int:
     written = 0
     if todo:
         model, variables, meta = resolve_weights(args.weights)
-        colorizer = Colorizer(
-            model, variables, meta["working_size"], batch_size=max(1, args.batch_size)
+        colorizer = make_colorizer(
+            model,
+            variables,
+            meta,
+            working_size=args.working_size,
+            temperature=args.temperature,
+            batch_size=max(1, args.batch_size),
         )
         progress = tqdm(total=len(todo), unit="img", desc="colorize", file=sys.stderr)
 

@@ -247,3 +247,25 @@ def test_cli_nothing_found_is_an_error(weights_file, tmp_path, capsys):
     rc = _cli([str(tmp_path / "missing*.png"), "-o", str(tmp_path / "out"), "--weights", "x"])
     assert rc == 1
     assert "matches" in capsys.readouterr().err
+
+
+def test_working_size_and_temperature_default_to_the_weights_tuned_values():
+    # The render factor and the annealed-mean T come from the weights' metadata unless given;
+    # a classification model's colour really depends on T (lower: further from the mean).
+    model = models.create_model("colornet-tiny-cls", head_stride=4)
+    variables = random_variables(model, WORKING_SIZE, head_scale=3.0)
+    meta = {"working_size": 48, "temperature": 0.2, "model": "colornet-tiny-cls"}
+    default = inference.make_colorizer(model, variables, meta)
+    assert (default.working_size, default.temperature) == (48, 0.2)
+    custom = inference.make_colorizer(model, variables, meta, working_size=96, temperature=1.0)
+    assert (custom.working_size, custom.temperature) == (96, 1.0)
+    assert inference.make_colorizer(model, variables, {"working_size": 64}).temperature == 0.38
+    rgb = _photo(64, 64, seed=3)
+    sharp = colorjax.colorize(rgb, (model, variables, meta))
+    soft = colorjax.colorize(rgb, (model, variables, meta), temperature=1.0)
+    assert not np.array_equal(sharp, soft)
+    np.testing.assert_array_equal(sharp, default(rgb))
+    parser = argparse.ArgumentParser()
+    inference.configure_parser(parser)
+    args = parser.parse_args(["x.jpg", "-o", "out", "--working-size", "128", "--temperature", "0.3"])
+    assert (args.working_size, args.temperature) == (128, 0.3)

@@ -1,0 +1,112 @@
+"""Colour ablation: evaluate weights or a training run over temperatures and working sizes.
+
+Each row is `colorjax eval`'s protocol (shorter side to --resolution, centre crop, gray
+baseline on the same photos) with one (temperature, working size) choice, appended to a
+JSON-lines file with the command, device and versions; `--markdown` prints the table.
+
+    python benchmarks/colour_ablation.py --weights colornet-small-cls4.tinyimagenet \
+        --data folder:../shared/data/bsds500/val --temperatures 0.2 0.3 0.38 0.5 \
+        --working-sizes 64 96 128 --label "cls4 T sweep" --out benchmarks/results/colour/rows.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+from colorjax import data, evaluate, inference
+
+METRICS = ("colorfulness_pred", "colorfulness_true", "psnr", "ssim", "auc")
+
+
+def _rows(args: argparse.Namespace) -> list[dict]:
+    """Evaluate every (temperature, working size) pair; one summary row each."""
+    model, variables, meta = evaluate.load_model(args)
+    source = data.make_source(args.data, split="all")
+    limit = min(len(source), args.limit or len(source))
+    photos = [(source.describe(i), source[i]) for i in range(limit)]
+    rows = []
+    for ws in args.working_sizes or [int(meta["working_size"])]:
+        for temp in args.temperatures:
+
+            def predict(rgb: jax.Array, ws: int = ws, temp: float = temp) -> jax.Array:
+                return inference.predict_rgb(model, variables, rgb, ws, temperature=temp)
+
+            start = time.perf_counter()
+            result = evaluate.run_evaluation(
+                model, variables, meta, photos, resolution=args.resolution, predict_fn=predict
+            )
+            s = result.summary
+            row = {
+                "label": args.label,
+                "weights": args.weights or f"{args.workdir}@{args.step or 'latest'}",
+                "data": args.data,
+                "resolution": args.resolution,
+                "working_size": ws,
+                "temperature": temp,
+                "photos": s["counts"]["evaluated"],
+                **{f"model_{k}": s["model"][k] for k in METRICS if k in s["model"]},
+                **{f"baseline_{k}": s["baseline"][k] for k in ("psnr", "ssim", "auc")},
+                "seconds": round(time.perf_counter() - start, 1),
+                "command": " ".join(shlex.quote(a) for a in sys.argv),
+                "device": jax.devices()[0].device_kind,
+                "platform": platform.platform(),
+                "jax": jax.__version__,
+            }
+            rows.append(row)
+            print(markdown_row(row), flush=True)
+    return rows
+
+
+HEADER = (
+    "| run | T | working size | colourfulness (x truth) | PSNR (vs gray) | SSIM (vs gray) "
+    "| AuC (vs gray) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+)
+
+
+def markdown_row(r: dict) -> str:
+    """One Markdown table row: model value and, in brackets, its margin over the baseline."""
+    ratio = r["model_colorfulness_pred"] / max(r["model_colorfulness_true"], 1e-9)
+    return (
+        f"| {r['label']} | {r['temperature']:g} | {r['working_size']} "
+        f"| {r['model_colorfulness_pred']:.1f} ({ratio:.2f}x) "
+        f"| {r['model_psnr']:.2f} ({r['model_psnr'] - r['baseline_psnr']:+.2f}) "
+        f"| {r['model_ssim']:.4f} ({r['model_ssim'] - r['baseline_ssim']:+.4f}) "
+        f"| {r['model_auc']:.4f} ({r['model_auc'] - r['baseline_auc']:+.4f}) |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, evaluate, append rows to --out."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--weights", help="weights name or .safetensors path")
+    which.add_argument("--workdir", help="training run folder")
+    parser.add_argument("--step", type=int, default=None)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.38])
+    parser.add_argument("--working-sizes", type=int, nargs="+", default=None)
+    parser.add_argument("--label", default="run")
+    parser.add_argument("--out", type=Path, default=None, help="JSON-lines file to append to")
+    args = parser.parse_args(argv)
+    print(HEADER)
+    rows = _rows(args)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
