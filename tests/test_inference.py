@@ -267,5 +267,7 @@ def test_working_size_and_temperature_default_to_the_weights_tuned_values():
     np.testing.assert_array_equal(sharp, default(rgb))
     parser = argparse.ArgumentParser()
     inference.configure_parser(parser)
-    args = parser.parse_args(["x.jpg", "-o", "out", "--working-size", "128", "--temperature", "0.3"])
+    args = parser.parse_args(
+        ["x.jpg", "-o", "out", "--working-size", "128", "--temperature", "0.3"]
+    )
     assert (args.working_size, args.temperature) == (128, 0.3)
