@@ -65,9 +65,10 @@ class ColorNet(nn.Module):
         decoder_features: Sequence[int] = (128, 64, 32),
         upsample: str = "nearest",
         num_classes: int | None = None,
+        head_stride: int = 1,
     ) -> None:
         super().__init__()
-        self.head_kind, self.upsample = head, upsample
+        self.head_kind, self.upsample, self.head_stride = head, upsample, head_stride
         low = list(low_features)
         layers, ch = [], 1
         for i in range(3):
@@ -106,12 +107,15 @@ class ColorNet(nn.Module):
         g = self.global_dense(g)
         tiled = g[:, :, None, None].expand(-1, -1, mid.shape[2], mid.shape[3])
         x = self.fusion(torch.cat([mid, tiled], dim=1))
+        stride = 8
         for first, second in self.decoder:
             x = first(x)
-            if self.upsample == "nearest":
-                x = F.interpolate(x, scale_factor=2, mode="nearest")
-            else:
-                x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+            if stride > self.head_stride:  # quarter-resolution heads stop upsampling at H/4
+                stride //= 2
+                if self.upsample == "nearest":
+                    x = F.interpolate(x, scale_factor=2, mode="nearest")
+                else:
+                    x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
             x = second(x)
         out = self.head(x).float()
         return torch.tanh(out) if self.head_kind == "regression" else out
@@ -202,13 +206,22 @@ class DeepColorization(nn.Module):
         dropout_rate: float = 0.5,
         num_dropout: int = 3,
         disc_norm: str = "instance",
+        generator_arch: str = "unet",
+        colornet: tuple = (),
+        temperature: float = 0.38,
     ) -> None:
         super().__init__()
-        self.generator = UNetGenerator(ngf, num_downs, dropout_rate, num_dropout)
+        if generator_arch == "colornet":
+            from colorjax.gamut import ab_bin_centers
+
+            kwargs = {**dict(colornet), "head": "classification"}
+            self.generator = ColorNet(**kwargs, num_classes=len(ab_bin_centers()))
+        else:
+            self.generator = UNetGenerator(ngf, num_downs, dropout_rate, num_dropout)
         self.discriminator = PatchDiscriminator(ndf, n_layers_d, disc_norm)
 
     def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
-        """Generator output, like DeepColorization.__call__."""
+        """Generator output (U-Net: ab like DeepColorization.__call__; ColorNet: bin logits)."""
         return self.generator(l_norm)
 
 
@@ -292,11 +305,14 @@ def load_flax_params(module: nn.Module, params: dict[str, Any]) -> nn.Module:
         return module
     if isinstance(module, DeepColorization):
         gen, disc = params["generator"], params["discriminator"]
-        n = module.generator.num_downs
-        for i, conv in enumerate(module.generator.down):
-            _set(conv, gen[f"down_{i}"])
-        for step, conv in enumerate(module.generator.up):
-            _set(conv, gen[f"up_{n - 1 - step}"], transpose=True)
+        if isinstance(module.generator, ColorNet):
+            load_flax_params(module.generator, gen)
+        else:
+            n = module.generator.num_downs
+            for i, conv in enumerate(module.generator.down):
+                _set(conv, gen[f"down_{i}"])
+            for step, conv in enumerate(module.generator.up):
+                _set(conv, gen[f"up_{n - 1 - step}"], transpose=True)
         convs = [m for m in module.discriminator.net if isinstance(m, nn.Conv2d)]
         for i, conv in enumerate(convs):
             _set(conv, disc[f"conv_{i}"])

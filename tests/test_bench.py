@@ -204,7 +204,9 @@ def test_torch_param_counts_equal_flax(torch_models) -> None:  # noqa: ANN001
         assert torch_models.count_params(torch_models.create_torch_model(name)) == flax_count, name
 
 
-@pytest.mark.parametrize("name", ["colornet-tiny", "colornet-tiny-cls", "deepcolorization-small"])
+@pytest.mark.parametrize(
+    "name", ["colornet-tiny", "colornet-tiny-cls", "colornet-small-cls4", "deepcolorization-small"]
+)
 def test_torch_mirror_computes_the_same_function(torch_models, name: str) -> None:  # noqa: ANN001
     import torch
 
