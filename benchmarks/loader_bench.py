@@ -195,6 +195,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5, help="timed train steps per 64 px row")
     p.add_argument("--model", default="colornet-tiny")
     p.add_argument(
+        "--large-dir",
+        help="folder of full-size photos for large256 (default: upscaled embedded photos)",
+    )
+    p.add_argument("--large-side", type=int, default=2048, help="long side of generated photos")
+    p.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -243,8 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                 spec = f"folder:{args.tiny_dir}"
             elif name == "embedded64":
                 spec = "embedded"
+            elif args.large_dir:
+                spec = f"folder:{args.large_dir}"
             else:
-                spec = f"folder:{make_large_photo_folder(Path(tmp))}"
+                spec = f"folder:{make_large_photo_folder(Path(tmp), side=args.large_side)}"
             source = make_source(spec)
             grad_fn, params, compile_s = build_step(size, batch, args.model)
             steps = _scaled(args.steps, size)
@@ -255,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
             base = {
                 "bench": "loader",
                 "config": name,
-                "source": spec if name != "large256" else "upscaled embedded photos (JPEG)",
+                "source": spec
+                if name != "large256" or args.large_dir
+                else f"embedded photos upscaled to {args.large_side} px (JPEG)",
                 "source_records": len(source),
                 "image_size": size,
                 "batch_size": batch,

@@ -6,10 +6,19 @@ The train step does the same work as colorjax's: uint8 RGB -> Lab on the device,
 loss (L1 regression / rebalanced soft-encoded cross-entropy / pix2pix D + G), backward, Adam.
 `mode='compile'` wraps the network in torch.compile (backward and Adam stay eager, fused where
 the device allows); on CUDA, models and inputs use channels_last.
+
+On CUDA the baseline is the strongest fair one we know (see _cuda_setup and _cuda_*_step):
+cudnn.benchmark, channels_last, bf16 autocast (f32 params, like Flax dtype=bfloat16), f32 at
+XLA's default TF32 precision, fused Adam, and torch.compile of the whole loss computation (Lab
+conversion + network + loss; AOTAutograd compiles the backward) with
+`mode=$COLORJAX_TORCH_COMPILE_MODE` (default "max-autotune": Triton/cuDNN autotuning and CUDA
+graphs; "max-autotune-no-cudagraphs" if graphs fail), dynamo reset per configuration so every
+batch size gets its own static-shape compile.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,7 +65,125 @@ def _prepare(module: torch.nn.Module, dev: torch.device, mode: str) -> Callable[
     module.to(dev)
     if dev.type == "cuda":
         module.to(memory_format=torch.channels_last)
+        if mode == "compile":
+            return torch.compile(module, mode=cuda_compile_mode(), dynamic=False)
     return torch.compile(module) if mode == "compile" else module
+
+
+# ----------------------------------------------------------------------------- CUDA path
+
+DEFAULT_CUDA_COMPILE_MODE = "max-autotune"
+
+
+def cuda_compile_mode() -> str:
+    """torch.compile mode on CUDA: $COLORJAX_TORCH_COMPILE_MODE or max-autotune."""
+    return os.environ.get("COLORJAX_TORCH_COMPILE_MODE") or DEFAULT_CUDA_COMPILE_MODE
+
+
+def cuda_tf32() -> bool:
+    """Whether f32 convs/matmuls may use TF32 ($COLORJAX_BENCH_TF32, default on).
+
+    XLA's default precision runs f32 convolutions and matmuls in TF32 on Ampere and later, so
+    PyTorch gets the same; set COLORJAX_BENCH_TF32=0 together with
+    JAX_DEFAULT_MATMUL_PRECISION=highest to compare strict f32 on both sides.
+    """
+    return os.environ.get("COLORJAX_BENCH_TF32", "1") != "0"
+
+
+def _cuda_setup() -> str:
+    """Per-configuration CUDA settings; returns a note for the record."""
+    # A fresh dynamo cache per configuration: otherwise the second batch size of the same
+    # model recompiles with dynamic shapes (slower kernels, no per-shape autotuning) and the
+    # 9th hits the recompile limit and silently runs eager.
+    torch._dynamo.reset()
+    torch.backends.cudnn.benchmark = True
+    tf32 = cuda_tf32()
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return f"cudnn.benchmark, channels_last, tf32={tf32}, compile mode {cuda_compile_mode()}"
+
+
+def _maybe_compile(fn: Callable[..., Any], mode: str) -> Callable[..., Any]:
+    """torch.compile a function (static shapes, the CUDA compile mode) in 'compile' mode."""
+    if mode != "compile":
+        return fn
+    return torch.compile(fn, mode=cuda_compile_mode(), dynamic=False)
+
+
+def _cuda_colornet_step(
+    model: Any, rgb: Any, dev: Any, dtype: str, mode: str, compile_fn: Callable = _maybe_compile
+) -> Callable:
+    """ColorNet step with the whole loss computation (Lab, forward, loss) compiled as one graph."""
+    fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    model.to(dev, memory_format=fmt)
+    opt = _adam(model.parameters(), dev)
+    cls_loss = _classification_loss(dev) if model.head_kind == "classification" else None
+
+    def loss_fn(rgb_u8: torch.Tensor) -> torch.Tensor:
+        l_norm, ab = rgb_uint8_to_lab_inputs(rgb_u8)
+        with _autocast(dtype, dev):
+            out = model(l_norm.contiguous(memory_format=fmt))
+        return cls_loss(out, ab) if cls_loss is not None else (out.float() - ab).abs().mean()
+
+    compiled = compile_fn(loss_fn, mode)
+
+    def step() -> torch.Tensor:
+        loss = compiled(rgb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def _cuda_gan_step(
+    model: Any, rgb: Any, dev: Any, dtype: str, mode: str, compile_fn: Callable = _maybe_compile
+) -> Callable:
+    """pix2pix step as three compiled graphs: G forward (with Lab), D loss, G loss."""
+    fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    model.to(dev, memory_format=fmt)
+    gen, disc = model.generator, model.discriminator
+    opt_g = _adam(gen.parameters(), dev)
+    opt_d = _adam(disc.parameters(), dev)
+    bce = F.binary_cross_entropy_with_logits
+
+    def generate(rgb_u8: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        l_norm, ab = rgb_uint8_to_lab_inputs(rgb_u8)
+        l_norm = l_norm.contiguous(memory_format=fmt)
+        with _autocast(dtype, dev):
+            fake = gen(l_norm)
+        return l_norm, ab, fake
+
+    def d_loss_fn(l_norm: torch.Tensor, ab: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        with _autocast(dtype, dev):
+            real_logits = disc(l_norm, ab)
+            fake_logits = disc(l_norm, fake)
+        return 0.5 * (
+            bce(real_logits, torch.ones_like(real_logits))
+            + bce(fake_logits, torch.zeros_like(fake_logits))
+        )
+
+    def g_loss_fn(l_norm: torch.Tensor, ab: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        with _autocast(dtype, dev):
+            adv_logits = disc(l_norm, fake)
+        return bce(adv_logits, torch.ones_like(adv_logits)) + 100.0 * (fake - ab).abs().mean()
+
+    gen_c, d_loss_c, g_loss_c = (compile_fn(f, mode) for f in (generate, d_loss_fn, g_loss_fn))
+
+    def step() -> tuple[torch.Tensor, torch.Tensor]:
+        l_norm, ab, fake = gen_c(rgb)
+        loss_d = d_loss_c(l_norm, ab, fake.detach())
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        loss_g = g_loss_c(l_norm, ab, fake)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        return loss_d, loss_g
+
+    return step
 
 
 def _adam(params: Any, dev: torch.device) -> torch.optim.Optimizer:
@@ -124,7 +251,12 @@ def _bench_train(
     params = torch_models.count_params(model)
     rgb = _rgb(batch, size, dev)
     fmt = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
-    if isinstance(model, torch_models.DeepColorization):
+    gan = isinstance(model, torch_models.DeepColorization)
+    setup = ""
+    if dev.type == "cuda":
+        setup = "; " + _cuda_setup()
+        step = (_cuda_gan_step if gan else _cuda_colornet_step)(model, rgb, dev, dtype, mode)
+    elif gan:
         step = _gan_step(model, rgb, dev, dtype, mode, fmt)
     else:
         step = _colornet_step(model, rgb, dev, dtype, mode, fmt)
@@ -144,9 +276,10 @@ def _bench_train(
         "iters_per_trial": iters,
         "warmup": warmup + 1,
         "peak_memory_bytes": peak,
-        "train_step": "torch " + ("compiled model" if mode == "compile" else "eager"),
+        "train_step": "torch "
+        + ("eager" if mode != "compile" else "compiled loss" if setup else "compiled model"),
         "note": f"compile_s = first call (trace + compile + one step); "
-        f"torch threads {torch.get_num_threads()}",
+        f"torch threads {torch.get_num_threads()}{setup}",
     }
 
 
@@ -215,6 +348,7 @@ def _bench_infer(
     """Batch-1 latency samples and large-batch throughput of the eval forward (ab prediction)."""
     dev = device()
     _reset_peak(dev)
+    setup = "; " + _cuda_setup() if dev.type == "cuda" else ""
     torch.manual_seed(0)
     model = torch_models.create_torch_model(name).eval()
     params = torch_models.count_params(model)
@@ -250,7 +384,7 @@ def _bench_infer(
                 "iters_per_trial": i,
                 "warmup": warmup + 1,
                 "peak_memory_bytes": _peak_mem(dev),
-                "note": "logits only for -cls heads (colorjax adds the annealed mean)",
+                "note": "logits only for -cls heads (colorjax adds the annealed mean)" + setup,
             }
         )
     return out

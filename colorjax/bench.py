@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from colorjax.errors import ConfigError
+from colorjax.errors import ConfigError, MissingDependencyError
 from colorjax.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -1088,6 +1088,11 @@ def _safe(
         return fn(*args, **kwargs)
     except ConfigError:
         raise
+    except MissingDependencyError as err:
+        # e.g. the loader kinds on a machine without Grain: the synthetic kinds still run.
+        log.warning("%s skipped: %s", what, err)
+        records.append(make_record(**base, kind=what, status="skipped", note=str(err)))
+        return None
     except Exception as err:  # noqa: BLE001 - one broken config must not lose the others
         log.exception("%s failed for %s", what, base.get("model"))
         records.append(

@@ -39,3 +39,7 @@ class OfflineError(DownloadError):
 
 class TrainingDivergedError(ColorjaxError, RuntimeError):
     """Training produced a non-finite loss."""
+
+
+class MissingDependencyError(ColorjaxError, ImportError):
+    """An optional package a feature needs (e.g. grain for the loader) is not installed."""

@@ -8,7 +8,6 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import grain
 import numpy as np
 from PIL import Image
 
@@ -21,7 +20,22 @@ from colorjax.data.decode import (
     preprocess_train,
 )
 from colorjax.data.sources import Source
-from colorjax.errors import ColorjaxError, ConfigError, DataSourceError, ShardingError
+from colorjax.errors import (
+    ColorjaxError,
+    ConfigError,
+    DataSourceError,
+    MissingDependencyError,
+    ShardingError,
+)
+
+try:
+    import grain
+except ImportError as _err:  # one clear error instead of a traceback deep in an import chain
+    raise MissingDependencyError(
+        f"the data loader needs Grain ({_err}); install it with `pip install grain`, or on a "
+        "machine without network carry wheels: `bash benchmarks/fetch_wheels.sh` here, then "
+        "`bash benchmarks/device_run.sh` there installs them (see README 'Running on a GPU')"
+    ) from _err
 
 log = logging.getLogger(__name__)
 
