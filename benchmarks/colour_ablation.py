@@ -20,53 +20,80 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
-from colorjax import data, evaluate, inference
+from colorjax import data, evaluate, gamut, inference
 
 METRICS = ("colorfulness_pred", "colorfulness_true", "psnr", "ssim", "auc")
 
 
+def undo_rebalancing(variables: dict, beta: float, lam: float = 0.5) -> dict:
+    """Subtract beta * log w(q) from the classification head's bias (w: rebalancing weights).
+
+    Class-rebalanced cross-entropy is minimised by p(q|x) * w(q) / Z, so the trained logits
+    carry + log w(q); beta = 1 gives back the calibrated posterior (closer to the MMSE colour,
+    higher PSNR), beta = 0 keeps the rebalanced, more saturated one. The change is exact and
+    lives in the weights: nothing at inference needs to know about it.
+    """
+    if not beta:
+        return variables
+    w = np.asarray(gamut.rebalancing_weights(gamut.default_prior(), lam), np.float32)
+    params = jax.tree_util.tree_map(np.asarray, variables["params"])
+    head = params["generator"]["head"] if "generator" in params else params["head"]
+    head["bias"] = head["bias"] - np.float32(beta) * np.log(w)
+    return {**variables, "params": params}
+
+
 def _rows(args: argparse.Namespace) -> list[dict]:
-    """Evaluate every (temperature, working size) pair; one summary row each."""
-    model, variables, meta = evaluate.load_model(args)
+    """Evaluate every (beta, temperature, working size) choice; one summary row each."""
+    model, base_variables, meta = evaluate.load_model(args)
     source = data.make_source(args.data, split="all")
     limit = min(len(source), args.limit or len(source))
     photos = [(source.describe(i), source[i]) for i in range(limit)]
     rows = []
-    for ws in args.working_sizes or [int(meta["working_size"])]:
-        for temp in args.temperatures:
+    grid = [
+        (beta, ws, temp)
+        for beta in args.betas
+        for ws in args.working_sizes or [int(meta["working_size"])]
+        for temp in args.temperatures
+    ]
+    for beta, ws, temp in grid:
+        variables = undo_rebalancing(base_variables, beta, args.rebalance_lambda)
 
-            def predict(rgb: jax.Array, ws: int = ws, temp: float = temp) -> jax.Array:
-                return inference.predict_rgb(model, variables, rgb, ws, temperature=temp)
+        def predict(
+            rgb: jax.Array, ws: int = ws, temp: float = temp, variables: dict = variables
+        ) -> jax.Array:
+            return inference.predict_rgb(model, variables, rgb, ws, temperature=temp)
 
-            start = time.perf_counter()
-            result = evaluate.run_evaluation(
-                model, variables, meta, photos, resolution=args.resolution, predict_fn=predict
-            )
-            s = result.summary
-            row = {
-                "label": args.label,
-                "weights": args.weights or f"{args.workdir}@{args.step or 'latest'}",
-                "data": args.data,
-                "resolution": args.resolution,
-                "working_size": ws,
-                "temperature": temp,
-                "photos": s["counts"]["evaluated"],
-                **{f"model_{k}": s["model"][k] for k in METRICS if k in s["model"]},
-                **{f"baseline_{k}": s["baseline"][k] for k in ("psnr", "ssim", "auc")},
-                "seconds": round(time.perf_counter() - start, 1),
-                "command": " ".join(shlex.quote(a) for a in sys.argv),
-                "device": jax.devices()[0].device_kind,
-                "platform": platform.platform(),
-                "jax": jax.__version__,
-            }
-            rows.append(row)
-            print(markdown_row(row), flush=True)
+        start = time.perf_counter()
+        result = evaluate.run_evaluation(
+            model, variables, meta, photos, resolution=args.resolution, predict_fn=predict
+        )
+        s = result.summary
+        row = {
+            "label": args.label,
+            "weights": args.weights or f"{args.workdir}@{args.step or 'latest'}",
+            "data": args.data,
+            "resolution": args.resolution,
+            "working_size": ws,
+            "temperature": temp,
+            "beta": beta,
+            "photos": s["counts"]["evaluated"],
+            **{f"model_{k}": s["model"][k] for k in METRICS if k in s["model"]},
+            **{f"baseline_{k}": s["baseline"][k] for k in ("psnr", "ssim", "auc")},
+            "seconds": round(time.perf_counter() - start, 1),
+            "command": " ".join(shlex.quote(a) for a in sys.argv),
+            "device": jax.devices()[0].device_kind,
+            "platform": platform.platform(),
+            "jax": jax.__version__,
+        }
+        rows.append(row)
+        print(markdown_row(row), flush=True)
     return rows
 
 
 HEADER = (
-    "| run | T | working size | colourfulness (x truth) | PSNR (vs gray) | SSIM (vs gray) "
+    "| run | beta | T | working size | colourfulness (x truth) | PSNR (vs gray) | SSIM (vs gray) "
     "| AuC (vs gray) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
@@ -75,7 +102,7 @@ def markdown_row(r: dict) -> str:
     """One Markdown table row: model value and, in brackets, its margin over the baseline."""
     ratio = r["model_colorfulness_pred"] / max(r["model_colorfulness_true"], 1e-9)
     return (
-        f"| {r['label']} | {r['temperature']:g} | {r['working_size']} "
+        f"| {r['label']} | {r.get('beta', 0.0):g} | {r['temperature']:g} | {r['working_size']} "
         f"| {r['model_colorfulness_pred']:.1f} ({ratio:.2f}x) "
         f"| {r['model_psnr']:.2f} ({r['model_psnr'] - r['baseline_psnr']:+.2f}) "
         f"| {r['model_ssim']:.4f} ({r['model_ssim'] - r['baseline_ssim']:+.4f}) "
@@ -95,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.38])
     parser.add_argument("--working-sizes", type=int, nargs="+", default=None)
+    parser.add_argument(
+        "--betas", type=float, nargs="+", default=[0.0], help="rebalancing undone (0..1)"
+    )
+    parser.add_argument("--rebalance-lambda", type=float, default=0.5)
     parser.add_argument("--label", default="run")
     parser.add_argument("--out", type=Path, default=None, help="JSON-lines file to append to")
     args = parser.parse_args(argv)

@@ -429,3 +429,19 @@ def test_quarter_resolution_head_keeps_the_decoder_and_upsamples_decoded_ab() ->
     assert jnp.allclose(ab, expected, atol=1e-6)
     with pytest.raises(ConfigError, match="head_stride"):
         create_model("colornet-tiny-cls", head_stride=3)
+
+
+def test_colornet_generator_gan_decodes_its_bins_at_the_requested_temperature() -> None:
+    # The GAN's ColorNet generator hands D the annealed mean of its H/4 bins, upsampled; the
+    # inference temperature knob reaches it through predict_ab like a classification ColorNet.
+    from colorjax.models import predict_ab
+
+    gan = create_model("deepcolorization-colornet")
+    x = jax.random.uniform(jax.random.key(2), (1, 32, 32, 1), minval=-1.0, maxval=1.0)
+    variables = jax.jit(gan.init)(jax.random.key(0), x)
+    ab, logits = gan.apply(variables, x, method="generate")
+    assert ab.shape == (1, 32, 32, 2) and logits.shape[1:3] == (8, 8)
+    colornet = create_model("colornet-small-cls4")
+    alone = predict_ab(colornet, {"params": variables["params"]["generator"]}, x, temperature=0.7)
+    np.testing.assert_allclose(predict_ab(gan, variables, x, temperature=0.7), alone, atol=1e-6)
+    assert not np.allclose(predict_ab(gan, variables, x, temperature=0.1), alone, atol=1e-3)

@@ -198,12 +198,19 @@ class DeepColorization(nn.Module):
             size += 2**self.n_layers_d
         return size
 
-    def __call__(self, l_norm: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(
+        self, l_norm: jax.Array, train: bool = False, temperature: float | None = None
+    ) -> jax.Array:
         """Generate normalised ab (N,H,W,2) from L; init also builds the discriminator."""
-        return self.generate(l_norm, train=train)[0]
+        return self.generate(l_norm, train=train, temperature=temperature)[0]
 
-    def generate(self, l_norm: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
-        """(normalised ab (N,H,W,2), bin logits of a 'colornet' generator or None)."""
+    def generate(
+        self, l_norm: jax.Array, train: bool = False, temperature: float | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """(normalised ab (N,H,W,2), bin logits of a 'colornet' generator or None).
+
+        `temperature` overrides the annealed-mean T of a 'colornet' generator (inference knob).
+        """
         check_l_input(l_norm, self.stride, "DeepColorization", min_size=self._disc_min_size())
         logits = None
         if self.generator_arch == "colornet":
@@ -213,7 +220,8 @@ class DeepColorization(nn.Module):
 
             logits = self.generator(l_norm, train=train)
             centers = jnp.asarray(ab_bin_centers(), jnp.float32)
-            ab = annealed_mean(logits, centers, self.temperature) / AB_SCALE
+            temp = self.temperature if temperature is None else temperature
+            ab = annealed_mean(logits, centers, temp) / AB_SCALE
             ab = resize_to(ab.astype(jnp.float32), l_norm.shape[1:3])
         else:
             ab = self.generator(l_norm, train=train)

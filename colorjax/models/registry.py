@@ -113,6 +113,9 @@ def predict_ab(
     model: nn.Module, variables: Any, l_norm: jax.Array, temperature: float = 0.38
 ) -> jax.Array:
     """Normalised ab (N,H,W,2) for any registered model in eval mode (annealed mean for bins)."""
+    if getattr(model, "generator_arch", None) == "colornet":
+        # A GAN with a ColorNet generator decodes its bins itself, at the requested T.
+        return model.apply(variables, l_norm, train=False, temperature=temperature)
     out = model.apply(variables, l_norm, train=False)
     if model_head(model) == "classification":
         from colorjax.color import AB_SCALE

@@ -1,0 +1,44 @@
+"""DeepColorization (ColorNet generator + PatchGAN) on Tiny ImageNet: the NoGAN recipe's GAN phase.
+
+DeOldify's "NoGAN": the generator is pretrained with the colour loss alone (the bundled
+ColorNet run, `tinyimagenet_colornet_cls4.py`), then a short adversarial phase with a fresh
+PatchGAN sharpens and saturates the colour while the bin cross-entropy stays on. Start it from
+the exported ColorNet weights:
+
+    colorjax train --config experiments/tinyimagenet_deepcolorization_nogan.py \
+        --workdir runs/nogan --set model.init_weights=runs/export/colornet-cls4.safetensors
+"""
+
+from colorjax.config import ExperimentConfig
+
+
+def get_config() -> ExperimentConfig:
+    """A few hundred steps at a low generator learning rate: D leads, G adapts."""
+    c = ExperimentConfig()
+    c.model.name = "deepcolorization-colornet"
+    c.data.source = "folder:../shared/data/tiny-imagenet/train"
+    c.data.split = "train"
+    c.data.eval_source = "folder:../shared/data/tiny-imagenet/val"
+    c.data.eval_split = "all"
+    c.data.image_size = 64
+    c.data.drop_gray_threshold = 5.0
+    c.data.num_workers = 1
+    c.loss.gan = "lsgan"  # bounded gradients: a fresh D cannot blow up a pretrained G
+    c.loss.lambda_ce = 3.0  # ~10 with CE ~3.3 vs adversarial ~0.3-1: colour loss leads
+    c.loss.lambda_l1 = 10.0
+    c.optim.optimizer = "adam"
+    c.optim.learning_rate = 5e-5
+    c.optim.d_learning_rate = 2e-4
+    c.optim.b1 = 0.5
+    c.optim.schedule = "constant"
+    c.optim.grad_clip_norm = 1.0
+    c.optim.ema_decay = 0.99
+    c.train.batch_size = 16
+    c.train.steps = 400
+    c.train.log_every = 25
+    c.train.eval_every = 200
+    c.train.eval_batch_size = 64
+    c.train.eval_batches = 2
+    c.train.checkpoint_every = 100
+    c.train.keep = 2
+    return c
