@@ -1,0 +1,109 @@
+"""Turn a training run into bundled weights: calibrated head, tuned knobs, manifest entry.
+
+    python benchmarks/bundle_weights.py --workdir runs/cls4 --name NAME \
+        --beta 0.2 --temperature 0.38 --working-size 64 --default \
+        --description "..." --command "..." --hardware "..." --time "..."
+
+Steps: the run's inference parameters (EMA when the run kept one; GANs: the generator), the
+rebalancing prior partly undone in the head bias (`--beta`, see colour_ablation.py), stored as
+float16 with the tuned temperature and working size in the header (colorize's defaults), in
+colorjax/weights/, and the manifest entry written (replacing one of the same name; `--default`
+makes it its family's default and clears the flag on the others). Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from colour_ablation import undo_rebalancing
+
+from colorjax import hub
+from colorjax.checkpoint import load_inference_params
+from colorjax.fileio import atomic_write_text
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "colorjax" / "weights"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export, calibrate and register one bundled weights file."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--step", type=int, default=None)
+    p.add_argument("--name", required=True)
+    p.add_argument("--beta", type=float, default=0.0)
+    p.add_argument("--temperature", type=float, required=True)
+    p.add_argument("--working-size", type=int, required=True)
+    p.add_argument("--default", action="store_true")
+    p.add_argument("--description", required=True)
+    p.add_argument("--command", required=True, help="the training command, for the manifest")
+    p.add_argument("--hardware", required=True)
+    p.add_argument("--time", required=True)
+    p.add_argument("--replaces", nargs="*", default=[], help="manifest entries to remove")
+    args = p.parse_args(argv)
+
+    config, variables = load_inference_params(args.workdir, args.step)
+    params = dict(variables["params"])
+    params.pop("discriminator", None)  # users colorize with G; D stays in the checkpoint
+    variables = undo_rebalancing(
+        {**variables, "params": params}, args.beta, config.loss.rebalance_lambda
+    )
+    step = args.step if args.step is not None else hub._latest_step(args.workdir)
+    training = {
+        "data": config.data.source,
+        "step": step,
+        "config": config.to_dict(),
+        "calibration": {"beta": args.beta, "rebalance_lambda": config.loss.rebalance_lambda},
+    }
+    path = WEIGHTS / f"{args.name}.safetensors"
+    meta = {
+        "working_size": args.working_size,
+        "temperature": args.temperature,
+        "training": training,
+    }
+    hub.save_weights(
+        path, config.model.name, dict(config.model.overrides), variables, meta, dtype="float16"
+    )
+    hub.load_pretrained(str(path))  # the file must load and fit its model before it is listed
+
+    manifest_path = WEIGHTS / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    family = hub._entry_family({"model": config.model.name})
+    gone = {args.name, *args.replaces}
+    weights = [e for e in manifest["weights"] if e["name"] not in gone]
+    if args.default:
+        for e in weights:
+            if e.get("family") == family:
+                e["default"] = False
+    entry = {
+        "name": args.name,
+        "family": family,
+        "model": config.model.name,
+        "overrides": dict(config.model.overrides),
+        "working_size": args.working_size,
+        "temperature": args.temperature,
+        "urls": [f"bundled:{path.name}"],
+        "sha256": hub.sha256_file(path),
+        "size": path.stat().st_size,
+        "dtype": "float16",
+        "licence": "Apache-2.0 (the weights); trained on Tiny ImageNet photos, which are under "
+        "the ImageNet terms of access (non-commercial research)",
+        "training_data": config.data.source,
+        "training_command": args.command,
+        "hardware": args.hardware,
+        "steps": step,
+        "time": args.time,
+        "description": args.description,
+        "default": bool(args.default),
+        "evaluations": [],
+    }
+    manifest["weights"] = [*weights, entry]
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {path} ({entry['size'] / 1e6:.1f} MB) and its manifest entry")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""README gallery: photos as gray | ColorNet | DeepColorization | truth, one committed JPEG.
+
+Each photo is colorized at full size with the bundled weights (the way a user runs
+`colorjax colorize`), then centre-cropped to a square and shrunk for display. The photos are
+a fixed, evenly spaced pick from a folder (not chosen by how good they look):
+
+    python benchmarks/gallery.py --data ../shared/data/bsds500/test --out benchmarks/gallery.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+import colorjax
+from colorjax import data, hub
+
+COLUMNS = ("gray", "ColorNet", "DeepColorization", "truth")
+
+
+def pick(folder: Path, count: int) -> list[Path]:
+    """`count` evenly spaced files of the sorted folder listing."""
+    files = data.list_image_files(folder)
+    if len(files) < count:
+        raise SystemExit(f"{folder} has {len(files)} images; the gallery needs {count}")
+    step = len(files) / count
+    return [files[int(i * step)] for i in range(count)]
+
+
+def square(rgb: np.ndarray, size: int) -> Image.Image:
+    """Centre crop to a square and resize to size x size."""
+    h, w = rgb.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    crop = Image.fromarray(rgb[top : top + side, left : left + side])
+    return crop.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def gray_of(rgb: np.ndarray) -> np.ndarray:
+    """The input's luminance as neutral RGB (what the networks see)."""
+    from colorjax import color
+
+    lab = np.asarray(color.rgb_to_lab(rgb.astype(np.float32) / 255.0))
+    lab[..., 1:] = 0.0
+    out = np.asarray(color.lab_to_rgb(lab)) * 255.0
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def make_gallery(paths: list[Path], size: int) -> Image.Image:
+    """One row per photo, one column per COLUMNS entry, with a header strip."""
+    colornet = hub.default_entry("colornet")["name"]
+    gan = hub.default_entry("deepcolorization")["name"]
+    header = 18
+    sheet = Image.new("RGB", (size * len(COLUMNS), header + size * len(paths)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, title in enumerate(COLUMNS):
+        draw.text((j * size + 6, 3), title, fill="black")
+    for i, path in enumerate(paths):
+        rgb = data.decode_image(path)
+        tiles = [gray_of(rgb), colorjax.colorize(rgb, colornet), colorjax.colorize(rgb, gan), rgb]
+        for j, tile in enumerate(tiles):
+            sheet.paste(square(tile, size), (j * size, header + i * size))
+    return sheet
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the gallery JPEG."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder of colour photos")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/gallery.jpg"))
+    parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--size", type=int, default=176, help="tile side in pixels")
+    parser.add_argument("--quality", type=int, default=85)
+    args = parser.parse_args(argv)
+    sheet = make_gallery(pick(args.data, args.count), args.size)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(args.out, quality=args.quality, optimize=True)
+    print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
