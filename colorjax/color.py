@@ -15,6 +15,7 @@ everywhere, including black (0) and the cube-root knee.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -123,10 +124,8 @@ def rgb_to_lab(rgb: jnp.ndarray) -> jnp.ndarray:
     return jnp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
 
 
-def lab_to_rgb(lab: jnp.ndarray) -> jnp.ndarray:
-    """Convert CIE Lab (..., 3) to sRGB floats in [0, 1]; out-of-gamut colours are clipped."""
-    lab = jnp.asarray(lab, dtype=jnp.float32)
-    _check_channels(lab, 3, "lab")
+def _lab_to_linear_rgb(lab: jnp.ndarray) -> jnp.ndarray:
+    """CIE Lab (..., 3) to linear-light RGB, not clipped (out of gamut: outside [0, 1])."""
     # Clamp absurd inputs (e.g. +-inf from a diverged model) so the cube below stays finite.
     lab = jnp.clip(lab, -_LAB_CLAMP, _LAB_CLAMP)
     fy = (lab[..., 0] + 16.0) / 116.0
@@ -134,8 +133,45 @@ def lab_to_rgb(lab: jnp.ndarray) -> jnp.ndarray:
     # Negative Z is physically impossible; scikit-image clips it to 0 the same way.
     fz = jnp.maximum(fy - lab[..., 2] / 200.0, 0.0)
     xyz = _lab_f_inv(jnp.stack([fx, fy, fz], axis=-1)) * _WHITE_D65.astype(np.float32)
-    rgb = _linear_to_srgb(_apply_matrix(_RGB_FROM_XYZ, xyz))
-    return jnp.clip(rgb, 0.0, 1.0)
+    return _apply_matrix(_RGB_FROM_XYZ, xyz)
+
+
+def lab_to_rgb(lab: jnp.ndarray) -> jnp.ndarray:
+    """Convert CIE Lab (..., 3) to sRGB floats in [0, 1]; out-of-gamut colours are clipped."""
+    lab = jnp.asarray(lab, dtype=jnp.float32)
+    _check_channels(lab, 3, "lab")
+    return jnp.clip(_linear_to_srgb(_lab_to_linear_rgb(lab)), 0.0, 1.0)
+
+
+def fit_ab_to_gamut(l_norm: jnp.ndarray, ab_norm: jnp.ndarray, iters: int = 12) -> jnp.ndarray:
+    """Shrink each pixel's chroma (same hue) just enough that (L, ab) is an sRGB colour.
+
+    Clipping an out-of-gamut Lab colour per RGB channel changes its lightness and flattens
+    texture in the clipped channel (a saturated prediction in a highlight or shadow); scaling
+    ab towards gray keeps L exact. Gray (ab = 0) is in gamut for every L in [0, 100], so a
+    bisection on the scale in [0, 1] converges (to 2**-iters) to the largest in-gamut one.
+    Normalised L (..., 1) and ab (..., 2) in, normalised ab out.
+    """
+    l_norm = jnp.asarray(l_norm, dtype=jnp.float32)
+    ab_norm = jnp.asarray(ab_norm, dtype=jnp.float32)
+    lightness = denormalize_l(l_norm)
+    ab = denormalize_ab(ab_norm)
+
+    def inside(scale: jnp.ndarray) -> jnp.ndarray:
+        rgb = _lab_to_linear_rgb(jnp.concatenate([lightness, ab * scale], axis=-1))
+        return jnp.all((rgb >= -1e-5) & (rgb <= 1.0 + 1e-5), axis=-1, keepdims=True)
+
+    ones = jnp.ones_like(lightness)
+
+    def bisect(_: int, bounds: tuple[jnp.ndarray, jnp.ndarray]) -> tuple:
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        ok = inside(mid)
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+
+    lo, _ = jax.lax.fori_loop(0, iters, bisect, (jnp.zeros_like(ones), ones))
+    scale = jnp.where(inside(ones), ones, lo)
+    return ab_norm * scale
 
 
 def normalize_l(L: jnp.ndarray) -> jnp.ndarray:

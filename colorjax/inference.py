@@ -200,6 +200,7 @@ def _finish_chunk(
     bottom = ab_small[y1, x0] * (1.0 - wx) + ab_small[y1, x1] * wx
     ab = top * (1.0 - wy) + bottom * wy
     l_norm, _ = color.rgb_uint8_to_lab_inputs(rgb_flat)
+    ab = color.fit_ab_to_gamut(l_norm, ab)  # keep L exact: shrink chroma instead of clipping
     colour = _to_uint8(color.lab_inputs_to_rgb(l_norm, ab))
     if not with_gray:
         return colour
@@ -252,6 +253,7 @@ def _predict_rgb_jit(
     ab = ab[:, :h, :w].astype(jnp.float32)
     if (h, w) != (height, width):
         ab = jax.image.resize(ab, (n, height, width, 2), "linear", antialias=True)
+    ab = color.fit_ab_to_gamut(l_norm, ab)  # keep L exact: shrink chroma instead of clipping
     return _to_uint8(color.lab_inputs_to_rgb(l_norm, ab))
 
 

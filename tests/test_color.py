@@ -196,3 +196,34 @@ def test_bad_shapes_raise_clear_errors():
         color.lab_inputs_to_rgb(jnp.zeros((1, 4, 4, 1)), jnp.zeros((1, 8, 8, 2)))
     with pytest.raises(ValueError):  # InputShapeError is a ValueError
         color.rgb_uint8_to_lab_inputs(jnp.zeros((4, 4, 1), jnp.uint8))
+
+
+def _sk_round_trip(lab: np.ndarray) -> np.ndarray:
+    """Lab -> sRGB -> Lab with scikit-image: identity exactly where Lab is inside the gamut."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # lab2rgb warns about the clipping we probe for
+        return skcolor.rgb2lab(skcolor.lab2rgb(lab.astype(np.float64)))
+
+
+def test_fit_ab_to_gamut_keeps_l_and_hue_and_shrinks_chroma_only_as_needed():
+    rng = np.random.default_rng(0)
+    n = 4000
+    lab = np.stack(
+        [rng.uniform(2, 98, n), rng.uniform(-110, 110, n), rng.uniform(-110, 110, n)], -1
+    )
+    l_norm = color.normalize_l(jnp.asarray(lab[:, :1], jnp.float32))
+    ab_norm = color.normalize_ab(jnp.asarray(lab[:, 1:], jnp.float32))
+    fitted = np.asarray(color.denormalize_ab(color.fit_ab_to_gamut(l_norm, ab_norm)))
+    scale = np.linalg.norm(fitted, axis=-1) / np.linalg.norm(lab[:, 1:], axis=-1)
+    # Same hue (ab only scaled towards gray, never rotated or pushed out) ...
+    cross = fitted[:, 0] * lab[:, 2] - fitted[:, 1] * lab[:, 1]
+    assert np.all(np.abs(cross) < 1e-3 * np.linalg.norm(lab[:, 1:], axis=-1) ** 2)
+    assert np.all((scale >= 0) & (scale <= 1 + 1e-6))
+    # ... inside the sRGB gamut by scikit-image's independent conversion (round trip exact) ...
+    out = np.concatenate([lab[:, :1], fitted], -1)
+    assert np.abs(_sk_round_trip(out) - out).max() < 0.1
+    # ... and as saturated as it can be: 3% more chroma leaves the gamut where it was shrunk.
+    shrunk = (scale < 0.97) & (np.linalg.norm(fitted, axis=-1) > 2.0)
+    assert shrunk.mean() > 0.3 and (scale > 0.999).mean() > 0.05
+    more = np.concatenate([lab[:, :1], fitted * 1.03], -1)[shrunk]
+    assert np.all(np.abs(_sk_round_trip(more) - more).max(axis=-1) > 0.01)
