@@ -118,6 +118,12 @@ def state_dict_to_variables(
     return variables
 
 
+def load_pth_params(path: str | os.PathLike, model_name: str) -> dict[str, Any]:
+    """Params of a ported model from its PyTorch .pth state dict (restricted reader, checked)."""
+    state = load_state_dict(Path(path).expanduser())
+    return state_dict_to_variables(state, model_name)["params"]
+
+
 def convert_file(
     pth_path: str | os.PathLike,
     model_name: str,
