@@ -395,3 +395,20 @@ def test_packaged_manifest_lists_the_official_files() -> None:
         assert entry["urls"][0].startswith("https://colorizers.s3.us-east-2.amazonaws.com/")
         # The file names carry the sha256 prefix, as torch.hub's check_hash expects.
         assert entry["sha256"][:8] in entry["urls"][0]
+
+
+def test_reference_tensors_fill_the_published_file_sizes(torch_zhang) -> None:  # noqa: ANN001
+    # The official files cannot be fetched here; their sizes can still check the architecture:
+    # the tensors must account for all but a little pickle metadata (~160 B per tensor).
+    sizes = {e["name"]: e["size"] for e in hub.load_manifest()["weights"]}
+    nets = {
+        "zhang-eccv16": torch_zhang.ECCV16Reference(),
+        "zhang-siggraph17": torch_zhang.SIGGRAPH17Reference(),
+    }
+    for name, net in nets.items():
+        state = net.state_dict()
+        tensor_bytes = sum(
+            v.numel() * v.element_size() for k, v in state.items() if "num_batches" not in k
+        )
+        overhead = sizes[name] - tensor_bytes
+        assert 0 < overhead < 250 * len(state), (name, overhead)
