@@ -225,6 +225,22 @@ class DeepColorization(nn.Module):
         return self.generator(l_norm)
 
 
+def _torch_zhang() -> Any:
+    """benchmarks/torch_zhang.py (Zhang et al. reference networks), imported by file path."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "torch_zhang" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "torch_zhang", Path(__file__).with_name("torch_zhang.py")
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["torch_zhang"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["torch_zhang"]
+
+
 def create_torch_model(name: str) -> nn.Module:
     """The PyTorch mirror of the registered colorjax model `name` (same spec kwargs)."""
     from colorjax.models import get_spec
@@ -242,12 +258,18 @@ def create_torch_model(name: str) -> nn.Module:
         return ColorNet(**kwargs)
     if spec.family == "deepcolorization":
         return DeepColorization(**kwargs)
+    if spec.family in ("zhang-eccv16", "zhang-siggraph17"):
+        torch_zhang = _torch_zhang()
+        if spec.family == "zhang-eccv16":
+            return torch_zhang.ECCV16Reference()
+        return torch_zhang.SIGGRAPH17Reference()
     raise ValueError(f"no PyTorch mirror for family {spec.family!r} (model {name!r})")
 
 
 def count_params(module: nn.Module) -> int:
-    """Number of trainable scalars."""
-    return sum(p.numel() for p in module.parameters())
+    """Number of trainable scalars (less layers the Flax port leaves out, e.g. unused heads)."""
+    skip = tuple(getattr(module, "flax_unported", ()))
+    return sum(p.numel() for n, p in module.named_parameters() if not n.startswith(skip))
 
 
 def _conv_weight(kernel: Any) -> torch.Tensor:

@@ -23,6 +23,7 @@ class ModelConfig:
     overrides: dict = dataclasses.field(default_factory=dict)
     # A colorjax weights file or pretrained name whose params start the run (fine-tuning; for
     # a GAN, ColorNet weights start its ColorNet generator: the NoGAN recipe's pretraining).
+    # A PyTorch .pth state dict of a ported model (zhang-eccv16, zhang-siggraph17) works too.
     init_weights: str | None = None
 
 
@@ -72,6 +73,9 @@ class LossConfig:
     gan: str = "vanilla"  # vanilla | lsgan
     lambda_l1: float = 100.0
     lambda_ce: float = 0.0  # GAN with a ColorNet generator: weight of its bin cross-entropy
+    # zhang-eccv16 fine-tuning: classification (rebalanced CE on its own 313 bins, whose
+    # centres come with the weights) | regression (`regression` loss on the decoded ab).
+    zhang_head: str = "classification"
 
 
 @dataclasses.dataclass
@@ -326,6 +330,7 @@ def validate(config: ExperimentConfig) -> None:
         "optim.optimizer": (o.optimizer, ("adam", "adamw", "sgd")),
         "loss.regression": (lo.regression, ("l1", "l2", "huber")),
         "loss.gan": (lo.gan, ("vanilla", "lsgan")),
+        "loss.zhang_head": (lo.zhang_head, ("classification", "regression")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:

@@ -561,6 +561,13 @@ def _resolve_entry(
     progress: bool | None,
 ) -> Path:
     """Find an entry's file: bundled, else cached, else downloaded; always sha256-verified."""
+    if entry.get("format") == "pytorch-state-dict":
+        # Official PyTorch weights: verified .pth -> converted colorjax file in the cache.
+        from colorjax.pth_weights import resolve_pth_entry
+
+        return resolve_pth_entry(
+            entry, env=env, retries=retries, backoff=backoff, timeout=timeout, progress=progress
+        )
     name, expected = entry["name"], entry["sha256"]
     urls = list(entry["urls"])
     for url in urls:
@@ -679,6 +686,11 @@ def verify_weights(
     entries = [get_entry(name, manifest)] if name else load_manifest(manifest)["weights"]
     rows: list[dict[str, Any]] = []
     for entry in entries:
+        if entry.get("format") == "pytorch-state-dict":
+            from colorjax.pth_weights import verify_row
+
+            rows.append(verify_row(entry, env))
+            continue
         paths = [
             _bundled_file(url, bundled_dir) for url in entry["urls"] if url.startswith("bundled:")
         ]
@@ -889,7 +901,7 @@ def _latest_step(workdir: Path) -> int | None:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add `colorjax weights list|download|verify|export` arguments."""
+    """Add `colorjax weights list|download|verify|export|import` arguments."""
     parser.add_argument("--manifest", help="manifest.json to use (default: the packaged one)")
     sub = parser.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
     sub.add_parser("list", help="list the weights in the manifest")
@@ -908,6 +920,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     export_parser.add_argument(
         "--include-discriminator", action="store_true", help="keep GAN discriminator params"
     )
+    from colorjax.pth_weights import configure_import_parser
+
+    configure_import_parser(sub)
 
 
 def _human_size(size: Any) -> str:
@@ -965,6 +980,10 @@ def run(args: argparse.Namespace) -> int:
         if bad:
             print(f"{bad} corrupted file(s); run `colorjax weights download NAME` to replace them")
         return 1 if bad else 0
+    if args.weights_command == "import":
+        from colorjax.pth_weights import run_import
+
+        return run_import(args)
     if args.weights_command == "export":
         path, entry = export_checkpoint(
             args.workdir,

@@ -449,19 +449,28 @@ def colorize(
     *,
     working_size: int | None = None,
     temperature: float | None = None,
+    hints: Sequence[Any] | None = None,
+    hint_radius: int = 2,
 ) -> np.ndarray:
     """Colorize an array (gray, RGB, RGBA), PIL image or path to H x W x 3 uint8 RGB.
 
     working_size (render factor) and temperature default to the values tuned for the weights.
+    `hints` [(x, y, (r, g, b)), ...] in original-image pixels guide models that take them
+    (zhang-siggraph17); `hint_radius` is the half-width of each hint square in working pixels.
     """
     if isinstance(weights, tuple):
         model, variables, meta = resolve_weights(weights)
         colorizer = make_colorizer(
             model, variables, meta, working_size=working_size, temperature=temperature
         )
-        return colorizer(image)
-    key = None if weights is None else os.fspath(weights)
-    return _cached_colorizer(key, working_size, temperature)(image)
+    else:
+        key = None if weights is None else os.fspath(weights)
+        colorizer = _cached_colorizer(key, working_size, temperature)
+    if hints is not None:
+        from colorjax.hints import colorize_with_hints  # deferred: colorjax.hints imports this
+
+        return colorize_with_hints(colorizer, image, hints, hint_radius)
+    return colorizer(image)
 
 
 # --------------------------------------------------------------------------- command line
@@ -479,6 +488,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("png", "jpg"), default="png", help="output format")
     parser.add_argument(
         "--batch-size", type=int, default=4, help="photos per network call (default 4)"
+    )
+    parser.add_argument(
+        "--hint",
+        action="append",
+        metavar="X,Y,#RRGGBB",
+        help="colour hint at pixel (X, Y) of the one input image (repeatable; zhang-siggraph17)",
+    )
+    parser.add_argument(
+        "--hint-radius", type=int, default=2, help="hint square half-width, working pixels (2)"
     )
     add_knob_arguments(parser)
 
@@ -545,6 +563,10 @@ def run(args: argparse.Namespace) -> int:
     """Run `colorjax colorize`; returns 1 if any input failed, else 0."""
     from tqdm import tqdm
 
+    if getattr(args, "hint", None):
+        from colorjax.hints import run_hinted
+
+        return run_hinted(args)
     outdir = Path(args.output)
     sources, failures = _expand_inputs(args.inputs)
     todo: list[tuple[Path, Path]] = []

@@ -98,7 +98,7 @@ def test_registry_has_required_variants() -> None:
     for name in names:
         spec = get_spec(name)
         assert spec.name == name
-        assert spec.family in ("colornet", "deepcolorization")
+        assert spec.family in ("colornet", "deepcolorization", "zhang-eccv16", "zhang-siggraph17")
         assert spec.description
     assert create_model("deepcolorization-small").stride == 32
     assert create_model("deepcolorization-unet256").stride == 256

@@ -1,4 +1,4 @@
-"""Colorization networks (ColorNet, DeepColorization) and the registry of named variants."""
+"""Colorization networks (ColorNet, DeepColorization, Zhang et al.) and the registry of variants."""
 
 from colorjax.models.colornet import ColorNet
 from colorjax.models.deepcolorization import (
@@ -20,6 +20,7 @@ from colorjax.models.registry import (
     predict_ab,
     register,
 )
+from colorjax.models.zhang import ZhangECCV16, ZhangSIGGRAPH17
 
 __all__ = [
     "ColorNet",
@@ -38,4 +39,6 @@ __all__ = [
     "patchgan_receptive_field",
     "predict_ab",
     "register",
+    "ZhangECCV16",
+    "ZhangSIGGRAPH17",
 ]

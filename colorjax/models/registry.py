@@ -15,8 +15,14 @@ from colorjax.errors import ConfigError
 from colorjax.models.colornet import ColorNet
 from colorjax.models.deepcolorization import DeepColorization
 from colorjax.models.layers import resize_to
+from colorjax.models.zhang import ZhangECCV16, ZhangSIGGRAPH17
 
-FAMILIES: dict[str, type[nn.Module]] = {"colornet": ColorNet, "deepcolorization": DeepColorization}
+FAMILIES: dict[str, type[nn.Module]] = {
+    "colornet": ColorNet,
+    "deepcolorization": DeepColorization,
+    "zhang-eccv16": ZhangECCV16,
+    "zhang-siggraph17": ZhangSIGGRAPH17,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,9 +116,24 @@ def model_head(model: nn.Module) -> str:
 
 
 def predict_ab(
-    model: nn.Module, variables: Any, l_norm: jax.Array, temperature: float = 0.38
+    model: nn.Module,
+    variables: Any,
+    l_norm: jax.Array,
+    temperature: float = 0.38,
+    hints: tuple[jax.Array, jax.Array] | None = None,
 ) -> jax.Array:
-    """Normalised ab (N,H,W,2) for any registered model in eval mode (annealed mean for bins)."""
+    """Normalised ab (N,H,W,2) for any registered model in eval mode (annealed mean for bins).
+
+    `hints` is (hint_ab / 110 (N,H,W,2), hint_mask (N,H,W,1)) for models that take colour hints
+    (``model.accepts_hints``, e.g. zhang-siggraph17); see colorjax.hints.
+    """
+    if hints is not None:
+        if not getattr(model, "accepts_hints", False):
+            raise ConfigError(
+                f"{type(model).__name__} takes no colour hints; drop the hints or use a model "
+                "that takes them (zhang-siggraph17)."
+            )
+        return model.apply(variables, l_norm, *hints, train=False)
     if getattr(model, "generator_arch", None) == "colornet":
         # A GAN with a ColorNet generator decodes its bins itself, at the requested T.
         return model.apply(variables, l_norm, train=False, temperature=temperature)
@@ -247,6 +268,22 @@ for _spec in (
         "gan",
         "pix2pix reference: U-Net ngf=64 with 8 downsamplings (stride 256) + 70x70 PatchGAN",
         {"ngf": 64, "ndf": 64, "num_downs": 8},
+    ),
+    ModelSpec(
+        "zhang-eccv16",
+        "zhang-eccv16",
+        "regression",
+        "Zhang et al. ECCV 2016: VGG-style net, 313 ab bins decoded by softmax mean inside the "
+        "net; official ImageNet weights convert from PyTorch",
+        {},
+    ),
+    ModelSpec(
+        "zhang-siggraph17",
+        "zhang-siggraph17",
+        "regression",
+        "Zhang et al. SIGGRAPH 2017: U-Net-style net taking L plus user colour hints, tanh ab; "
+        "official ImageNet weights convert from PyTorch",
+        {},
     ),
 ):
     register(_spec)

@@ -42,7 +42,7 @@ class TrainTask:
 
     config: ExperimentConfig
     model: nn.Module
-    mode: str  # 'regression' | 'classification' | 'gan'
+    mode: str  # 'regression' | 'classification' | 'gan' | 'zhang-classification'
     tx: optax.GradientTransformation
     schedule: Callable[[Any], Any]
     d_tx: optax.GradientTransformation | None = None
@@ -100,6 +100,9 @@ def make_task(config: ExperimentConfig) -> TrainTask:
             f"loss.lambda_ce={config.loss.lambda_ce} needs a GAN with a ColorNet generator "
             f"(generator_arch='colornet'); {config.model.name!r} has none: set loss.lambda_ce=0."
         )
+    from colorjax.train.finetune import training_mode  # deferred: it imports this module
+
+    mode = training_mode(config, spec.family, mode) or mode
     schedule = make_schedule(config.optim, config.train.steps, config.optim.learning_rate)
     tx = make_optimizer(config.optim, schedule)
     d_tx = None
@@ -149,7 +152,12 @@ def load_init_params(task: TrainTask, params: Any) -> Any:
     from colorjax.hub import load_weights, resolve_weights
 
     source = task.config.model.init_weights
-    loaded = load_weights(resolve_weights(source))[0]["params"]
+    if str(source).endswith(".pth"):  # a ported model's PyTorch state dict (zhang-*)
+        from colorjax.pth_weights import load_pth_params
+
+        loaded = load_pth_params(source, task.config.model.name)
+    else:
+        loaded = load_weights(resolve_weights(source))[0]["params"]
     target = params["generator"] if task.mode == "gan" and "generator" not in loaded else params
     want = {k: v.shape for k, v in traverse_util.flatten_dict(target, sep="/").items()}
     have = {k: v.shape for k, v in traverse_util.flatten_dict(loaded, sep="/").items()}

@@ -185,6 +185,10 @@ def gan_step(task: TrainTask) -> StepFn:
 def make_train_step(task: TrainTask, mesh: Mesh) -> StepFn:
     """The task's step, jitted once: state replicated and donated, batch sharded on 'data'."""
     fn = gan_step(task) if task.mode == "gan" else colornet_step(task)
+    if task.mode == "zhang-classification":
+        from colorjax.train.finetune import zhang_classification_step
+
+        fn = zhang_classification_step(task)
     return jax.jit(
         fn,
         in_shardings=(replicated(mesh), data_sharding(mesh)),

@@ -1,0 +1,285 @@
+"""Official PyTorch weights of ported models: convert once into a colorjax weights file, then load.
+
+Manifest entries with ``"format": "pytorch-state-dict"`` point at a ``.pth`` file (Zhang et
+al.'s ECCV16 and SIGGRAPH17 colorizers). ``colorjax weights download NAME`` fetches it through
+the hub's resumable, sha256-verified download, reads it with :mod:`colorjax.pth` (no PyTorch,
+no pickled code run), renames and re-lays the tensors into the Flax parameter tree, checks the
+tree against the model, and writes a colorjax safetensors file into the cache; later loads read
+that file directly. ``colorjax weights import FILE --name NAME`` does the same for a ``.pth``
+already on disk (same sha256 check); ``--model MODEL --out FILE`` converts any state dict of a
+supported architecture (e.g. your own fine-tuned PyTorch weights) without a manifest entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from colorjax import hub
+from colorjax.errors import ConfigError, OfflineError, WeightsError
+from colorjax.fileio import atomic_write_bytes
+from colorjax.pth import load_state_dict
+
+logger = logging.getLogger(__name__)
+
+PTH_FORMAT = "pytorch-state-dict"
+BN_EPS = 1e-5  # PyTorch BatchNorm2d default, used by the reference networks
+DEFAULT_WORKING_SIZE = 256  # the reference demos resize to 256 x 256
+
+# PyTorch ConvTranspose2d layers, whose weights are (in, out, kh, kw) and spatially flipped.
+_TRANSPOSED = {
+    "zhang-eccv16": frozenset({"model8_0"}),
+    "zhang-siggraph17": frozenset({"model8up_0", "model9up_0", "model10up_0"}),
+}
+# State-dict entries the Flax port has no use for: BatchNorm counters and SIGGRAPH17's unused
+# 529-class head.
+_IGNORED_SUFFIXES = (".num_batches_tracked",)
+_IGNORED_PREFIXES = {"zhang-siggraph17": ("model_class.",)}
+
+
+def supported_models() -> list[str]:
+    """Registry names whose PyTorch state dicts this module converts."""
+    return sorted(_TRANSPOSED)
+
+
+def _torch_prefix(module: str) -> str:
+    """Flax module name -> PyTorch prefix: 'model3_4' -> 'model3.4', 'model_out' unchanged."""
+    head, _, tail = module.rpartition("_")
+    return f"{head}.{tail}" if head and tail.isdigit() else module
+
+
+def _take(state: Mapping[str, np.ndarray], key: str, used: set[str]) -> np.ndarray:
+    """Return state[key] as float64 (exact for float32/16 sources), recording its use."""
+    if key not in state:
+        raise WeightsError(
+            f"the state dict has no {key!r}; it is not from the expected architecture "
+            "(use the official file for this model)"
+        )
+    used.add(key)
+    return np.asarray(state[key], np.float64)
+
+
+def state_dict_to_variables(
+    state: Mapping[str, np.ndarray], model_name: str, working_size: int = DEFAULT_WORKING_SIZE
+) -> dict[str, Any]:
+    """Convert a PyTorch state dict of a supported model into colorjax variables (checked)."""
+    from colorjax.models import create_model
+
+    if model_name not in _TRANSPOSED:
+        raise ConfigError(
+            f"no PyTorch converter for model {model_name!r}; supported: {supported_models()}"
+        )
+    model = create_model(model_name)
+    abstract = hub._abstract_variables(model, working_size)["params"]
+    used: set[str] = set()
+    params: dict[str, dict[str, np.ndarray]] = {}
+    for module, leaves in abstract.items():
+        prefix = _torch_prefix(module)
+        out: dict[str, np.ndarray] = {}
+        if set(leaves) == {"scale", "shift"}:
+            # Inference BatchNorm folded to y = x * scale + shift.
+            weight = _take(state, f"{prefix}.weight", used)
+            bias = _take(state, f"{prefix}.bias", used)
+            mean = _take(state, f"{prefix}.running_mean", used)
+            var = _take(state, f"{prefix}.running_var", used)
+            scale = weight / np.sqrt(var + BN_EPS)
+            out = {"scale": scale, "shift": bias - mean * scale}
+        else:
+            weight = _take(state, f"{prefix}.weight", used)
+            if weight.ndim != 4:
+                raise WeightsError(f"{prefix}.weight has shape {weight.shape}; expected a conv")
+            if module in _TRANSPOSED[model_name]:
+                # (in, out, kh, kw) gradient-of-conv kernel -> plain conv over the dilated input.
+                out["kernel"] = weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)
+            else:
+                out["kernel"] = weight.transpose(2, 3, 1, 0)  # (out, in, kh, kw) -> HWIO
+            if "bias" in leaves:
+                out["bias"] = _take(state, f"{prefix}.bias", used)
+        params[module] = {k: np.ascontiguousarray(v, np.float32) for k, v in out.items()}
+    ignored = _IGNORED_PREFIXES.get(model_name, ())
+    extra = sorted(
+        k
+        for k in state
+        if k not in used and not k.endswith(_IGNORED_SUFFIXES) and not k.startswith(ignored)
+    )
+    if extra:
+        raise WeightsError(
+            f"the state dict has {len(extra)} entries that {model_name} does not have "
+            f"({', '.join(extra[:3])}); it is from another architecture"
+        )
+    variables = {"params": params}
+    hub.check_variables(model, variables, working_size, model_name=f"model {model_name!r}")
+    return variables
+
+
+def load_pth_params(path: str | os.PathLike, model_name: str) -> dict[str, Any]:
+    """Params of a ported model from its PyTorch .pth state dict (restricted reader, checked)."""
+    state = load_state_dict(Path(path).expanduser())
+    return state_dict_to_variables(state, model_name)["params"]
+
+
+def convert_file(
+    pth_path: str | os.PathLike,
+    model_name: str,
+    out_path: str | os.PathLike,
+    *,
+    source: Mapping[str, Any] | None = None,
+    working_size: int = DEFAULT_WORKING_SIZE,
+) -> Path:
+    """Convert a .pth state dict into a colorjax weights file (atomic write); return its path."""
+    pth_path = Path(pth_path)
+    variables = state_dict_to_variables(load_state_dict(pth_path), model_name, working_size)
+    info = dict(source or {})
+    info.setdefault("file", pth_path.name)
+    info.setdefault("sha256", hub.sha256_file(pth_path))
+    meta = {"working_size": working_size, "training": {}, "converted_from": info}
+    return hub.save_weights(out_path, model_name, {}, variables, meta)
+
+
+def _sidecar(target: Path) -> Path:
+    """File holding the sha256 of a converted cache file (checked on every load)."""
+    return target.with_name(target.name + ".sha256")
+
+
+def _cached(target: Path) -> bool:
+    """True when the converted file exists and matches the hash recorded at conversion."""
+    side = _sidecar(target)
+    if not (target.is_file() and side.is_file()):
+        return False
+    if hub.sha256_file(target) == side.read_text().strip():
+        return True
+    logger.warning("converted weights %s are corrupt; converting them again", target)
+    target.unlink()
+    return False
+
+
+def _convert_into_cache(pth: Path, entry: Mapping[str, Any], target: Path) -> Path:
+    """Convert a verified .pth of a manifest entry into the cache, with its hash sidecar."""
+    source = {
+        "name": entry["name"],
+        "urls": list(entry.get("urls", [])),
+        "sha256": entry["sha256"],
+        "licence": entry.get("licence"),
+        "paper": entry.get("paper"),
+    }
+    working_size = int(entry.get("working_size") or DEFAULT_WORKING_SIZE)
+    convert_file(pth, entry["model"], target, source=source, working_size=working_size)
+    atomic_write_bytes(_sidecar(target), (hub.sha256_file(target) + "\n").encode())
+    return target
+
+
+def resolve_pth_entry(
+    entry: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    retries: int = hub.DEFAULT_RETRIES,
+    backoff: float = hub.DEFAULT_BACKOFF,
+    timeout: float = hub.DEFAULT_TIMEOUT,
+    progress: bool | None = None,
+    **_: Any,
+) -> Path:
+    """Return the converted file of a .pth entry: cached, else downloaded, verified, converted."""
+    target = hub.cache_path(entry, env)
+    if _cached(target):
+        return target
+    name = entry["name"]
+    if hub.is_offline(env):
+        raise OfflineError(
+            f"weights {name!r} are not in the cache ({target} is missing) and COLORJAX_OFFLINE is "
+            f"set. Fix: on a connected machine run `colorjax weights download {name}` and copy "
+            f"{target} and its .sha256 file here, or, with the original .pth on disk, run "
+            f"`colorjax weights import FILE --name {name}`, or unset COLORJAX_OFFLINE"
+        )
+    remote = [u for u in entry["urls"] if not u.startswith("bundled:")]
+    if not remote:
+        raise WeightsError(f"weights {name!r} list no download URL; fix the manifest")
+    with hub._download_lock(target):
+        if _cached(target):
+            return target
+        pth = target.with_name(target.name.removesuffix(".safetensors") + ".pth")
+        # The hub verifies the full sha256 before this function reads a single pickle byte.
+        hub._download_entry(
+            entry,
+            pth,
+            remote,
+            retries=retries,
+            backoff=backoff,
+            timeout=timeout,
+            progress=progress,
+        )
+        try:
+            _convert_into_cache(pth, entry, target)
+        finally:
+            pth.unlink(missing_ok=True)  # the converted file is all later loads need
+    return target
+
+
+def import_pth(
+    path: str | os.PathLike,
+    name: str,
+    manifest: str | os.PathLike | Mapping | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Path:
+    """Verify a local .pth against manifest entry `name` and convert it into the cache."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{path} does not exist (or is not a file); check the path")
+    entry = hub.get_entry(name, manifest)
+    if entry.get("format") != PTH_FORMAT:
+        raise ConfigError(
+            f"weights {name!r} are not PyTorch weights in the manifest; `import` takes the names "
+            "of .pth entries (see `colorjax weights list`), or --model MODEL --out FILE"
+        )
+    hub._check_hash(path, entry["sha256"], source=str(path), delete=False)
+    target = hub.cache_path(entry, env)
+    with hub._download_lock(target):
+        return _convert_into_cache(path, entry, target)
+
+
+def verify_row(entry: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`colorjax weights verify` row for a .pth entry: its converted file against the sidecar."""
+    target = hub.cache_path(entry, env)
+    side = _sidecar(target)
+    if not target.is_file():
+        status, expected, actual = "missing", entry["sha256"], None
+    else:
+        expected = side.read_text().strip() if side.is_file() else "(no .sha256 record)"
+        actual = hub.sha256_file(target)
+        status = "ok" if actual == expected else "corrupted"
+    return {
+        "name": entry["name"],
+        "path": str(target),
+        "status": status,
+        "expected": expected,
+        "actual": actual,
+    }
+
+
+def configure_import_parser(sub: Any) -> None:
+    """Add `colorjax weights import FILE (--name NAME | --model MODEL --out FILE)`."""
+    parser = sub.add_parser("import", help="convert a PyTorch .pth file into colorjax weights")
+    parser.add_argument("file", metavar="FILE", help="the .pth state dict")
+    parser.add_argument("--name", help="manifest name: verify the sha256, convert into the cache")
+    parser.add_argument("--model", choices=supported_models(), help="architecture (with --out)")
+    parser.add_argument("--out", help="output .safetensors path (with --model)")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    """Run `colorjax weights import`; prints the converted file's path."""
+    if args.name and not (args.model or args.out):
+        print(import_pth(args.file, args.name, args.manifest))
+        return 0
+    if args.model and args.out and not args.name:
+        print(convert_file(args.file, args.model, args.out))
+        return 0
+    raise ConfigError(
+        "pass either --name NAME (a manifest entry; the file's sha256 is checked) or --model "
+        f"MODEL --out FILE.safetensors (any state dict of {', '.join(supported_models())})"
+    )
