@@ -1,6 +1,6 @@
 """Fine-tuning zhang-eccv16 from its weights: the cross-entropy step on its own 313 bins.
 
-The run starts from ``model.init_weights`` (``colorjax.train.state.load_init_params``: a
+The run starts from ``model.init_weights`` (``colorjax.train.state.read_init_params``: a
 manifest name such as ``zhang-eccv16``, a ``.safetensors`` file, or the model's PyTorch ``.pth``).
 
 zhang-eccv16 is a classifier over its own 313 ab bins. Its bin centres are not colorjax's 261:

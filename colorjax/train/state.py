@@ -10,6 +10,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
@@ -112,14 +113,26 @@ def make_task(config: ExperimentConfig) -> TrainTask:
     return TrainTask(config=config, model=model, mode=mode, tx=tx, schedule=schedule, d_tx=d_tx)
 
 
-def init_state(task: TrainTask, rng: jax.Array) -> TrainState:
-    """Fresh state: params from model.init on a dummy L batch at the configured image size."""
+def _init_params(task: TrainTask, rng: jax.Array) -> Any:
+    """model.init's params on a dummy L batch at the configured image size."""
     size = task.config.data.image_size
+    return task.model.init(rng, jnp.zeros((1, size, size, 1), jnp.float32))["params"]
+
+
+def _loads_into_generator(task: TrainTask, loaded: Any) -> bool:
+    """Whether init weights fill a GAN's generator (ColorNet weights) rather than the whole tree."""
+    return task.mode == "gan" and "generator" not in loaded
+
+
+def init_state(task: TrainTask, rng: jax.Array, init_params: Any = None) -> TrainState:
+    """Fresh state: random params from model.init, or `init_params` (read_init_params) put in."""
     init_rng, state_rng = jax.random.split(rng)
-    dummy = jnp.zeros((1, size, size, 1), jnp.float32)
-    params = task.model.init(init_rng, dummy)["params"]
-    if task.config.model.init_weights:
-        params = load_init_params(task, params)
+    params = _init_params(task, init_rng)
+    if init_params is not None:
+        if _loads_into_generator(task, init_params):
+            params = {**params, "generator": init_params}
+        else:
+            params = init_params
     if task.mode == "gan":
         opt_state = task.tx.init(params["generator"])
         d_opt_state = task.d_tx.init(params["discriminator"])
@@ -141,11 +154,11 @@ def init_state(task: TrainTask, rng: jax.Array) -> TrainState:
     )
 
 
-def load_init_params(task: TrainTask, params: Any) -> Any:
-    """`params` with the weights named by model.init_weights put in (GANs: the generator).
+def read_init_params(task: TrainTask) -> Any:
+    """The params named by model.init_weights, on the host, checked against the model's tree.
 
-    Runs once, on the host, before the first step; a tree that does not match the model's
-    (another architecture or width) is refused with the paths that differ.
+    Read once before the jitted init and passed in as an argument (not baked in as constants);
+    a tree that does not fit (another architecture or width) is refused with the differences.
     """
     from flax import traverse_util
 
@@ -158,7 +171,9 @@ def load_init_params(task: TrainTask, params: Any) -> Any:
         loaded = load_pth_params(source, task.config.model.name)
     else:
         loaded = load_weights(resolve_weights(source))[0]["params"]
-    target = params["generator"] if task.mode == "gan" and "generator" not in loaded else params
+    target = jax.eval_shape(lambda r: _init_params(task, r), jax.random.PRNGKey(0))
+    if _loads_into_generator(task, loaded):
+        target = target["generator"]
     want = {k: v.shape for k, v in traverse_util.flatten_dict(target, sep="/").items()}
     have = {k: v.shape for k, v in traverse_util.flatten_dict(loaded, sep="/").items()}
     if want != have:
@@ -167,16 +182,14 @@ def load_init_params(task: TrainTask, params: Any) -> Any:
             f"model.init_weights={source!r} does not fit {task.config.model.name!r} "
             f"(differing params, first few: {diff}); use weights of the same architecture."
         )
-    loaded = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float32), loaded)
-    if target is params:
-        return loaded
-    return {**params, "generator": loaded}
+    return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), loaded)
 
 
 def create_state(task: TrainTask, mesh: Mesh) -> TrainState:
     """Initialise the state directly into replicated device memory on the mesh."""
     rng = jax.random.PRNGKey(task.config.train.seed)
-    return jax.jit(lambda r: init_state(task, r), out_shardings=replicated(mesh))(rng)
+    loaded = read_init_params(task) if task.config.model.init_weights else None
+    return jax.jit(lambda r, p: init_state(task, r, p), out_shardings=replicated(mesh))(rng, loaded)
 
 
 def abstract_state(task: TrainTask, where: Mesh | jax.sharding.Sharding) -> TrainState:
