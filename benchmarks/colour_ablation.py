@@ -94,7 +94,7 @@ def _rows(args: argparse.Namespace) -> list[dict]:
 
 HEADER = (
     "| run | beta | T | working size | colourfulness (x truth) | PSNR (vs gray) | SSIM (vs gray) "
-    "| AuC (vs gray) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| AuC (vs gray) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -110,9 +110,24 @@ def markdown_row(r: dict) -> str:
     )
 
 
+def render(rows_path: Path) -> str:
+    """The Markdown ablation table of every row in a JSON-lines file, with its command."""
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
+    lines = [HEADER]
+    for r in rows:
+        lines.append(markdown_row(r))
+    commands = sorted({r["command"] for r in rows})
+    lines += ["", "Commands (each row's `label` names its run):", ""]
+    lines += [f"    python {c}" for c in commands]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, evaluate, append rows to --out."""
+    """Parse arguments, evaluate, append rows to --out (or --render a rows file)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    if argv is None and len(sys.argv) == 3 and sys.argv[1] == "--render":
+        print(render(Path(sys.argv[2])), end="")
+        return 0
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--weights", help="weights name or .safetensors path")
     which.add_argument("--workdir", help="training run folder")
