@@ -26,13 +26,17 @@ import jax.numpy as jnp
 
 from colorjax.errors import ConfigError
 from colorjax.models.colornet import ColorNet
-from colorjax.models.layers import Dtype, check_ab_input, check_l_input, conv_receptive_field
+from colorjax.models.layers import (
+    Dtype,
+    UpConv,
+    check_ab_input,
+    check_l_input,
+    conv_receptive_field,
+)
 
 GENERATORS = ("unet", "colornet")
 
 _PAD1 = ((1, 1), (1, 1))
-# Transposed-conv padding that matches PyTorch ConvTranspose2d(k=4, s=2, p=1): exact 2x output.
-_TPAD = ((2, 2), (2, 2))
 
 
 def _instance_norm(dtype: Dtype, name: str) -> nn.Module:
@@ -85,9 +89,9 @@ class UNetGenerator(nn.Module):
         for step, i in enumerate(reversed(range(self.num_downs))):
             x = nn.relu(x)
             out_feats = 2 if i == 0 else widths[i - 1]
-            x = nn.ConvTranspose(
-                out_feats, (4, 4), (2, 2), padding=_TPAD, name=f"up_{i}", **conv_kw
-            )(x)
+            # UpConv == nn.ConvTranspose(out_feats, (4, 4), (2, 2), padding=((2, 2), (2, 2))),
+            # same parameters, computed in a form XLA:CPU differentiates fast.
+            x = UpConv(out_feats, name=f"up_{i}", **conv_kw)(x)
             if i == 0:
                 return jnp.tanh(x.astype(jnp.float32))
             x = _instance_norm(self.dtype, f"up_norm_{i}")(x)

@@ -133,3 +133,72 @@ def conv_receptive_field(layers: list[tuple[int, int]]) -> int:
     for kernel, stride in reversed(layers):
         field = (field - 1) * stride + kernel
     return field
+
+
+# Transposed-conv padding of the U-Net decoder: with a 4x4 kernel and stride 2 it gives an
+# exact 2x output, as PyTorch's ConvTranspose2d(k=4, s=2, p=1).
+UPCONV_PADDING = ((2, 2), (2, 2))
+
+
+def _upconv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The 4x4 stride-2 transposed conv exactly as flax's nn.ConvTranspose computes it."""
+    return jax.lax.conv_transpose(
+        x, kernel, (2, 2), UPCONV_PADDING, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+def _upconv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The same transposed conv as four stride-1 2x2 convs, one per output phase, interleaved.
+
+    Output row 2m+r only sees input rows m-1+r and m+r through kernel rows r and r+2 (the
+    input is dilated by 2 and padded by 2, kernel not flipped), so phase (r, s) is a plain
+    2x2 correlation with kernel[r::2, s::2] over the input padded (1-r, r) x (1-s, s).
+    Why: XLA:CPU turns the kernel gradient of the transposed form into a reversed-window
+    convolution it runs as a naive loop (~2 GFLOP/s); the phase form's gradients are ordinary
+    convolutions that go to the fast CPU conv library.
+    """
+    rows = []
+    for r in (0, 1):
+        cols = []
+        for s in (0, 1):
+            cols.append(
+                jax.lax.conv_general_dilated(
+                    x,
+                    kernel[r::2, s::2],
+                    (1, 1),
+                    ((1 - r, r), (1 - s, s)),
+                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                )
+            )
+        rows.append(jnp.stack(cols, axis=3))  # (N, H, W, 2, C): column phase s
+    y = jnp.stack(rows, axis=2)  # (N, H, 2, W, 2, C): row phase r
+    n, h, _, w, _, c = y.shape
+    return y.reshape(n, 2 * h, 2 * w, c)
+
+
+class UpConv(nn.Module):
+    """4x4 stride-2 transposed conv (exact 2x upsampling), a drop-in for nn.ConvTranspose.
+
+    Same parameters ('kernel' (4, 4, in, out), 'bias' (out,)), initialisers and outputs as
+    `nn.ConvTranspose(features, (4, 4), (2, 2), padding=UPCONV_PADDING)`, so weights saved
+    from either load into the other. On CPU it runs as four output-phase convolutions
+    (`_upconv_phases`); elsewhere it stays XLA's transposed convolution (cuDNN on GPU).
+    """
+
+    features: int
+    dtype: Dtype | None = None
+    param_dtype: Dtype = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
+    bias_init: Any = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Upsample NHWC `x` to (N, 2H, 2W, features)."""
+        kernel = self.param(
+            "kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), self.param_dtype
+        )
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        # Resolved when lowering for one platform, so each backend compiles only its branch.
+        y = jax.lax.platform_dependent(x, kernel, cpu=_upconv_phases, default=_upconv_lax)
+        return y + bias.reshape((1, 1, 1, -1))
