@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from colorjax.bench import _real_train_step
+from colorjax.bench import _real_train_step, load_torch_bench
 from colorjax.parallel import make_mesh
 
 
@@ -45,6 +45,29 @@ def time_step(name: str, batch: int, size: int, steps: int, warmup: int) -> dict
         "size": size,
         "median_ms": 1e3 * statistics.median(times),
         "min_ms": 1e3 * min(times),
+        "cpu_ms_per_step": 1e3 * cpu / steps,
+        "cpu_over_wall": cpu / wall,
+        "affinity": sorted(os.sched_getaffinity(0)),
+    }
+
+
+def time_torch_step(name: str, batch: int, size: int, steps: int, warmup: int) -> dict:
+    """The same for benchmarks/torch_bench.py's eager step, one torch thread per allowed core."""
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    tb = load_torch_bench()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    rec = tb.bench_train(name, size, batch, "f32", "eager", warmup, steps, 1)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {
+        "model": name,
+        "batch": batch,
+        "size": size,
+        "framework": "torch eager",
+        "threads": torch.get_num_threads(),
+        "median_ms": 1e3 * statistics.median(rec["times_s"]),
+        "min_ms": 1e3 * min(rec["times_s"]),
         "cpu_over_wall": cpu / wall,
         "affinity": sorted(os.sched_getaffinity(0)),
     }
@@ -58,8 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--torch", action="store_true", help="time PyTorch eager instead")
     args = parser.parse_args(argv)
-    print(json.dumps(time_step(args.model, args.batch, args.size, args.steps, args.warmup)))
+    fn = time_torch_step if args.torch else time_step
+    print(json.dumps(fn(args.model, args.batch, args.size, args.steps, args.warmup)))
     return 0
 
 
