@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command per machine for the committed benchmark matrices.
-#   bash benchmarks/run_matrix.sh cpu    # the small CPU matrix (shared 2-core box friendly)
+#   bash benchmarks/run_matrix.sh cpu    # the CPU matrix, 1 thread and all cores (TORCH_MODES,
+#                                        # BENCH_NOTE env vars: torch modes, a meta note)
 #   bash benchmarks/run_matrix.sh gpu    # H100/H200: every model, 64/256/512 px, bf16 and f32
 #   bash benchmarks/run_matrix.sh gpu-core  # the two flagship nets at 256 px (~15 min of GPU)
 # Results go to benchmarks/results/<device>-<date>/[<dtype>/] (JSONL + Markdown + PNGs).
@@ -12,15 +13,20 @@ device="$(python -c 'import jax; print(jax.devices()[0].device_kind.replace(" ",
 root="benchmarks/results/${device}-${date}"
 case "$preset" in
   cpu)
-    # One compute thread for both frameworks: on a shared, oversubscribed box PyTorch's OpenMP
-    # threads spin-wait and stall (100x outliers), which would measure the neighbours, not us.
+    # Equal compute threads for both frameworks, enforced and verified: `--threads N` pins the
+    # process to N CPUs before JAX starts (XLA sizes its CPU pool from the affinity mask) and
+    # sets torch.set_num_threads(N); every row records CPU/wall and is re-timed or flagged
+    # when it does not fit N. Run for 1 thread and for every core of the box.
     # TORCHINDUCTOR_COMPILE_THREADS=1: no compile worker pool fighting for the same cores.
-    OMP_NUM_THREADS=1 TORCHINDUCTOR_COMPILE_THREADS=1 \
-    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
-    python -m colorjax.bench \
-      --models colornet-tiny deepcolorization-small --resolutions 64 --batch-sizes 4 8 \
-      --dtype f32 --trials 3 --iters 2 --warmup 1 --latency-samples 20 \
-      --photo-sizes 1024x768 --torch --out "$root"
+    ncpu="$(python -c 'import os; print(len(os.sched_getaffinity(0)))')"
+    for threads in 1 "$ncpu"; do
+      OMP_NUM_THREADS="$threads" TORCHINDUCTOR_COMPILE_THREADS=1 \
+      python -m colorjax.bench --threads "$threads" \
+        --models colornet-tiny deepcolorization-small --resolutions 64 128 --batch-sizes 4 8 \
+        --dtype f32 --trials 5 --iters 2 --warmup 2 --latency-samples 20 \
+        --kinds train infer --torch --torch-modes ${TORCH_MODES:-eager} \
+        --note "${BENCH_NOTE:-}" --out "$root/threads-$threads"
+    done
     ;;
   gpu)
     for dtype in bf16 f32; do

@@ -42,6 +42,20 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def set_threads(threads: int) -> int:
+    """Use `threads` intra-op compute threads (and one inter-op thread); return the count set.
+
+    Called once before any torch work, so the pools start at this size; the process's CPU
+    affinity (set by colorjax.bench) also bounds them.
+    """
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already started: only the intra-op count matters for these nets
+        pass
+    return torch.get_num_threads()
+
+
 def rgb_uint8_to_lab_inputs(rgb_u8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (N,H,W,3) -> (l_norm (N,1,H,W), ab_norm (N,2,H,W)), as colorjax.color does."""
     c = rgb_u8.float() / 255.0
@@ -199,18 +213,28 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _time(step: Callable[[], Any], dev: torch.device, warmup: int, trials: int, iters: int) -> list:
-    """Seconds per call for each trial, warm-up excluded, synchronised."""
+def _time(
+    step: Callable[[], Any],
+    dev: torch.device,
+    warmup: int,
+    trials: int,
+    iters: int,
+    usage: dict | None = None,
+) -> list:
+    """Seconds per call for each trial, warm-up excluded, synchronised (CPU/wall in `usage`)."""
     for _ in range(warmup):
         step()
     _sync(dev)
     times = []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     for _ in range(trials):
         start = time.perf_counter()
         for _ in range(iters):
             step()
         _sync(dev)
         times.append((time.perf_counter() - start) / iters)
+    if usage is not None:
+        usage["cpu_per_wall"] = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     return times
 
 
@@ -264,7 +288,8 @@ def _bench_train(
     step()  # first call: torch.compile traces and compiles here
     _sync(dev)
     first_s = time.perf_counter() - start
-    times = _time(step, dev, warmup, trials, iters)
+    usage: dict = {}
+    times = _time(step, dev, warmup, trials, iters, usage)
     peak = _peak_mem(dev)
     return {
         "kind": "train",
@@ -276,6 +301,7 @@ def _bench_train(
         "iters_per_trial": iters,
         "warmup": warmup + 1,
         "peak_memory_bytes": peak,
+        "cpu_per_wall": usage["cpu_per_wall"],
         "train_step": "torch "
         + ("eager" if mode != "compile" else "compiled loss" if setup else "compiled model"),
         "note": f"compile_s = first call (trace + compile + one step); "
@@ -366,11 +392,12 @@ def _bench_infer(
         call()
         _sync(dev)
         first_s = time.perf_counter() - start
+        usage: dict = {}
         if kind == "infer_latency":
-            times = _time(call, dev, warmup, latency_samples, 1)
+            times = _time(call, dev, warmup, latency_samples, 1, usage)
             t, i = latency_samples, 1
         else:
-            times = _time(call, dev, warmup, trials, iters)
+            times = _time(call, dev, warmup, trials, iters, usage)
             t, i = trials, iters
         out.append(
             {
@@ -384,6 +411,7 @@ def _bench_infer(
                 "iters_per_trial": i,
                 "warmup": warmup + 1,
                 "peak_memory_bytes": _peak_mem(dev),
+                "cpu_per_wall": usage["cpu_per_wall"],
                 "note": "logits only for -cls heads (colorjax adds the annealed mean)" + setup,
             }
         )

@@ -29,7 +29,7 @@ from colorjax.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Dense peak TFLOP/s per device kind (matched as a lower-case substring of device_kind, first
 # match wins, so more specific names come first). Sources: vendor datasheets, dense (no sparsity).
@@ -73,6 +73,9 @@ RECORD_FIELDS: tuple[str, ...] = (
     "trials",
     "iters_per_trial",
     "warmup",
+    "threads",
+    "cpu_per_wall",
+    "thread_check",
     "times_s",
     "median_s",
     "q25_s",
@@ -130,6 +133,11 @@ class BenchConfig:
     out_dir: str = "bench_out"
     plots: bool = True
     data_source: str = "embedded"
+    # Compute threads per framework (CPU cores the process is pinned to); None = all allowed.
+    threads: int | None = None
+    # Re-time a CPU row whose CPU/wall ratio fails the thread check up to this many times.
+    thread_retries: int = 2
+    note: str | None = None
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -155,11 +163,22 @@ def summarize_times(times: Sequence[float]) -> dict[str, float]:
     }
 
 
-def time_calls(call: Callable[[], Any], *, warmup: int, trials: int, iters: int = 1) -> list[float]:
-    """Seconds per call for each trial (mean over `iters` calls), warm-up excluded, synced."""
+def time_calls(
+    call: Callable[[], Any],
+    *,
+    warmup: int,
+    trials: int,
+    iters: int = 1,
+    usage: dict[str, float] | None = None,
+) -> list[float]:
+    """Seconds per call for each trial (mean over `iters` calls), warm-up excluded, synced.
+
+    `usage`, if given, receives the process CPU seconds and wall seconds of the timed trials.
+    """
     for _ in range(warmup):
         jax.block_until_ready(call())
     times = []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     for _ in range(trials):
         start = time.perf_counter()
         out = None
@@ -168,7 +187,92 @@ def time_calls(call: Callable[[], Any], *, warmup: int, trials: int, iters: int 
         # Dispatch is async: only the final sync tells us the device really finished.
         jax.block_until_ready(out)
         times.append((time.perf_counter() - start) / iters)
+    if usage is not None:
+        usage.update(cpu_s=time.process_time() - cpu0, wall_s=time.perf_counter() - wall0)
     return times
+
+
+# ----------------------------------------------------------------------------- threads
+
+# A 1-thread row must keep its core busy: CPU/wall below 1 - tol means the process waited for
+# the CPU (a shared, overloaded host) and its wall times are inflated; above threads + tol it
+# ran more compute threads than claimed.
+CPU_WALL_TOLERANCE = 0.1
+
+
+def pin_threads(threads: int | None) -> list[int]:
+    """Pin this process to its first `threads` allowed CPUs (all if None); return the CPU ids.
+
+    Must run before the JAX CPU backend starts: XLA sizes its CPU thread pool from the
+    affinity mask at start-up, and threads started later (XLA's, PyTorch's) inherit it.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    if threads is None:
+        return allowed
+    if not 1 <= threads <= len(allowed):
+        raise ConfigError(
+            f"--threads {threads} but this process may use {len(allowed)} CPUs {allowed}; "
+            f"pass 1..{len(allowed)} (or widen the affinity, e.g. taskset)"
+        )
+    cpus = allowed[:threads]
+    os.sched_setaffinity(0, cpus)
+    return cpus
+
+
+def xla_cpu_pool_threads() -> int | None:
+    """Threads in XLA's CPU compute pool ('tf_XLAEigen'), read from /proc; None if unknown."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    count = 0
+    for task in tasks.iterdir():
+        try:
+            count += (task / "comm").read_text().strip() == "tf_XLAEigen"
+        except OSError:  # a thread that ended while we looked
+            continue
+    return count or None
+
+
+def check_cpu_use(cpu_per_wall: float | None, threads: int, backend: str) -> str | None:
+    """None when a CPU row's CPU/wall ratio fits its thread count, else why it does not."""
+    if backend != "cpu" or cpu_per_wall is None:
+        return None
+    if cpu_per_wall > threads + CPU_WALL_TOLERANCE:
+        return f"CPU/wall {cpu_per_wall:.2f} > {threads} threads: more compute threads than set"
+    if cpu_per_wall < 1 - CPU_WALL_TOLERANCE:
+        return f"CPU/wall {cpu_per_wall:.2f} < 1: process waited for a CPU (host overloaded)"
+    return None
+
+
+def _usage_fields(ctx: Ctx, usage: dict[str, float]) -> dict[str, Any]:
+    """threads, cpu_per_wall and thread_check fields for a record."""
+    ratio = usage["cpu_s"] / usage["wall_s"] if usage.get("wall_s") else None
+    threads = ctx.meta["threads"]
+    return {
+        "threads": threads,
+        "cpu_per_wall": ratio,
+        "thread_check": check_cpu_use(ratio, threads, ctx.meta["backend"]),
+    }
+
+
+def _checked_times(
+    ctx: Ctx, call: Callable[[], Any], *, warmup: int, trials: int, iters: int
+) -> tuple[list[float], dict[str, Any]]:
+    """time_calls, re-timed (up to cfg.thread_retries) while the CPU/wall check fails."""
+    best: tuple[list[float], dict[str, Any]] | None = None
+    for _ in range(1 + ctx.cfg.thread_retries):
+        usage: dict[str, float] = {}
+        times = time_calls(call, warmup=warmup, trials=trials, iters=iters, usage=usage)
+        fields = _usage_fields(ctx, usage)
+        if fields["thread_check"] is None:
+            return times, fields
+        if best is None or abs((fields["cpu_per_wall"] or 0) - 1) < abs(
+            (best[1]["cpu_per_wall"] or 0) - 1
+        ):
+            best = (times, fields)
+        log.warning("re-timing: %s", fields["thread_check"])
+    assert best is not None
+    return best
 
 
 # ----------------------------------------------------------------------------- FLOP counting
@@ -360,9 +464,16 @@ def _git_commit() -> str | None:
         return None
 
 
-def collect_metadata(devices: Sequence[Any], dtype: str, with_torch: bool) -> dict[str, Any]:
+def collect_metadata(
+    devices: Sequence[Any],
+    dtype: str,
+    with_torch: bool,
+    threads: int | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
     """Device, software and host facts attached to every record."""
     dev = devices[0]
+    affinity = sorted(os.sched_getaffinity(0))
     meta = {
         "device_kind": dev.device_kind,
         "device_count": len(devices),
@@ -381,6 +492,12 @@ def collect_metadata(devices: Sequence[Any], dtype: str, with_torch: bool) -> di
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "xla_preallocate": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        # Compute threads per framework = CPUs the process is pinned to (verified per row by
+        # cpu_per_wall); torch gets torch.set_num_threads(threads).
+        "threads": threads or len(affinity),
+        "cpu_affinity": affinity,
+        "xla_cpu_pool_threads": xla_cpu_pool_threads(),
+        "note": note,
         "git_commit": _git_commit(),
         "hostname": socket.gethostname(),
         "argv": list(sys.argv),
@@ -697,7 +814,9 @@ def measure_train(
         holder["state"], metrics = compiled(holder["state"], data)
         return metrics
 
-    times = time_calls(call, warmup=cfg.warmup, trials=cfg.trials, iters=cfg.iters_per_trial)
+    times, usage = _checked_times(
+        ctx, call, warmup=cfg.warmup, trials=cfg.trials, iters=cfg.iters_per_trial
+    )
     thr = _throughput_fields(times, batch)
     peak_mem, mem_reason = peak_memory_bytes(ctx.devices)
     flops = _flops_fields(analytic, cost_analysis_flops(compiled), thr["median_s"], ctx.peak)
@@ -715,6 +834,7 @@ def measure_train(
         iters_per_trial=cfg.iters_per_trial,
         warmup=cfg.warmup,
         trials=cfg.trials,
+        **usage,
         **thr,
         **flops,
         null_reasons=reasons,
@@ -763,9 +883,18 @@ def measure_train_e2e(
         holder["state"], metrics = compiled(holder["state"], {"rgb": rgb})
         return metrics
 
-    times = time_calls(call, warmup=1, trials=max(cfg.loader_batches, 2), iters=1)
+    usage: dict[str, float] = {}
+    times = time_calls(call, warmup=1, trials=max(cfg.loader_batches, 2), iters=1, usage=usage)
     thr = _throughput_fields(times, batch)
-    return dict(kind="train_e2e", mode="jit", trials=len(times), iters_per_trial=1, warmup=1, **thr)
+    return dict(
+        kind="train_e2e",
+        mode="jit",
+        trials=len(times),
+        iters_per_trial=1,
+        warmup=1,
+        **_usage_fields(ctx, usage),
+        **thr,
+    )
 
 
 def measure_infer(
@@ -794,13 +923,10 @@ def measure_infer(
             return c(variables, x)
 
         if kind == "infer_latency":
-            times = time_calls(call, warmup=cfg.warmup, trials=cfg.latency_samples, iters=1)
             iters, trials = 1, cfg.latency_samples
         else:
-            times = time_calls(
-                call, warmup=cfg.warmup, trials=cfg.trials, iters=cfg.iters_per_trial
-            )
             iters, trials = cfg.iters_per_trial, cfg.trials
+        times, usage = _checked_times(ctx, call, warmup=cfg.warmup, trials=trials, iters=iters)
         thr = _throughput_fields(times, n)
         flops = _flops_fields(analytic, cost_analysis_flops(compiled), thr["median_s"], ctx.peak)
         reasons = flops.pop("null_reasons")
@@ -819,6 +945,7 @@ def measure_infer(
                 trials=trials,
                 iters_per_trial=iters,
                 warmup=cfg.warmup,
+                **usage,
                 **thr,
                 **flops,
                 null_reasons=reasons,
@@ -843,9 +970,11 @@ def measure_colorize(
     start = time.perf_counter()
     jax.block_until_ready(call())
     first_s = time.perf_counter() - start
-    times = time_calls(call, warmup=0, trials=cfg.trials, iters=1)
+    usage: dict[str, float] = {}
+    times = time_calls(call, warmup=0, trials=cfg.trials, iters=1, usage=usage)
     thr = _throughput_fields(times, 1)
     return dict(
+        **_usage_fields(ctx, usage),
         kind="colorize",
         mode="e2e",
         batch_size=1,
@@ -919,9 +1048,16 @@ def attach_speedups(records: list[dict[str, Any]]) -> None:
                     del rec["null_reasons"][key]
             rec["null_reasons"].update({k: v for k, v in reasons.items() if rec.get(k) is None})
         field = f"speedup_vs_torch_{rec['mode']}"
-        if field in mine:
-            mine[field] = mine["images_per_s"] / rec["images_per_s"]
-            mine["null_reasons"].pop(field, None)
+        if field not in mine:
+            continue
+        flagged = [r["thread_check"] for r in (mine, rec) if r.get("thread_check")]
+        if flagged:
+            # Refused: a ratio between rows that did not get their stated cores is not fair.
+            mine[field] = None
+            mine["null_reasons"][field] = "thread check failed: " + "; ".join(flagged)
+            continue
+        mine[field] = mine["images_per_s"] / rec["images_per_s"]
+        mine["null_reasons"].pop(field, None)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -958,7 +1094,8 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
 def markdown_table(records: Sequence[dict[str, Any]]) -> str:
     """A Markdown summary: one row per measured configuration."""
     head = (
-        "| kind | framework | mode | model | res | batch | dtype | img/s | median ms | IQR ms "
+        "| kind | framework | mode | model | res | batch | dtype | threads | CPU/wall "
+        "| img/s | median ms | IQR ms "
         "| p50/p90/p99 ms | compile s | GFLOP/step (analytic) | cost/analytic | TFLOP/s | MFU "
         "| mem MiB | vs torch eager | vs torch compile |"
     )
@@ -981,6 +1118,8 @@ def markdown_table(records: Sequence[dict[str, Any]]) -> str:
             res,
             r["batch_size"],
             r["dtype"],
+            _fmt(r.get("threads")),
+            _fmt(r.get("cpu_per_wall"), ".2f") + (" (!)" if r.get("thread_check") else ""),
             _fmt(r["images_per_s"], ".4g"),
             _fmt(r["median_s"] * 1e3 if r["median_s"] else None),
             _fmt(r["iqr_s"] * 1e3 if r["iqr_s"] is not None else None),
@@ -1002,9 +1141,22 @@ def write_markdown(records: Sequence[dict[str, Any]], path: Path) -> None:
     """Markdown report: metadata header + results table."""
     meta = next((r["meta"] for r in records if r.get("meta")), {})
     keys = ("device_kind", "device_count", "backend", "jax", "jaxlib", "flax", "torch", "dtype")
-    keys += ("xla_flags", "git_commit", "hostname", "date")
+    keys += ("threads", "cpu_affinity", "xla_cpu_pool_threads", "torch_threads", "xla_flags")
+    keys += ("omp_num_threads", "load_average_1m", "note", "git_commit", "hostname", "date")
     header = "\n".join(f"- {k}: `{meta.get(k)}`" for k in keys)
-    atomic_write_text(path, f"# colorjax benchmark\n\n{header}\n\n{markdown_table(records)}")
+    flagged = [
+        f"- {r['framework']}/{r['mode']} {r['kind']} {r['model']} {r['resolution']}px "
+        f"batch {r['batch_size']}: {r['thread_check']}"
+        for r in records
+        if r["status"] == "ok" and r.get("thread_check")
+    ]
+    legend = (
+        "CPU/wall = process CPU time / wall time over the timed calls; (!) = thread check "
+        "failed (listed below), its speedups are withheld.\n"
+    )
+    flags = "\n## Thread check failures\n\n" + "\n".join(flagged) + "\n" if flagged else ""
+    body = f"# colorjax benchmark\n\n{header}\n\n{legend}\n{markdown_table(records)}{flags}"
+    atomic_write_text(path, body)
 
 
 def write_plots(records: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -1146,11 +1298,11 @@ def _bench_batch(ctx: Ctx, m: ModelAt, batch: int, torch_bench: Any, say: Callab
         for mode in cfg.torch_modes:
             say(f"{m.name} {m.size}px batch {batch}: torch {mode} train step")
             args = (m.name, m.size, batch, cfg.dtype, mode, cfg.warmup, cfg.trials)
-            trec = _safe(
-                records, tbase, "train", torch_bench.bench_train, *args, cfg.iters_per_trial
+            trec = _torch_checked(
+                ctx, records, tbase, "train", torch_bench.bench_train, *args, cfg.iters_per_trial
             )
             if trec:
-                records.append(make_record(**{**tbase, **_torch_fields(trec, batch)}))
+                records.append(make_record(**{**tbase, **_torch_fields(ctx, trec, batch)}))
     return records
 
 
@@ -1170,12 +1322,12 @@ def _bench_inference(ctx: Ctx, m: ModelAt, torch_bench: Any, say: Callable) -> l
             for mode in cfg.torch_modes:
                 say(f"{m.name} {m.size}px: torch {mode} inference")
                 args = (m.name, m.size, ibatch, cfg.dtype, mode, cfg.warmup, cfg.trials)
-                trecs = _safe(
-                    records, tbase, "infer", torch_bench.bench_infer, *args, cfg.iters_per_trial,
-                    cfg.latency_samples,
+                trecs = _torch_checked(
+                    ctx, records, tbase, "infer", torch_bench.bench_infer, *args,
+                    cfg.iters_per_trial, cfg.latency_samples,
                 )  # fmt: skip
                 for trec in trecs or []:
-                    fields = _torch_fields(trec, trec["batch_size"])
+                    fields = _torch_fields(ctx, trec, trec["batch_size"])
                     records.append(make_record(**{**tbase, **fields}))
     if "colorize" in cfg.kinds:
         base = _base_fields(ctx, "colorjax", m.name, m.params, m.size, 1)
@@ -1200,10 +1352,12 @@ def run_benchmarks(
     say = progress or (lambda msg: log.info("%s", msg))
     mesh = _mesh(cfg.device_count)
     devices = list(mesh.devices.flat)
-    meta = collect_metadata(devices, cfg.dtype, cfg.torch)
+    meta = collect_metadata(devices, cfg.dtype, cfg.torch, cfg.threads, cfg.note)
     peak = lookup_peak_tflops(devices[0].device_kind, cfg.dtype, cfg.peak_tflops)
     ctx = Ctx(cfg=cfg, mesh=mesh, devices=devices, meta=meta, peak=peak)
     torch_bench = load_torch_bench(cfg.torch_module) if cfg.torch else None
+    if torch_bench is not None:
+        meta["torch_threads"] = torch_bench.set_threads(meta["threads"])
     records: list[dict[str, Any]] = []
     for name in cfg.models:
         model = models.create_model(name, dtype=DTYPES[cfg.dtype])
@@ -1227,11 +1381,38 @@ def run_benchmarks(
     return records
 
 
-def _torch_fields(rec: dict[str, Any], images: int) -> dict[str, Any]:
+def _torch_checked(
+    ctx: Ctx, records: list, base: dict, what: str, fn: Callable[..., Any], *args: Any
+) -> Any:
+    """A torch_bench measurement (dict or list of dicts), re-run while its CPU/wall check fails."""
+    best, best_failed = None, None
+    for _ in range(1 + ctx.cfg.thread_retries):
+        out = _safe(records, base, what, fn, *args)
+        if out is None:
+            return best
+        rows = out if isinstance(out, list) else [out]
+        checks = [
+            check_cpu_use(r.get("cpu_per_wall"), ctx.meta["threads"], ctx.meta["backend"])
+            for r in rows
+        ]
+        failed = sum(c is not None for c in checks)
+        if best_failed is None or failed < best_failed:
+            best, best_failed = out, failed
+        if not failed:
+            break
+        log.warning("re-timing torch %s: %s", what, [c for c in checks if c])
+    return best
+
+
+def _torch_fields(ctx: Ctx, rec: dict[str, Any], images: int) -> dict[str, Any]:
     """Turn a torch_bench result (raw times + metadata) into record fields."""
     rec = dict(rec)
     times = rec.pop("times_s")
     rec.update(_throughput_fields(times, images))
+    rec["threads"] = ctx.meta["threads"]
+    rec["thread_check"] = check_cpu_use(
+        rec.get("cpu_per_wall"), ctx.meta["threads"], ctx.meta["backend"]
+    )
     reasons = {"flops_per_step_cost_analysis": "torch has no XLA cost analysis"}
     if rec.get("peak_memory_bytes") is None:
         reasons["peak_memory_bytes"] = "torch reports peak memory on CUDA only"
@@ -1315,6 +1496,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--data-source", default="embedded", help="loader source spec")
     parser.add_argument(
+        "--threads",
+        type=int,
+        help="compute threads per framework: pin to this many CPUs, torch.set_num_threads "
+        "(default: every CPU this process may use)",
+    )
+    parser.add_argument(
+        "--thread-retries",
+        type=int,
+        default=2,
+        help="re-time a CPU row whose CPU/wall does not fit --threads up to N times",
+    )
+    parser.add_argument("--note", help="free text stored in every record's meta (e.g. host load)")
+    parser.add_argument(
         "--no-plots", action="store_true", help="skip PNG plots (no matplotlib needed)"
     )
 
@@ -1355,6 +1549,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         out_dir=args.out,
         plots=not args.no_plots,
         data_source=args.data_source,
+        threads=args.threads,
+        thread_retries=args.thread_retries,
+        note=args.note,
     )
     for value, flag in ((cfg.resolutions, "--resolutions"), (cfg.batch_sizes, "--batch-sizes")):
         if any(v <= 0 for v in value):
@@ -1368,6 +1565,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Run `colorjax bench` and print where the results went."""
+    # First, before any backend starts its thread pool: pin to --threads CPUs.
+    pin_threads(args.threads)
     if args.torch:
         # JAX grabs 75% of GPU memory at start-up by default, which would starve PyTorch in the
         # same process; allocate on demand instead (must be set before the backend starts).

@@ -93,6 +93,17 @@ def _srgb_to_linear(c: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(high, ((c_high + 0.055) / 1.055) ** 2.4, c / 12.92)
 
 
+def _srgb_u8_linear_table() -> np.ndarray:
+    """sRGB -> linear for the 256 uint8 codes, computed in float64, stored as float32."""
+    c = np.arange(256, dtype=np.float64) / 255.0
+    return np.where(c > _SRGB_KNEE, ((c + 0.055) / 1.055) ** 2.4, c / 12.92).astype(np.float32)
+
+
+# uint8 input has only 256 codes: a table lookup replaces a float power per channel (the
+# costliest op of the on-device Lab conversion on CPU) and is at least as exact.
+_SRGB_U8_TO_LINEAR = _srgb_u8_linear_table()
+
+
 def _linear_to_srgb(c: jnp.ndarray) -> jnp.ndarray:
     """Apply sRGB companding."""
     high = c > _SRGB_LINEAR_KNEE
@@ -118,7 +129,12 @@ def rgb_to_lab(rgb: jnp.ndarray) -> jnp.ndarray:
     """Convert sRGB floats in [0, 1] (..., 3) to CIE Lab (..., 3): L in [0, 100], ab CIE units."""
     rgb = jnp.asarray(rgb, dtype=jnp.float32)
     _check_channels(rgb, 3, "rgb")
-    xyz = _apply_matrix(_XYZ_FROM_RGB, _srgb_to_linear(rgb))
+    return _linear_rgb_to_lab(_srgb_to_linear(rgb))
+
+
+def _linear_rgb_to_lab(linear: jnp.ndarray) -> jnp.ndarray:
+    """Linear sRGB (..., 3) to CIE Lab (..., 3)."""
+    xyz = _apply_matrix(_XYZ_FROM_RGB, linear)
     f = _lab_f(xyz / _WHITE_D65.astype(np.float32))
     fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
     return jnp.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
@@ -198,7 +214,10 @@ def rgb_uint8_to_lab_inputs(rgb_u8: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarr
     """Convert uint8 RGB (..., H, W, 3) to model inputs (l_norm (..., 1), ab_norm (..., 2)), f32."""
     rgb_u8 = jnp.asarray(rgb_u8)
     _check_channels(rgb_u8, 3, "rgb_u8")
-    lab = rgb_to_lab(rgb_u8.astype(jnp.float32) / 255.0)
+    if rgb_u8.dtype == jnp.uint8:
+        lab = _linear_rgb_to_lab(jnp.asarray(_SRGB_U8_TO_LINEAR)[rgb_u8.astype(jnp.int32)])
+    else:
+        lab = rgb_to_lab(rgb_u8.astype(jnp.float32) / 255.0)
     return normalize_l(lab[..., :1]), normalize_ab(lab[..., 1:])
 
 

@@ -61,6 +61,11 @@ def test_quick_run_writes_complete_sane_records(quick_run: tuple[Path, int]) -> 
         for key in ("device_kind", "backend", "jax", "jaxlib", "flax", "hostname", "date"):
             assert meta[key], key
         assert meta["device_count"] == rec["device_count"] == 1
+        # Thread count in every record's meta; XLA's CPU pool really has that many threads.
+        assert meta["threads"] == len(meta["cpu_affinity"]) == meta["xla_cpu_pool_threads"]
+        if rec["kind"] != "loader":
+            assert rec["threads"] == meta["threads"]
+            assert _positive_finite(rec["cpu_per_wall"])
         if rec["kind"] in COMPILED_KINDS:
             for key in ("lower_s", "compile_s", "achieved_tflops", "compiled_memory_bytes"):
                 assert _positive_finite(rec[key]), (rec["kind"], key, rec[key])
@@ -266,3 +271,31 @@ def test_speedups_pair_rows_of_the_same_configuration() -> None:
     assert compiled["mfu"] == pytest.approx(5.0 / 100.0)
     assert "mfu" not in compiled["null_reasons"]
     assert other_batch["mfu"] is None
+
+
+def test_cpu_use_check_flags_waiting_and_extra_threads() -> None:
+    assert bench.check_cpu_use(0.98, 1, "cpu") is None
+    assert bench.check_cpu_use(1.7, 2, "cpu") is None
+    assert "waited" in bench.check_cpu_use(0.4, 1, "cpu")
+    assert "more compute threads" in bench.check_cpu_use(1.8, 1, "cpu")
+    # Accelerator rows: the host thread mostly waits on the device; nothing to check.
+    assert bench.check_cpu_use(0.1, 1, "gpu") is None
+
+
+def test_pinning_more_threads_than_allowed_is_a_config_error() -> None:
+    import os
+
+    with pytest.raises(ConfigError, match="--threads"):
+        bench.pin_threads(len(os.sched_getaffinity(0)) + 1)
+
+
+def test_speedups_refused_when_a_row_fails_the_thread_check() -> None:
+    def row(framework: str, mode: str, seconds: float, check: str | None) -> dict:
+        fields = bench._throughput_fields([seconds], 8)
+        base = dict(kind="train", framework=framework, mode=mode, model="m", resolution=64)
+        return bench.make_record(**base, batch_size=8, dtype="f32", thread_check=check, **fields)
+
+    ours = row("colorjax", "jit", 0.1, None)
+    bench.attach_speedups([ours, row("torch", "eager", 0.4, "CPU/wall 0.40 < 1: waited")])
+    assert ours["speedup_vs_torch_eager"] is None
+    assert "thread check failed" in ours["null_reasons"]["speedup_vs_torch_eager"]

@@ -187,6 +187,20 @@ def test_uint8_inputs_match_skimage_and_invert():
     np.testing.assert_array_equal(np.round(rgb * 255).astype(np.uint8), rgb_u8)
 
 
+def test_uint8_lookup_path_matches_skimage_and_float_path_on_every_code():
+    # uint8 input goes through a 256-entry sRGB -> linear table; every code on every channel.
+    i, j = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+    rgb_u8 = np.stack([i, j, (7 * i + 13 * j) % 256], axis=-1).astype(np.uint8)
+    l_norm, ab_norm = jax.jit(color.rgb_uint8_to_lab_inputs)(rgb_u8)
+    ref = skcolor.rgb2lab(rgb_u8)
+    np.testing.assert_allclose(np.asarray(l_norm[..., 0]), ref[..., 0] / 50 - 1, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(ab_norm), ref[..., 1:] / 110, atol=1e-5)
+    # Same inputs as floats take the float (power) path: both agree.
+    lab_float = np.asarray(jax.jit(color.rgb_to_lab)(rgb_u8.astype(np.float32) / 255.0))
+    np.testing.assert_allclose(np.asarray(l_norm[..., 0]), lab_float[..., 0] / 50 - 1, atol=2e-5)
+    np.testing.assert_allclose(np.asarray(ab_norm), lab_float[..., 1:] / 110, atol=1e-5)
+
+
 def test_bad_shapes_raise_clear_errors():
     with pytest.raises(InputShapeError, match="3 channels"):
         color.rgb_to_lab(jnp.zeros((4, 4, 4)))

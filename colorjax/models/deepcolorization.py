@@ -26,13 +26,18 @@ import jax.numpy as jnp
 
 from colorjax.errors import ConfigError
 from colorjax.models.colornet import ColorNet
-from colorjax.models.layers import Dtype, check_ab_input, check_l_input, conv_receptive_field
+from colorjax.models.layers import (
+    DownConv,
+    Dtype,
+    UpConv,
+    check_ab_input,
+    check_l_input,
+    conv_receptive_field,
+)
 
 GENERATORS = ("unet", "colornet")
 
 _PAD1 = ((1, 1), (1, 1))
-# Transposed-conv padding that matches PyTorch ConvTranspose2d(k=4, s=2, p=1): exact 2x output.
-_TPAD = ((2, 2), (2, 2))
 
 
 def _instance_norm(dtype: Dtype, name: str) -> nn.Module:
@@ -76,7 +81,7 @@ class UNetGenerator(nn.Module):
         for i, feats in enumerate(widths):
             if i > 0:
                 x = nn.leaky_relu(x, 0.2)
-            x = nn.Conv(feats, (4, 4), (2, 2), padding=_PAD1, name=f"down_{i}", **conv_kw)(x)
+            x = DownConv(feats, name=f"down_{i}", **conv_kw)(x)
             if 0 < i < self.num_downs - 1:
                 x = _instance_norm(self.dtype, f"down_norm_{i}")(x)
             skips.append(x)
@@ -85,9 +90,9 @@ class UNetGenerator(nn.Module):
         for step, i in enumerate(reversed(range(self.num_downs))):
             x = nn.relu(x)
             out_feats = 2 if i == 0 else widths[i - 1]
-            x = nn.ConvTranspose(
-                out_feats, (4, 4), (2, 2), padding=_TPAD, name=f"up_{i}", **conv_kw
-            )(x)
+            # UpConv == nn.ConvTranspose(out_feats, (4, 4), (2, 2), padding=((2, 2), (2, 2))),
+            # same parameters, computed in a form XLA:CPU differentiates fast.
+            x = UpConv(out_feats, name=f"up_{i}", **conv_kw)(x)
             if i == 0:
                 return jnp.tanh(x.astype(jnp.float32))
             x = _instance_norm(self.dtype, f"up_norm_{i}")(x)
@@ -108,17 +113,20 @@ class PatchDiscriminator(nn.Module):
     @nn.compact
     def __call__(self, pair: jax.Array) -> jax.Array:
         """Score every receptive-field patch of the 3-channel (L, ab) input."""
-        conv_kw = {"dtype": self.dtype, "param_dtype": jnp.float32, "padding": _PAD1}
+        conv_kw = {"dtype": self.dtype, "param_dtype": jnp.float32}
         x = pair.astype(self.dtype)
-        x = nn.leaky_relu(nn.Conv(self.ndf, (4, 4), (2, 2), name="conv_0", **conv_kw)(x), 0.2)
+        x = nn.leaky_relu(DownConv(self.ndf, name="conv_0", **conv_kw)(x), 0.2)
         for n in range(1, self.n_layers + 1):
-            stride = 2 if n < self.n_layers else 1
             feats = self.ndf * min(2**n, 8)
-            x = nn.Conv(feats, (4, 4), (stride, stride), name=f"conv_{n}", **conv_kw)(x)
+            if n < self.n_layers:
+                x = DownConv(feats, name=f"conv_{n}", **conv_kw)(x)
+            else:
+                x = nn.Conv(feats, (4, 4), (1, 1), padding=_PAD1, name=f"conv_{n}", **conv_kw)(x)
             if self.norm == "instance":
                 x = _instance_norm(self.dtype, f"norm_{n}")(x)
             x = nn.leaky_relu(x, 0.2)
-        x = nn.Conv(1, (4, 4), (1, 1), name=f"conv_{self.n_layers + 1}", **conv_kw)(x)
+        last = f"conv_{self.n_layers + 1}"
+        x = nn.Conv(1, (4, 4), (1, 1), padding=_PAD1, name=last, **conv_kw)(x)
         return x.astype(jnp.float32)
 
 

@@ -1,0 +1,137 @@
+"""UpConv / DownConv (4x4 stride-2 convs with CPU phase forms) against flax's own layers."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from colorjax import hub
+from colorjax.models import deepcolorization
+from colorjax.models.layers import DOWNCONV_PADDING, UPCONV_PADDING, DownConv, UpConv
+
+# Inputs smaller than the kernel (1x1, 2x2), odd and non-square sizes, and a U-Net-like one.
+SIZES = [(1, 1), (2, 2), (3, 3), (2, 5), (7, 4), (16, 16)]
+# DownConv needs >= 2 pixels for a non-empty output; odd sizes drop the last row/column.
+DOWN_SIZES = [(2, 2), (3, 3), (2, 5), (7, 4), (5, 9), (16, 16)]
+
+
+def _reference(features: int) -> nn.Module:
+    """The layer UpConv replaces, exactly as the U-Net decoder used to call it."""
+    return nn.ConvTranspose(features, (4, 4), (2, 2), padding=UPCONV_PADDING)
+
+
+def _down_reference(features: int) -> nn.Module:
+    """The layer DownConv replaces, as the U-Net encoder and the PatchGAN used to call it."""
+    return nn.Conv(features, (4, 4), (2, 2), padding=DOWNCONV_PADDING)
+
+
+def _inputs(h: int, w: int, cin: int = 3, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((2, h, w, cin)).astype(np.float32)
+
+
+def _variables(cin: int, cout: int, seed: int = 1) -> dict:
+    # Non-zero bias so the bias path is checked too.
+    rng = np.random.default_rng(seed)
+    return {
+        "params": {
+            "kernel": rng.standard_normal((4, 4, cin, cout)).astype(np.float32),
+            "bias": rng.standard_normal((cout,)).astype(np.float32),
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("layer", "reference"), [(UpConv, _reference), (DownConv, _down_reference)]
+)
+def test_parameter_tree_and_init_match_flax(layer, reference):
+    x = _inputs(4, 4)
+    mine = layer(5).init(jax.random.key(0), x)
+    ref = reference(5).init(jax.random.key(0), x)
+    assert jax.tree.structure(mine) == jax.tree.structure(ref)
+    assert jax.tree.map(jnp.shape, mine) == jax.tree.map(jnp.shape, ref)
+    # Same initialisers: the same key gives the same weights.
+    jax.tree.map(np.testing.assert_array_equal, mine, ref)
+
+
+@pytest.mark.parametrize(("h", "w"), SIZES)
+def test_output_equals_conv_transpose(h, w):
+    x, v = _inputs(h, w), _variables(3, 5)
+    got = UpConv(5).apply(v, x)
+    want = _reference(5).apply(v, x)
+    assert got.shape == want.shape == (2, 2 * h, 2 * w, 5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("h", "w"), SIZES)
+def test_gradients_equal_conv_transpose(h, w):
+    _check_gradients(UpConv(5), _reference(5), _inputs(h, w), _variables(3, 5))
+
+
+@pytest.mark.parametrize(("h", "w"), DOWN_SIZES)
+def test_down_conv_output_equals_conv(h, w):
+    x, v = _inputs(h, w), _variables(3, 5)
+    got = DownConv(5).apply(v, x)
+    want = _down_reference(5).apply(v, x)
+    assert got.shape == want.shape == (2, h // 2, w // 2, 5)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("h", "w"), DOWN_SIZES)
+def test_down_conv_gradients_equal_conv(h, w):
+    _check_gradients(DownConv(5), _down_reference(5), _inputs(h, w), _variables(3, 5))
+
+
+def _check_gradients(layer: nn.Module, reference: nn.Module, x: np.ndarray, v: dict) -> None:
+    """Input, kernel and bias gradients of `layer` equal those of `reference`."""
+    shape = jax.eval_shape(reference.apply, v, x).shape
+    # A fixed random cotangent so every output position weighs differently.
+    cot = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+
+    def loss(module: nn.Module):
+        return jax.jit(jax.grad(lambda v, x: jnp.sum(module.apply(v, x) * cot), argnums=(0, 1)))(
+            v, x
+        )
+
+    (gv, gx), (rv, rx) = loss(layer), loss(reference)
+    np.testing.assert_allclose(gx, rx, rtol=1e-5, atol=1e-4)
+    for name in ("kernel", "bias"):
+        np.testing.assert_allclose(gv["params"][name], rv["params"][name], rtol=1e-5, atol=1e-4)
+
+
+def _hlo(platform: str, layer: nn.Module) -> str:
+    """StableHLO of the jitted input gradient of `layer`, lowered for `platform` (no device)."""
+    v, x = _variables(3, 5), _inputs(8, 8)
+    fn = jax.jit(jax.grad(lambda x: jnp.sum(layer.apply(v, x) ** 2)))
+    return jax.export.export(fn, platforms=[platform])(x).mlir_module()
+
+
+@pytest.mark.parametrize("layer", [UpConv(5), DownConv(5)])
+def test_phase_form_only_on_cpu(layer):
+    # The input-dilated convolution (transposed conv, or a strided conv's input gradient) is
+    # what XLA:CPU runs slowly: gone on CPU, kept on other backends (cuDNN).
+    assert "lhs_dilate = [2, 2]" not in _hlo("cpu", layer)
+    assert "lhs_dilate = [2, 2]" in _hlo("cuda", layer)
+
+
+def test_bundled_gan_weights_give_the_flax_layer_outputs(monkeypatch, tmp_path):
+    monkeypatch.setenv("COLORJAX_OFFLINE", "1")
+    monkeypatch.setenv("COLORJAX_HOME", str(tmp_path))
+    model, variables, meta = hub.load_pretrained("deepcolorization-small-tinyimagenet")
+    size = meta["working_size"]
+    l_norm = np.random.default_rng(3).uniform(-1, 1, (2, size, size, 1)).astype(np.float32)
+    got = model.apply(variables, l_norm)
+
+    def conv_transpose(features: int, name: str, **kw) -> nn.Module:
+        return nn.ConvTranspose(features, (4, 4), (2, 2), padding=UPCONV_PADDING, name=name, **kw)
+
+    def conv(features: int, name: str, **kw) -> nn.Module:
+        return nn.Conv(features, (4, 4), (2, 2), padding=DOWNCONV_PADDING, name=name, **kw)
+
+    # The networks as they were before UpConv/DownConv: flax's own layers, same weights.
+    monkeypatch.setattr(deepcolorization, "UpConv", conv_transpose)
+    monkeypatch.setattr(deepcolorization, "DownConv", conv)
+    want = model.apply(variables, l_norm)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
