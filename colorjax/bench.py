@@ -1359,6 +1359,14 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     for value, flag in ((cfg.resolutions, "--resolutions"), (cfg.batch_sizes, "--batch-sizes")):
         if any(v <= 0 for v in value):
             raise ConfigError(f"{flag} must be positive integers, got {list(value)}")
+    # Sizes that no chosen model can run would give an empty table and exit status 0.
+    strides = {m: _stride(_models_api().create_model(m)) for m in cfg.models}
+    if not any(size % stride == 0 for size in cfg.resolutions for stride in strides.values()):
+        need = ", ".join(f"{m}: {s}" for m, s in strides.items())
+        raise ConfigError(
+            f"--resolutions {list(cfg.resolutions)}: no size is a multiple of a chosen model's "
+            f"stride ({need}), so nothing would run; pass multiples, e.g. --resolutions 64 256"
+        )
     if cfg.device_count is not None and not 1 <= cfg.device_count <= jax.device_count():
         raise ConfigError(
             f"--device-count {cfg.device_count} but only {jax.device_count()} devices are visible"

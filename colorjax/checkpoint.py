@@ -182,4 +182,9 @@ def load_inference_params(
         state, _, _ = store.restore(step, abstract_state(task, sharding))
     finally:
         store.close()
-    return config, {"params": inference_params(task, state)}
+    from colorjax.hub import check_finite, flatten_variables
+
+    params = inference_params(task, state)
+    # A checkpoint is refused when non-finite at save time, but the disk may still flip a bit.
+    check_finite(flatten_variables({"params": params}), f"the checkpoint in {workdir}")
+    return config, {"params": params}

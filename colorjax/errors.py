@@ -43,3 +43,7 @@ class TrainingDivergedError(ColorjaxError, RuntimeError):
 
 class MissingDependencyError(ColorjaxError, ImportError):
     """An optional package a feature needs (e.g. grain for the loader) is not installed."""
+
+
+class PredictionError(ColorjaxError, RuntimeError):
+    """A model produced non-finite output: its weights are damaged or unsuited to the input."""

@@ -230,8 +230,10 @@ def save_weights(
         raise ConfigError(f"weights dtype {dtype!r} is not supported; use one of {STORAGE_DTYPES}")
     if meta.get("working_size") is None:
         raise ConfigError("save_weights needs meta['working_size'] (the training image size)")
+    flat = flatten_variables(variables)
+    check_finite(flat, "the weights to save")
     tensors: dict[str, np.ndarray] = {}
-    for key, value in flatten_variables(variables).items():
+    for key, value in flat.items():
         if np.issubdtype(value.dtype, np.floating):
             stored = value.astype(dtype)
             if not np.all(np.isfinite(stored) | ~np.isfinite(value)):
@@ -335,7 +337,25 @@ def load_weights(
         raise WeightsError(f"{path} has damaged tensor data ({err}); download it again") from err
     if not flat:
         raise WeightsError(f"{path} holds no tensors; export the weights again")
+    check_finite(flat, str(path))
     return unflatten_variables(flat), meta
+
+
+def check_finite(flat: Mapping[str, Any], where: str) -> None:
+    """Raise WeightsError if any floating tensor holds NaN or Inf (one flipped bit suffices)."""
+    bad = []
+    for key, value in flat.items():
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.floating):
+            count = int(value.size - np.count_nonzero(np.isfinite(value)))
+            if count:
+                bad.append(f"{key} ({count} of {value.size})")
+    if bad:
+        raise WeightsError(
+            f"{where} holds non-finite values (NaN or Inf) in {len(bad)} parameter(s): "
+            f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}. The weights are damaged "
+            "(a corrupt file, or a diverged run); download, export or convert them again"
+        )
 
 
 # ---------------------------------------------------------------------------- download

@@ -29,6 +29,7 @@ import collections
 import functools
 import glob
 import io
+import itertools
 import logging
 import math
 import os
@@ -43,7 +44,13 @@ import numpy as np
 from PIL import Image
 
 from colorjax import color, data, models
-from colorjax.errors import ColorjaxError, ConfigError, ImageDecodeError, InputShapeError
+from colorjax.errors import (
+    ColorjaxError,
+    ConfigError,
+    ImageDecodeError,
+    InputShapeError,
+    PredictionError,
+)
 from colorjax.fileio import atomic_write_bytes
 
 __all__ = [
@@ -152,12 +159,29 @@ def _check_working_size(working_size: Any) -> int:
 def _predict_bucket(
     model: Any, variables: Any, l_pad: jax.Array, pad_to: int, temperature: float
 ) -> jax.Array:
-    """Predict ab_norm for a bucket batch and zero-pad it to (N, pad_to, pad_to, 2)."""
+    """Predict ab_norm for a bucket batch, zero-padded to (N, pad_to, pad_to, 2), and finiteness.
+
+    The second output is one bool per photo: whether every predicted ab value is finite.
+    """
     _TRACES["model"] += 1
     ab = models.predict_ab(model, variables, l_pad, temperature=temperature).astype(jnp.float32)
     _, hb, wb, _ = ab.shape
+    finite = jnp.all(jnp.isfinite(ab), axis=(1, 2, 3))
     # One ab shape for every bucket keeps the full-resolution kernel to a single compile.
-    return jnp.pad(ab, ((0, 0), (0, pad_to - hb), (0, pad_to - wb), (0, 0)))
+    return jnp.pad(ab, ((0, 0), (0, pad_to - hb), (0, pad_to - wb), (0, 0))), finite
+
+
+def _check_finite_prediction(finite: Any, names: Sequence[Any]) -> None:
+    """Raise PredictionError when any photo's prediction held NaN or Inf (never write it)."""
+    finite = np.asarray(finite)
+    bad = [str(names[i]) for i in range(len(names)) if not finite[i]]
+    if bad:
+        raise PredictionError(
+            f"the model predicted non-finite colour (NaN or Inf) for {len(bad)} photo(s) "
+            f"({', '.join(bad[:3])}); nothing was written for them. The weights are damaged or "
+            "unsuited to these inputs: check them with `colorjax weights verify`, or use other "
+            "weights"
+        )
 
 
 @jax.jit
@@ -251,10 +275,11 @@ def _predict_rgb_jit(
     l_pad = jnp.pad(l_small, ((0, 0), (0, hb - h), (0, wb - w), (0, 0)), mode="edge")
     ab = models.predict_ab(model, variables, l_pad, temperature=temperature)
     ab = ab[:, :h, :w].astype(jnp.float32)
+    finite = jnp.all(jnp.isfinite(ab), axis=(1, 2, 3))
     if (h, w) != (height, width):
         ab = jax.image.resize(ab, (n, height, width, 2), "linear", antialias=True)
     ab = color.fit_ab_to_gamut(l_norm, ab)  # keep L exact: shrink chroma instead of clipping
-    return _to_uint8(color.lab_inputs_to_rgb(l_norm, ab))
+    return _to_uint8(color.lab_inputs_to_rgb(l_norm, ab)), finite
 
 
 def predict_rgb(
@@ -275,7 +300,7 @@ def predict_rgb(
         )
     if np.dtype(rgb_u8.dtype) != np.uint8:
         raise InputShapeError(f"predict_rgb expects uint8 RGB, got dtype {rgb_u8.dtype}")
-    return _predict_rgb_jit(
+    rgb, finite = _predict_rgb_jit(
         model,
         variables,
         rgb_u8,
@@ -284,6 +309,9 @@ def predict_rgb(
         tuple(float(f) for f in bucket_fractions),
         float(temperature),
     )
+    # NaN ab would clip to black pixels that look like a (bad) result: refuse them instead.
+    _check_finite_prediction(finite, [f"batch item {i}" for i in range(shape[0])])
+    return rgb
 
 
 class Colorizer:
@@ -372,7 +400,10 @@ class Colorizer:
             extra = self.batch_size - l_batch.shape[0]
             l_batch = np.concatenate([l_batch, np.repeat(l_batch[-1:], extra, axis=0)])
         self._buckets_used.add(bucket)
-        ab = _predict_bucket(self.model, self.variables, l_batch, self._pad_to, self.temperature)
+        ab, finite = _predict_bucket(
+            self.model, self.variables, l_batch, self._pad_to, self.temperature
+        )
+        _check_finite_prediction(finite, [key for key, _, _ in group])
         for i, (key, rgb, (_, small_hw)) in enumerate(group):
             out = _run_chunked(
                 _finish_chunk,
@@ -519,33 +550,77 @@ def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _expand_inputs(inputs: Sequence[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
-    """Expand files, folders and globs to (source, relative output stem) pairs plus failures."""
+def _is_within(path: Path, folder: Path) -> bool:
+    """Whether path (resolved) is folder or lies below it."""
+    resolved = path.resolve()
+    return resolved == folder or folder in resolved.parents
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its leading parts without wildcards."""
+    parts = Path(pattern).parts
+    base = list(itertools.takewhile(lambda p: not glob.has_magic(p), parts[:-1]))
+    return Path(*base) if base else Path(".")
+
+
+def _expand_inputs(
+    inputs: Sequence[str], exclude: Path | None = None
+) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """Expand files, folders and globs to (source, relative output stem) pairs plus failures.
+
+    Folder walks never enter `exclude` (the output folder: a second run must not colorize the
+    first run's outputs) and skip hidden files (our own temporary files among them); anything
+    that is not a regular file (a FIFO would block forever) is reported, not read.
+    """
     found: list[tuple[Path, Path]] = []
     failures: list[tuple[str, str]] = []
+    exclude = exclude.resolve() if exclude is not None else None
+
+    def skips(base: Path) -> Path | None:
+        # A walk that starts inside the output folder (-o is the input folder) cannot tell
+        # outputs from inputs; item-by-item checks in run() keep inputs safe there.
+        return exclude if exclude is not None and not _is_within(base, exclude) else None
 
     def add_dir(root: Path) -> None:
-        files = sorted(p for p in root.rglob("*") if p.is_file())
-        for p in files:
-            if p.suffix.lower() in IMAGE_EXTENSIONS:
+        files = []
+        skip = skips(root)
+        for folder, dirs, names in os.walk(root):
+            here = Path(folder)
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if not d.startswith(".") and not (skip and _is_within(here / d, skip))
+            )
+            files += [here / n for n in names if not n.startswith(".")]
+        for p in sorted(files):
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
                 found.append((p, p.relative_to(root)))
+
+    def add_file(path: Path) -> None:
+        if path.is_file():
+            found.append((path, Path(path.name)))
+        else:
+            failures.append((str(path), "not a regular file (a FIFO or device); skipped"))
 
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             add_dir(path)
-        elif path.is_file():
-            found.append((path, Path(path.name)))
+        elif path.exists():
+            add_file(path)
         else:
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
                 failures.append((item, "no such file or folder, and no file matches the pattern"))
+            skip = skips(_glob_base(item))
             for match in matches:
                 m = Path(match)
+                if skip and _is_within(m, skip):
+                    continue
                 if m.is_dir():
                     add_dir(m)
                 elif m.suffix.lower() in IMAGE_EXTENSIONS:
-                    found.append((m, Path(m.name)))
+                    add_file(m)
     return found, failures
 
 
@@ -568,12 +643,19 @@ def run(args: argparse.Namespace) -> int:
 
         return run_hinted(args)
     outdir = Path(args.output)
-    sources, failures = _expand_inputs(args.inputs)
+    sources, failures = _expand_inputs(args.inputs, exclude=outdir)
+    inputs = {src.resolve() for src, _ in sources}
     todo: list[tuple[Path, Path]] = []
     planned: dict[Path, Path] = {}
     skipped = 0
     for src, rel in sources:
         out = outdir / rel.with_suffix("." + args.format)
+        if out.resolve() in inputs:
+            # Not even --overwrite may replace a photo being colorized: it is the user's original.
+            failures.append(
+                (str(src), f"output {out} would replace an input photo; pick another -o folder")
+            )
+            continue
         if out in planned:
             failures.append((str(src), f"output {out} is already taken by {planned[out]}"))
             continue

@@ -51,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
 
     result = train(config, args.workdir, resume=args.resume)
     if is_main_process():
+        if not result.last_metrics:
+            print(
+                f"{args.workdir} is already trained to step {result.step} (train.steps); nothing "
+                "to do. Raise it with --set train.steps=N to train further"
+            )
+            return 0
         summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.last_metrics.items()))
         print(f"trained {config.model.name} to step {result.step} in {args.workdir}: {summary}")
         if result.eval_metrics:

@@ -166,10 +166,17 @@ def train(
             if data_state is not None:
                 loader.set_state(data_state)
             start = int(state.step)
+            if start > t.steps:
+                raise ConfigError(
+                    f"the checkpoint in {workdir} is at step {start}, past train.steps={t.steps}; "
+                    f"to train further pass --set train.steps=N with N > {start}, or use the run "
+                    "as it is (colorjax eval / weights export)"
+                )
             logger.info("resumed %s at step %d", workdir, start)
         else:
             state = create_state(task, mesh)
-        if main:
+        if main and start < t.steps:
+            # A finished run re-run as is trains nothing, so its config.json stays as it was.
             atomic_write_text(workdir / CONFIG_FILE, config.to_json() + "\n")
         writer = MetricsWriter(workdir / METRICS_FILE, main, start if existing else None)
         eval_data = _eval_batches(config, mesh) if t.eval_every > 0 else None

@@ -1,0 +1,304 @@
+"""The bad-input and fault catalogue (issue 13): each case ends in one clear error, loses nothing.
+
+Every test drives the real command (colorjax.cli.main) or library entry point with a broken
+input and checks three things: the exit status (2 for a user error, one line on stderr), the
+message names the cause, and no file on disk was lost, replaced or left half-written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import random_variables
+from PIL import Image
+
+from colorjax import cli, hub, inference, models
+from colorjax.errors import ImageDecodeError, PredictionError, WeightsError
+
+SIZE = 32
+
+
+def _photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth colourful uint8 RGB test photo with some noise."""
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0.0, 1.0, height)[:, None, None]
+    x = np.linspace(0.0, 1.0, width)[None, :, None]
+    base = np.concatenate(
+        [0.2 + 0.6 * y + 0 * x, 0.3 + 0.5 * x + 0 * y, 0.8 - 0.5 * x * y], axis=-1
+    )
+    noisy = base * 255.0 + rng.normal(0.0, 10.0, base.shape)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file below folder (hidden ones included) with its bytes."""
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def _main(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run the real CLI; return (exit status, stdout, stderr)."""
+    rc = cli.main(argv)
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def _one_error_line(err: str, command: str) -> str:
+    """The single `colorjax COMMAND: error: ...` line of stderr (no traceback)."""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(f"colorjax {command}: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = models.create_model("colornet-tiny")
+    variables = random_variables(model, SIZE, head_scale=0.2)
+    return model, variables, {"working_size": SIZE, "model": "colornet-tiny"}
+
+
+@pytest.fixture(scope="module")
+def weights_file(tiny, tmp_path_factory) -> Path:
+    _, variables, meta = tiny
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    hub.save_weights(path, "colornet-tiny", {}, variables, {"working_size": SIZE})
+    return path
+
+
+def _poke_tensor(path: Path, name_part: str, value: float) -> str:
+    """Overwrite the first float32 of a tensor in a safetensors file in place (a bit flip)."""
+    raw = bytearray(path.read_bytes())
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    key = next(k for k in sorted(header) if name_part in k and header[k]["dtype"] == "F32")
+    start = 8 + length + header[key]["data_offsets"][0]
+    raw[start : start + 4] = struct.pack("<f", value)
+    path.write_bytes(bytes(raw))
+    return key
+
+
+# ------------------------------------------------------------------ 1. non-finite weights/output
+
+
+def test_weights_with_one_nan_are_refused_by_every_command(weights_file, tmp_path, capsys):
+    bad = tmp_path / "flipped.safetensors"
+    bad.write_bytes(weights_file.read_bytes())
+    key = _poke_tensor(bad, "scale", float("nan"))
+    with pytest.raises(WeightsError, match="non-finite") as info:
+        hub.load_weights(bad)
+    assert key in str(info.value)
+
+    photos = tmp_path / "in"
+    photos.mkdir()
+    Image.fromarray(_photo(20, 30)).save(photos / "a.png")
+    out = tmp_path / "out"
+    rc, _, err = _main(["colorize", str(photos), "-o", str(out), "--weights", str(bad)], capsys)
+    assert rc == 2 and "non-finite" in _one_error_line(err, "colorize")
+    assert not out.exists() or not _files(out)  # no black image written
+
+    rc, _, err = _main(
+        ["eval", "--weights", str(bad), "--data", f"folder:{photos}", "--out", str(tmp_path / "e")],
+        capsys,
+    )
+    assert rc == 2 and "non-finite" in _one_error_line(err, "eval")
+    assert not (tmp_path / "e" / "summary.json").exists()
+
+
+def test_saving_non_finite_weights_is_refused(tiny, tmp_path):
+    _, variables, _ = tiny
+    broken = {"params": dict(variables["params"])}
+    leaf_path = next(iter(hub.flatten_variables(broken)))
+    flat = hub.flatten_variables(broken)
+    flat[leaf_path] = np.full_like(flat[leaf_path], np.inf)
+    with pytest.raises(WeightsError, match="non-finite"):
+        hub.save_weights(
+            tmp_path / "x.safetensors",
+            "colornet-tiny",
+            {},
+            hub.unflatten_variables(flat),
+            {"working_size": SIZE},
+        )
+    assert not list(tmp_path.iterdir())
+
+
+def test_non_finite_prediction_raises_and_writes_nothing(tiny):
+    model, variables, _ = tiny
+    flat = hub.flatten_variables(variables)
+    head = next(k for k in sorted(flat) if k.endswith("kernel"))
+    flat[head] = flat[head].copy()
+    flat[head].flat[0] = np.nan  # a NaN that survives loading checks, as from a bad conversion
+    broken = hub.unflatten_variables(flat)
+    photo = _photo(24, 40)
+    with pytest.raises(PredictionError, match="non-finite"):
+        inference.Colorizer(model, broken, SIZE).colorize(photo)
+    with pytest.raises(PredictionError, match="non-finite"):
+        inference.predict_rgb(model, broken, photo[None, :24, :24], SIZE)
+    # The same model with finite weights keeps the input's luminance (no black output).
+    good = inference.Colorizer(model, variables, SIZE).colorize(photo)
+    assert good.shape == photo.shape and good.mean() > 20
+
+
+# ------------------------------------------------------------------ 2. strict decoding
+
+
+def _corrupt_jpeg() -> bytes:
+    """A JPEG with 64 bytes overwritten mid-scan that Pillow alone decodes without complaint."""
+    buf = io.BytesIO()
+    Image.fromarray(_photo(256, 256, 3)).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        broken = bytearray(data)
+        mid = len(data) // 2 + int(rng.integers(-500, 500))
+        broken[mid : mid + 64] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+        try:
+            Image.open(io.BytesIO(bytes(broken))).load()
+        except OSError:
+            continue
+        return bytes(broken)
+    raise AssertionError("Pillow rejected every corruption: the test needs another sample")
+
+
+def test_corrupt_jpeg_is_unreadable_in_decode_colorize_data_and_training(
+    weights_file, tmp_path, capsys
+):
+    from colorjax.data import make_loader, make_source
+
+    bad = _corrupt_jpeg()
+    with pytest.raises(ImageDecodeError, match="corrupt JPEG"):
+        inference.data.decode_image(bad)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "bad.jpg").write_bytes(bad)
+    for i in range(3):
+        Image.fromarray(_photo(40, 40, i)).save(folder / f"good{i}.jpg", quality=95)
+
+    out = tmp_path / "out"
+    rc, _, err = _main(
+        ["colorize", str(folder), "-o", str(out), "--weights", str(weights_file)], capsys
+    )
+    assert rc == 1 and "failed" in err and "bad.jpg" in err and "corrupt JPEG" in err
+    assert sorted(_files(out)) == ["good0.png", "good1.png", "good2.png"]
+
+    rc, out_text, _ = _main(["data", f"folder:{folder}"], capsys)
+    assert rc == 1 and "unreadable: 1" in out_text and "bad.jpg" in out_text
+
+    loader = make_loader(
+        make_source(f"folder:{folder}", split="all"),
+        batch_size=3,
+        image_size=16,
+        train=True,
+        seed=0,
+        num_epochs=1,
+    )
+    batches = list(loader)
+    assert len(batches) == 1 and loader.skipped_unreadable == 1
+
+
+def test_fifo_input_is_skipped_not_read(weights_file, tmp_path, capsys):
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageDecodeError, match="not a regular file"):
+        inference.data.decode_image(fifo)
+    rc, _, err = _main(
+        ["colorize", str(fifo), "-o", str(tmp_path / "o"), "--weights", str(weights_file)], capsys
+    )
+    assert rc == 1 and "not a regular file" in err
+
+
+# ------------------------------------------------------------------ 3, 6. colorize output folder
+
+
+def test_colorize_into_a_subfolder_twice_never_colorizes_its_outputs(
+    weights_file, tmp_path, capsys
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(_photo(20, 24, i)).save(folder / f"p{i}.png")
+    argv = ["colorize", str(folder), "-o", str(folder / "out"), "--weights", str(weights_file)]
+    assert _main(argv, capsys)[0] == 0
+    rc, _, err = _main(argv, capsys)
+    assert rc == 0 and "0 written, 2 skipped" in err
+    assert sorted(_files(folder)) == ["out/p0.png", "out/p1.png", "p0.png", "p1.png"]
+    # The same through a glob that would match the outputs.
+    rc, _, err = _main(["colorize", f"{folder}/**/*.png", *argv[2:]], capsys)
+    assert rc == 0 and "0 written, 2 skipped" in err and not (folder / "out" / "out").exists()
+
+
+def test_colorize_never_writes_over_an_input(weights_file, tmp_path, capsys):
+    folder = tmp_path / "inplace"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(_photo(20, 24, i)).save(folder / f"p{i}.jpg", quality=90)
+    before = _files(folder)
+    argv = ["colorize", str(folder), "-o", str(folder), "--format", "jpg", "--overwrite"]
+    rc, _, err = _main([*argv, "--weights", str(weights_file)], capsys)
+    assert rc == 1 and err.count("would replace an input photo") == 2
+    assert _files(folder) == before
+
+
+# ------------------------------------------------------------------ 4. empty results
+
+
+def test_bench_with_no_runnable_resolution_is_an_error(capsys):
+    rc, _, err = _main(["bench", "--models", "colornet-tiny", "--resolutions", "7"], capsys)
+    assert rc == 2 and "multiple" in _one_error_line(err, "bench")
+
+
+def _train_config(steps: int):
+    from colorjax.config import ExperimentConfig
+
+    c = ExperimentConfig()
+    c.model.name = "colornet-tiny"
+    c.data.source = "embedded"
+    c.data.image_size = SIZE
+    c.optim.ema_decay = 0.9
+    c.train.batch_size = 2
+    c.train.steps = steps
+    c.train.checkpoint_every = 2
+    c.train.log_every = 1
+    c.train.eval_every = 0
+    c.train.progress = False
+    return c
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A work dir trained to step 2 (one checkpoint), shared read-only by several tests."""
+    from colorjax.parallel import make_mesh
+    from colorjax.train.loop import train
+
+    workdir = tmp_path_factory.mktemp("run") / "run"
+    train(_train_config(2), workdir, mesh=make_mesh(1))
+    return workdir
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_resume_with_fewer_steps_is_refused_and_keeps_the_config(finished_run, tmp_path, capsys):
+    workdir = _copy_run(finished_run, tmp_path / "run")
+    config_path = tmp_path / "c.json"
+    config_path.write_text(_train_config(1).to_json())
+    before = (workdir / "config.json").read_text()
+    rc, out, err = _main(["train", "--config", str(config_path), "--workdir", str(workdir)], capsys)
+    assert rc == 2 and "past train.steps=1" in _one_error_line(err, "train") and not out
+    assert (workdir / "config.json").read_text() == before
+    # The same steps again: nothing to do, said plainly.
+    config_path.write_text(_train_config(2).to_json())
+    rc, out, err = _main(["train", "--config", str(config_path), "--workdir", str(workdir)], capsys)
+    assert rc == 0 and "already trained to step 2" in out
