@@ -830,12 +830,19 @@ def export_checkpoint(
     *,
     dtype: str = "float32",
     urls: list[str] | None = None,
+    overwrite: bool = False,
 ) -> tuple[Path, dict[str, Any]]:
     """Turn a training run's checkpoint into a weights file plus its manifest entry."""
     from colorjax.checkpoint import load_inference_params
 
     if not _NAME_RE.match(name):
         raise ConfigError(f"weights name {name!r} is invalid; use letters, digits, '.', '_', '-'")
+    out_path = Path(out_dir) / f"{name}.safetensors"
+    taken = [p for p in (out_path, out_path.with_suffix(".json")) if p.exists()]
+    if taken and not overwrite:
+        raise ConfigError(
+            f"{taken[0]} already exists; pass --overwrite to replace it, or another --name or --out"
+        )
     workdir = Path(workdir)
     config, variables = load_inference_params(workdir, step)
     params = dict(variables["params"])
@@ -843,7 +850,6 @@ def export_checkpoint(
         params.pop("discriminator", None)
     variables = {**variables, "params": params}
     training = _training_info(workdir, config, step)
-    out_path = Path(out_dir) / f"{name}.safetensors"
     save_weights(
         out_path,
         config.model.name,
@@ -940,6 +946,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     export_parser.add_argument(
         "--include-discriminator", action="store_true", help="keep GAN discriminator params"
     )
+    export_parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing NAME.safetensors/.json"
+    )
     from colorjax.pth_weights import configure_import_parser
 
     configure_import_parser(sub)
@@ -1013,6 +1022,7 @@ def run(args: argparse.Namespace) -> int:
             include_discriminator=args.include_discriminator,
             dtype=args.dtype,
             urls=args.url,
+            overwrite=args.overwrite,
         )
         entry_path = path.with_suffix(".json")
         atomic_write_bytes(entry_path, (json.dumps(entry, indent=2) + "\n").encode())

@@ -51,7 +51,7 @@ from colorjax.errors import (
     InputShapeError,
     PredictionError,
 )
-from colorjax.fileio import atomic_write_bytes
+from colorjax.fileio import atomic_write_bytes, clean_stale_temp_files
 
 __all__ = [
     "DEFAULT_BUCKET_FRACTIONS",
@@ -667,6 +667,8 @@ def run(args: argparse.Namespace) -> int:
         todo.append((src, out))
     for name, reason in failures:
         print(f"failed {name}: {reason}", file=sys.stderr)
+    for folder in {out.parent for out in planned}:
+        clean_stale_temp_files(folder)  # left by a killed earlier run, even if nothing is redone
 
     written = 0
     if todo:

@@ -302,3 +302,58 @@ def test_resume_with_fewer_steps_is_refused_and_keeps_the_config(finished_run, t
     config_path.write_text(_train_config(2).to_json())
     rc, out, err = _main(["train", "--config", str(config_path), "--workdir", str(workdir)], capsys)
     assert rc == 0 and "already trained to step 2" in out
+
+
+# ------------------------------------------------------------------ 5, 7. nothing lost
+
+
+def test_export_refuses_to_replace_weights_without_overwrite(finished_run, tmp_path, capsys):
+    out = tmp_path / "weights"
+    argv = [
+        "weights",
+        "export",
+        "--workdir",
+        str(finished_run),
+        "--name",
+        "mine",
+        "--out",
+        str(out),
+    ]
+    assert _main(argv, capsys)[0] == 0
+    (out / "mine.safetensors").write_bytes(b"my other weights")
+    before = _files(out)
+    rc, _, err = _main(argv, capsys)
+    assert rc == 2 and "--overwrite" in _one_error_line(err, "weights")
+    assert _files(out) == before
+    assert _main([*argv, "--overwrite"], capsys)[0] == 0
+    assert hub.read_metadata(out / "mine.safetensors")["model"] == "colornet-tiny"
+
+
+_KILLED_WRITER = """
+import os, sys
+from colorjax import fileio
+os.replace = lambda *a: os._exit(9)  # die between writing the temp file and renaming it
+fileio.atomic_write_bytes(sys.argv[1], b"half")
+"""
+
+
+def test_temp_file_of_a_killed_writer_is_cleaned_on_the_next_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from colorjax import fileio
+
+    target = tmp_path / "out" / "a.png"
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER, str(target)], check=False)
+    assert proc.returncode == 9
+    (left,) = (tmp_path / "out").iterdir()
+    assert left.name.startswith(".a.png.") and left.name.endswith(".tmp")
+    live = tmp_path / "out" / f".b.png.{os.getpid()}@{fileio._host()}.abcd1234.tmp"
+    live.write_bytes(b"a write in progress in this process")
+    unrelated = tmp_path / "out" / ".notes.tmp"
+    unrelated.write_bytes(b"not ours")
+    fileio._cleaned.clear()
+    fileio.atomic_write_bytes(tmp_path / "out" / "c.png", b"new")
+    assert not left.exists() and live.exists() and unrelated.exists()
+    assert (tmp_path / "out" / "c.png").read_bytes() == b"new"
