@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from colorjax.errors import ConfigError, MissingDependencyError
-from colorjax.fileio import atomic_write_text
+from colorjax.fileio import atomic_write_text, ensure_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -1381,6 +1381,7 @@ def run(args: argparse.Namespace) -> int:
         # same process; allocate on demand instead (must be set before the backend starts).
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     cfg = config_from_args(args)
+    ensure_output_dir(cfg.out_dir, "--out")  # before the (long) matrix runs
     partial = Path(cfg.out_dir) / "results.partial.jsonl"
 
     def checkpoint(records: list[dict]) -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -13,12 +19,81 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from colorjax.config import ExperimentConfig
-from colorjax.errors import ConfigError, TrainingDivergedError
+from colorjax.errors import CheckpointWriteError, ConfigError, TrainingDivergedError
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "checkpoints"
 BEST_METRIC = "psnr"  # eval PSNR, higher is better
+_SPACE_MARGIN = 1.1  # a checkpoint is its arrays plus small metadata files
+_SPACE_SLACK = 1 << 20
+_T = TypeVar("_T")
+# Follow-up failures of Orbax's background threads once a write has failed.
+_AFTERMATH = ("Event loop is closed", "cannot schedule new futures after")
+_AFTERMATH_TIMEOUT_S = 30.0
+
+
+def _os_error_in(err: BaseException | None) -> OSError | None:
+    """The first OSError in an exception's cause/context chain (Orbax wraps them)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+class _WriteFailureFilter(logging.Filter):
+    """Drop Orbax's tracebacks about a failed write: CheckpointStore raises one clear error.
+
+    A full disk makes every background writer thread log its own traceback (thousands of
+    lines); with debug logging on (colorjax -v) they are all kept.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger().isEnabledFor(logging.DEBUG) or not record.exc_info:
+            return True
+        err = record.exc_info[1]
+        if _os_error_in(err) is not None:
+            return False
+        return not any(text in str(err) for text in _AFTERMATH)
+
+
+_FILTER = _WriteFailureFilter()
+
+
+def _join_orbax_threads(timeout: float) -> None:
+    """Wait (bounded) for Orbax's writer threads, so their late reports meet our hooks.
+
+    Their writes finish after the failure was raised; if the process exits first, the reports
+    arrive during interpreter shutdown, when no hook or filter is left to catch them.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and type(thread).__module__.startswith("orbax"):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _quiet_closed_loop_reports() -> None:
+    """After a failed write, drop the reports of writes that finish after Orbax's loop closed.
+
+    TensorStore completes each in-flight array write by calling back into the event loop that
+    Orbax already closed when the first write failed; every callback's RuntimeError reaches
+    sys.excepthook, one traceback per array. The write failure itself is raised as one error.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "_colorjax_quiet", False):
+        return
+
+    def hook(exc_type: type, exc: BaseException, tb: Any) -> None:
+        quiet = not logging.getLogger().isEnabledFor(logging.DEBUG)
+        if quiet and isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+            return
+        previous(exc_type, exc, tb)
+
+    hook._colorjax_quiet = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -65,9 +140,66 @@ class CheckpointStore:
             enable_async_checkpointing=async_save,
             create=not read_only,
             read_only=read_only,
+            # Half-written step folders of a killed or failed run are removed on the next start.
+            cleanup_tmp_directories=not read_only,
         )
         self.directory = checkpoint_dir(workdir)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._pending: int | None = None  # the step of the save that may still be running
+        self._failed = False
+        absl_logger = logging.getLogger("absl")  # Orbax logs through absl
+        if _FILTER not in absl_logger.filters:
+            absl_logger.addFilter(_FILTER)
+
+    def _guarded(self, fn: Callable[[], _T], step: int | None) -> _T:
+        """Run an Orbax call; turn a failed write (disk full, permissions) into one clear error."""
+        try:
+            return fn()
+        except Exception as err:
+            os_error = _os_error_in(err)
+            if os_error is None:
+                raise
+            self._failed = True
+            _quiet_closed_loop_reports()
+            raise CheckpointWriteError(self._write_failure(step, os_error)) from err
+
+    def _write_failure(self, step: int | None, err: OSError, detail: str = "") -> str:
+        """The message for a checkpoint that could not be written, naming the last good one."""
+        good = [s for s in _finalized_steps(self.directory) if s != step]
+        last = (
+            f"the last good checkpoint is step {good[-1]}; free space (or fix the folder), then "
+            "re-run the same command to resume from it"
+            if good
+            else "no checkpoint was written yet; free space (or fix the folder) and start again"
+        )
+        if err.errno == errno.ENOSPC:
+            return (
+                f"no space left on the device holding {self.directory} while saving step {step}"
+                f"{detail}; {last}"
+            )
+        reason = err.strerror or str(err)
+        return f"cannot write checkpoint step {step} in {self.directory} ({reason}); {last}"
+
+    def _check_space(self, step: int, state: Any) -> None:
+        """Refuse a save that cannot fit, before Orbax writes half of it."""
+        if jax.process_count() > 1:
+            return  # every process would have to agree; the write itself still fails cleanly
+        need = sum(
+            int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+            for leaf in jax.tree_util.tree_leaves(state)
+            if hasattr(leaf, "shape")
+        )
+        need = int(need * _SPACE_MARGIN) + _SPACE_SLACK
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            return
+        if free < need:
+            self._failed = True
+            detail = f" (it needs about {need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free)"
+            raise CheckpointWriteError(
+                self._write_failure(step, OSError(errno.ENOSPC, "No space left"), detail)
+            )
 
     def latest_step(self) -> int | None:
         """Newest finished step, or None."""
@@ -101,7 +233,11 @@ class CheckpointStore:
             data=ocp.args.JsonSave(data),
             config=ocp.args.JsonSave(config.to_dict()),
         )
-        self.manager.save(step, args=args, metrics=metrics, force=True)
+        # The previous async save must have finished (or failed, naming its own step) first.
+        self._guarded(self.manager.wait_until_finished, self._pending)
+        self._check_space(step, state)
+        self._pending = step
+        self._guarded(lambda: self.manager.save(step, args=args, metrics=metrics, force=True), step)
 
     def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, Any, ExperimentConfig]:
         """Restore (state, this process's data-iterator state, config) into `abstract_state`."""
@@ -141,12 +277,22 @@ class CheckpointStore:
 
     def wait(self) -> None:
         """Block until async saves have finished."""
-        self.manager.wait_until_finished()
+        self._guarded(self.manager.wait_until_finished, self._pending)
 
     def close(self) -> None:
         """Finish pending saves and release resources."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        if self._failed:
+            # The failure was reported already; Orbax's threads may fail again on the way out.
+            _join_orbax_threads(timeout=_AFTERMATH_TIMEOUT_S)
+            try:
+                self.manager.close()
+            except Exception as err:  # noqa: BLE001 - the first error is the one that matters
+                logger.debug("closing the checkpoint manager after a failed write: %s", err)
+            return
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 def _gather_json(value: Any) -> list[Any]:
@@ -173,6 +319,13 @@ def load_inference_params(
     if not has_checkpoint(workdir):
         raise ConfigError(
             f"no checkpoint in {checkpoint_dir(workdir)}; pass the --workdir of a training run"
+        )
+    steps = _finalized_steps(checkpoint_dir(workdir))
+    if step is not None and step not in steps:
+        raise ConfigError(
+            f"no checkpoint at step {step} in {checkpoint_dir(workdir)}; the run kept steps "
+            f"{', '.join(map(str, steps))} (pass one of them with --step, or leave it out for "
+            "the latest)"
         )
     store = CheckpointStore(workdir, read_only=True, async_save=False)
     try:

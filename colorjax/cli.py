@@ -55,6 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     except ColorjaxError as err:
         print(f"colorjax {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # An environment failure no check foresaw (disk full, permissions, a vanished file):
+        # still one line naming the file and the cause; -v adds the traceback.
+        logging.getLogger(__name__).debug("colorjax %s failed", args.command, exc_info=True)
+        print(
+            f"colorjax {args.command}: error: {err}; fix that and retry (-v shows the traceback)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(f"colorjax {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -47,3 +47,11 @@ class MissingDependencyError(ColorjaxError, ImportError):
 
 class PredictionError(ColorjaxError, RuntimeError):
     """A model produced non-finite output: its weights are damaged or unsuited to the input."""
+
+
+class CheckpointWriteError(ColorjaxError, RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); earlier ones are intact."""
+
+
+class OutputPathError(ColorjaxError, ValueError):
+    """An output folder is a file, cannot be created, or is not writable."""

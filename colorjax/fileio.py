@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from colorjax.errors import OutputPathError
+
 # .NAME.PID@HOST.RANDOM.tmp (ours) and .NAME.RANDOM.tmp (written before PIDs were recorded).
 _TMP_RE = re.compile(r"^\..+\.(?P<pid>\d+)@(?P<host>[A-Za-z0-9-]*)\.[A-Za-z0-9_]+\.tmp$")
 _LEGACY_TMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
@@ -64,6 +66,32 @@ def clean_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+def ensure_output_dir(path: str | os.PathLike, what: str) -> Path:
+    """Create a folder for outputs and prove it writable; OutputPathError names what is wrong.
+
+    Commands call this before their work, so a bad -o/--out/--workdir fails in a second, not
+    after an hour of computation. `what` names the option for the message (e.g. "--out").
+    """
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{what} {path} is a file, not a folder; pass a folder path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(
+            dir=path, prefix=f".write-test.{os.getpid()}@{_host()}.", suffix=".tmp"
+        )
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if isinstance(err, (FileExistsError, NotADirectoryError)):
+            reason = "a part of the path is a file"
+        raise OutputPathError(
+            f"{what} {path} cannot be used as an output folder ({reason}); pass a writable folder"
+        ) from err
+    return path
 
 
 def _default_file_mode() -> int:

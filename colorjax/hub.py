@@ -20,8 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from colorjax.errors import ConfigError, DownloadError, OfflineError, WeightsError
-from colorjax.fileio import atomic_write_bytes
+from colorjax.errors import (
+    ConfigError,
+    DownloadError,
+    OfflineError,
+    OutputPathError,
+    WeightsError,
+)
+from colorjax.fileio import atomic_write_bytes, ensure_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -95,26 +101,60 @@ def load_manifest(manifest: str | os.PathLike | Mapping[str, Any] | None = None)
             raise WeightsError(
                 f"weights manifest {where} is unreadable ({err}); fix it or reinstall colorjax"
             ) from err
-    if int(data.get("format_version", MANIFEST_VERSION)) > MANIFEST_VERSION:
+    if not isinstance(data, Mapping):
         raise WeightsError(
-            f"weights manifest {where} has format {data['format_version']}, newer than this "
+            f"weights manifest {where} is a JSON {type(data).__name__}, not an object with a "
+            "'weights' list; fix the manifest (colorjax weights export writes valid ones)"
+        )
+    version = data.get("format_version", MANIFEST_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise WeightsError(
+            f"weights manifest {where}: format_version must be an integer, got {version!r}; "
+            f"set it to {MANIFEST_VERSION}"
+        )
+    if version > MANIFEST_VERSION:
+        raise WeightsError(
+            f"weights manifest {where} has format {version}, newer than this "
             f"colorjax understands ({MANIFEST_VERSION}); upgrade colorjax"
         )
     entries = data.get("weights")
     if not isinstance(entries, list):
         raise WeightsError(f"weights manifest {where} has no 'weights' list; fix the manifest")
     seen: set[str] = set()
-    for entry in entries:
-        missing = [k for k in ("name", "model", "sha256", "urls") if k not in entry]
-        if missing:
-            raise WeightsError(
-                f"weights manifest {where}: entry {entry.get('name', '?')!r} lacks {missing}; "
-                "add them (colorjax weights export writes complete entries)"
-            )
+    for index, entry in enumerate(entries):
+        _check_entry(entry, f"weights manifest {where}: entry {index}")
         if entry["name"] in seen:
             raise WeightsError(f"weights manifest {where}: name {entry['name']!r} appears twice")
         seen.add(entry["name"])
     return data
+
+
+def _check_entry(entry: Any, where: str) -> None:
+    """Raise WeightsError unless an entry has the fields and types the hub relies on."""
+    if not isinstance(entry, Mapping):
+        raise WeightsError(f"{where} is a {type(entry).__name__}, not an object; fix the manifest")
+    where = f"{where} ({entry.get('name', '?')!r})"
+    missing = [k for k in ("name", "model", "sha256", "urls") if k not in entry]
+    if missing:
+        raise WeightsError(
+            f"{where} lacks {missing}; add them (colorjax weights export writes complete entries)"
+        )
+    for key in ("name", "model"):
+        if not isinstance(entry[key], str) or not entry[key]:
+            raise WeightsError(f"{where}: {key} must be a non-empty string, got {entry[key]!r}")
+    if not isinstance(entry["sha256"], str) or not re.fullmatch(
+        r"[0-9a-fA-F]{64}", entry["sha256"]
+    ):
+        raise WeightsError(
+            f"{where}: sha256 must be 64 hex digits as a string, got {entry['sha256']!r}; "
+            "write the file's full sha256 (sha256sum FILE)"
+        )
+    urls = entry["urls"]
+    if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls):
+        raise WeightsError(
+            f'{where}: urls must be a list of strings, e.g. ["https://host/file.safetensors"], '
+            f"got {urls!r}"
+        )
 
 
 def _entry_family(entry: Mapping[str, Any]) -> str:
@@ -505,10 +545,10 @@ def download(
         failed += 0 if grew else 1
         if failed > retries:
             break
+    kept = f" (the partial file {part} is kept and resumed)" if part.exists() else ""
     raise DownloadError(
         f"cannot download {url} after {failed} failed attempts (last error: {last_error}); check "
-        f"your connection and retry (the partial file {part} is kept and resumed), or download "
-        f"the file by hand into {dest}"
+        f"your connection and retry{kept}, or download the file by hand into {dest}"
     )
 
 
@@ -605,8 +645,21 @@ def _resolve_entry(
     if target.is_file():
         if sha256_file(target) == expected.lower():
             return target
+        if is_offline(env):
+            raise OfflineError(
+                f"cached weights {name!r} at {target} are corrupt (sha256 mismatch) and "
+                "COLORJAX_OFFLINE is set, so they cannot be downloaded again. Fix: copy a good "
+                f"file there from a connected machine (`colorjax weights download {name}`), or "
+                "unset COLORJAX_OFFLINE"
+            )
         logger.warning("cached %s is corrupt; deleting it and downloading it again", target)
-        target.unlink()
+        try:
+            target.unlink()
+        except OSError as err:
+            raise WeightsError(
+                f"cached weights {target} are corrupt and cannot be deleted ({err.strerror}); "
+                "delete the file by hand, or point COLORJAX_HOME at a writable folder"
+            ) from err
         state = "corrupt (deleted)"
     if is_offline(env):
         raise OfflineError(
@@ -619,6 +672,14 @@ def _resolve_entry(
             f"weights {name!r} are bundled but the bundled file is missing from "
             f"{Path(bundled_dir or WEIGHTS_DIR)} and no download URL is listed; reinstall colorjax"
         )
+    try:
+        ensure_output_dir(target.parent, "the weights cache")
+    except OutputPathError as err:
+        raise DownloadError(
+            f"cannot download weights {name!r}: {err}. The cache is $COLORJAX_HOME, else "
+            "$XDG_CACHE_HOME/colorjax, else ~/.cache/colorjax; set COLORJAX_HOME to a writable "
+            "folder"
+        ) from err
     with _download_lock(target):
         # Another process may have fetched the file while this one waited for the lock.
         if target.is_file() and sha256_file(target) == expected.lower():
@@ -837,6 +898,7 @@ def export_checkpoint(
 
     if not _NAME_RE.match(name):
         raise ConfigError(f"weights name {name!r} is invalid; use letters, digits, '.', '_', '-'")
+    ensure_output_dir(out_dir, "--out")
     out_path = Path(out_dir) / f"{name}.safetensors"
     taken = [p for p in (out_path, out_path.with_suffix(".json")) if p.exists()]
     if taken and not overwrite:

@@ -51,7 +51,7 @@ from colorjax.errors import (
     InputShapeError,
     PredictionError,
 )
-from colorjax.fileio import atomic_write_bytes, clean_stale_temp_files
+from colorjax.fileio import atomic_write_bytes, clean_stale_temp_files, ensure_output_dir
 
 __all__ = [
     "DEFAULT_BUCKET_FRACTIONS",
@@ -672,6 +672,7 @@ def run(args: argparse.Namespace) -> int:
 
     written = 0
     if todo:
+        ensure_output_dir(outdir, "-o")  # before the model runs on every photo
         model, variables, meta = resolve_weights(args.weights)
         colorizer = make_colorizer(
             model,

@@ -357,3 +357,192 @@ def test_temp_file_of_a_killed_writer_is_cleaned_on_the_next_run(tmp_path):
     fileio.atomic_write_bytes(tmp_path / "out" / "c.png", b"new")
     assert not left.exists() and live.exists() and unrelated.exists()
     assert (tmp_path / "out" / "c.png").read_bytes() == b"new"
+
+
+# ------------------------------------------------------------------ 8. one line, exit 2
+
+
+def test_outputs_that_are_files_fail_before_any_work(finished_run, tmp_path, capsys, monkeypatch):
+    from colorjax import evaluate
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("a file, not a folder")
+    config_path = tmp_path / "c.json"
+    config_path.write_text(_train_config(2).to_json())
+    rc, _, err = _main(["train", "--config", str(config_path), "--workdir", str(a_file)], capsys)
+    assert rc == 2 and "is a file, not a folder" in _one_error_line(err, "train")
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("the evaluation ran before the output folder was checked")
+
+    monkeypatch.setattr(evaluate, "run_evaluation", no_evaluation)
+    rc, _, err = _main(["eval", "--data", "embedded", "--out", str(a_file)], capsys)
+    assert rc == 2 and "--out" in _one_error_line(err, "eval")
+
+    export = ["weights", "export", "--workdir", str(finished_run), "--name", "x"]
+    rc, _, err = _main([*export, "--out", str(a_file)], capsys)
+    assert rc == 2 and "is a file" in _one_error_line(err, "weights")
+    rc, _, err = _main([*export, "--out", str(tmp_path / "w"), "--step", "7"], capsys)
+    line = _one_error_line(err, "weights")
+    assert rc == 2 and "no checkpoint at step 7" in line and "steps 2" in line
+
+    photo = tmp_path / "p.png"
+    Image.fromarray(_photo(10, 10)).save(photo)
+    monkeypatch.setattr(inference, "resolve_weights", no_evaluation)
+    rc, _, err = _main(["colorize", str(photo), "-o", str(a_file)], capsys)
+    assert rc == 2 and "-o" in _one_error_line(err, "colorize")
+    assert a_file.read_text() == "a file, not a folder"
+
+
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ([], "not an object"),
+        ({"format_version": "one", "weights": []}, "format_version must be an integer"),
+        ({"weights": [{"name": "a", "model": "m", "sha256": 123, "urls": []}]}, "sha256"),
+        (
+            {"weights": [{"name": "a", "model": "m", "sha256": "0" * 64, "urls": "http://x"}]},
+            "urls must be a list of strings",
+        ),
+        ({"weights": ["a"]}, "not an object"),
+    ],
+)
+def test_malformed_manifests_are_one_clear_error(manifest, expected, tmp_path, capsys):
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    for argv in (["list"], ["download", "a"], ["verify"]):
+        rc, _, err = _main(["weights", "--manifest", str(path), *argv], capsys)
+        assert rc == 2 and expected in _one_error_line(err, "weights")
+
+
+def test_cache_that_is_a_file_is_one_clear_error(weights_file, tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    home.write_text("not a folder")
+    monkeypatch.setenv("COLORJAX_HOME", str(home))
+    entry = {
+        "name": "remote",
+        "model": "colornet-tiny",
+        "sha256": hub.sha256_file(weights_file),
+        "urls": [weights_file.resolve().as_uri()],
+    }
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"format_version": 1, "weights": [entry]}))
+    rc, _, err = _main(["weights", "--manifest", str(manifest), "download", "remote"], capsys)
+    line = _one_error_line(err, "weights")
+    assert rc == 2 and "COLORJAX_HOME" in line and str(home) in line
+    assert home.read_text() == "not a folder"
+
+
+def test_corrupt_cache_is_kept_and_named_when_offline(weights_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLORJAX_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLORJAX_OFFLINE", "1")
+    entry = {
+        "name": "remote",
+        "model": "colornet-tiny",
+        "sha256": hub.sha256_file(weights_file),
+        "urls": ["https://example.invalid/remote.safetensors"],
+    }
+    cached = hub.cache_path(entry)
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"corrupt")
+    with pytest.raises(hub.OfflineError, match="corrupt") as info:
+        hub.resolve_weights("remote", {"weights": [entry]})
+    assert "downloading" not in str(info.value) and cached.read_bytes() == b"corrupt"
+
+
+def test_download_failure_mentions_a_partial_file_only_when_one_exists(tmp_path):
+    from colorjax.errors import DownloadError
+
+    missing_host = "http://127.0.0.1:9/none.safetensors"  # port 9 (discard): refused at once
+    with pytest.raises(DownloadError) as info:
+        hub.download(missing_host, tmp_path / "w.safetensors", retries=0, backoff=0.0, timeout=2)
+    assert "partial file" not in str(info.value)
+    assert not (tmp_path / "w.safetensors.part").exists()
+
+
+# ------------------------------------------------------------------ 9. disk full while saving
+
+
+def test_a_save_that_cannot_fit_is_refused_before_writing(finished_run, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from colorjax.checkpoint import CheckpointStore
+    from colorjax.errors import CheckpointWriteError
+    from colorjax.parallel import make_mesh
+    from colorjax.train.state import abstract_state, make_task
+
+    workdir = _copy_run(finished_run, tmp_path / "run")
+    config = _train_config(4)
+    store = CheckpointStore(workdir, async_save=False)
+    try:
+        state, data_state, _ = store.restore(None, abstract_state(make_task(config), make_mesh(1)))
+        usage = namedtuple("usage", "total used free")
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+        with pytest.raises(CheckpointWriteError, match="no space left") as info:
+            store.save(4, state, data_state, config)
+        assert "the last good checkpoint is step 2" in str(info.value)
+    finally:
+        store.close()
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
+
+
+def test_disk_full_mid_save_is_one_line_and_the_run_resumes(tmp_path, capfd, monkeypatch):
+    import errno
+
+    from orbax.checkpoint._src.handlers import json_checkpoint_handler
+
+    original = json_checkpoint_handler.JsonCheckpointHandler._save_fn
+    calls = {"n": 0}
+
+    async def disk_full_after_the_first_save(self, x, directory):
+        calls["n"] += 1
+        if calls["n"] > 2:  # the first checkpoint's two JSON items are written
+            raise OSError(errno.ENOSPC, "No space left on device", str(directory))
+        return await original(self, x, directory)
+
+    monkeypatch.setattr(
+        json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", disk_full_after_the_first_save
+    )
+    config_path = tmp_path / "c.json"
+    config_path.write_text(_train_config(4).to_json())
+    workdir = tmp_path / "run"
+    argv = ["train", "--config", str(config_path), "--workdir", str(workdir)]
+    assert cli.main(argv) == 2
+    err = capfd.readouterr().err
+    line = _one_error_line(err, "train")
+    assert "no space left" in line and "step 4" in line and "last good checkpoint is step 2" in line
+    assert len(err.splitlines()) < 10, err  # not thousands of lines of Orbax tracebacks
+    # Space is back: the same command resumes from step 2 and finishes.
+    monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", original)
+    assert cli.main(argv) == 0
+    assert "to step 4" in capfd.readouterr().out
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "4"]
+
+
+# ------------------------------------------------------------------ 10. messages name the cause
+
+
+def test_resume_refusal_names_the_fields_that_differ(finished_run, tmp_path, capsys):
+    workdir = _copy_run(finished_run, tmp_path / "run")
+    config = _train_config(4)
+    config.optim.optimizer = "sgd"
+    config_path = tmp_path / "c.json"
+    config_path.write_text(config.to_json())
+    rc, _, err = _main(["train", "--config", str(config_path), "--workdir", str(workdir)], capsys)
+    line = _one_error_line(err, "train")
+    assert rc == 2 and "optim.optimizer 'adam' -> 'sgd'" in line
+    assert "model.name" not in line and "image_size" not in line
+
+
+def test_batch_sharding_error_names_the_field_it_came_from():
+    from types import SimpleNamespace
+
+    from colorjax.errors import ShardingError
+    from colorjax.parallel import check_batch_divisible
+
+    eight_devices = SimpleNamespace(devices=np.empty(8, dtype=object))
+    with pytest.raises(ShardingError) as info:
+        check_batch_divisible(12, eight_devices, "train.eval_batch_size")
+    message = str(info.value)
+    assert "--set train.eval_batch_size=8" in message and "train.batch_size" not in message

@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from colorjax.checkpoint import CheckpointStore, has_checkpoint
 from colorjax.config import ExperimentConfig
-from colorjax.errors import ConfigError, ShardingError, TrainingDivergedError
-from colorjax.fileio import atomic_write_text
+from colorjax.errors import ConfigError, TrainingDivergedError
+from colorjax.fileio import atomic_write_text, ensure_output_dir
 from colorjax.parallel import (
     check_batch_divisible,
     global_batch_from_local,
@@ -100,10 +100,7 @@ def _data_loader(config: ExperimentConfig, *, eval_: bool, per_process: int) -> 
 def _eval_batches(config: ExperimentConfig, mesh: Mesh) -> list[Any]:
     """A fixed validation set: the first `eval_batches` global batches of the eval split."""
     t = config.train
-    try:
-        per_process = check_batch_divisible(t.eval_batch_size, mesh)
-    except ShardingError as err:
-        raise ShardingError(f"train.eval_batch_size: {err}") from None
+    per_process = check_batch_divisible(t.eval_batch_size, mesh, "train.eval_batch_size")
     loader = _data_loader(config, eval_=True, per_process=per_process)
     try:
         return [global_batch_from_local(next(loader), mesh) for _ in range(t.eval_batches)]
@@ -113,15 +110,26 @@ def _eval_batches(config: ExperimentConfig, mesh: Mesh) -> list[Any]:
             close()
 
 
-def _compatible(a: ExperimentConfig, b: ExperimentConfig) -> bool:
-    """Whether a checkpoint of `a` can continue as `b` (same model and parameter shapes)."""
-    return (
-        a.model == b.model
-        and a.data.image_size == b.data.image_size
-        and (a.optim.ema_decay is None) == (b.optim.ema_decay is None)
-        and a.optim.optimizer == b.optim.optimizer
-        and bool(a.optim.grad_clip_norm) == bool(b.optim.grad_clip_norm)
-    )
+def _incompatible_fields(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
+    """Fields that stop a checkpoint of `a` continuing as `b` (they change the state's shapes)."""
+    checks = {
+        "model.name": (a.model.name, b.model.name),
+        "model.overrides": (a.model.overrides, b.model.overrides),
+        "data.image_size": (a.data.image_size, b.data.image_size),
+        "optim.optimizer": (a.optim.optimizer, b.optim.optimizer),
+        # Only on/off matters: the value of the decay or the clip norm does not change shapes.
+        "optim.ema_decay": (a.optim.ema_decay is None, b.optim.ema_decay is None),
+        "optim.grad_clip_norm": (bool(a.optim.grad_clip_norm), bool(b.optim.grad_clip_norm)),
+    }
+    shown = {
+        "optim.ema_decay": (a.optim.ema_decay, b.optim.ema_decay),
+        "optim.grad_clip_norm": (a.optim.grad_clip_norm, b.optim.grad_clip_norm),
+    }
+    return [
+        f"{key} {shown.get(key, pair)[0]!r} -> {shown.get(key, pair)[1]!r}"
+        for key, pair in checks.items()
+        if pair[0] != pair[1]
+    ]
 
 
 def train(
@@ -145,7 +153,7 @@ def train(
             f"{workdir} already holds checkpoints and --no-resume was given; pass a new --workdir "
             "or drop --no-resume to continue that run"
         )
-    workdir.mkdir(parents=True, exist_ok=True)
+    ensure_output_dir(workdir, "--workdir")
     task = make_task(config)
     store = CheckpointStore(
         workdir, keep=t.keep, keep_best=t.keep_best, async_save=t.async_checkpoint
@@ -156,11 +164,12 @@ def train(
         start = 0
         if existing:
             saved = store.read_config()
-            if not _compatible(saved, config):
+            differ = _incompatible_fields(saved, config)
+            if differ:
                 raise ConfigError(
-                    f"the checkpoint in {workdir} was trained with model {saved.model} at "
-                    f"{saved.data.image_size} px, which differs from this config; use a new "
-                    "--workdir or the original config"
+                    f"cannot resume {workdir}: its checkpoint was saved with other "
+                    f"{', '.join(differ)} (checkpoint -> this config), which changes the saved "
+                    "state; use a new --workdir or set those fields back"
                 )
             state, data_state, _ = store.restore(None, abstract_state(task, mesh))
             if data_state is not None:
