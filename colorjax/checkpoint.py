@@ -44,23 +44,30 @@ def _os_error_in(err: BaseException | None) -> OSError | None:
     return None
 
 
-class _WriteFailureFilter(logging.Filter):
-    """Drop Orbax's tracebacks about a failed write: CheckpointStore raises one clear error.
+# Orbax warns about options it adjusts when a manager is opened read-only on purpose.
+_READ_ONLY_NOTES = ("Given directory is read only", "CheckpointManagerOptions.read_only=True")
+
+
+class _OrbaxNoiseFilter(logging.Filter):
+    """Drop Orbax log records that are noise for colorjax users (all kept with colorjax -v).
 
     A full disk makes every background writer thread log its own traceback (thousands of
-    lines); with debug logging on (colorjax -v) they are all kept.
+    lines) while CheckpointStore raises one clear error; opening a run read-only (eval,
+    export) makes Orbax warn that the directory is read only.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if logging.getLogger().isEnabledFor(logging.DEBUG) or not record.exc_info:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
             return True
+        if not record.exc_info:
+            return not record.getMessage().startswith(_READ_ONLY_NOTES)
         err = record.exc_info[1]
         if _os_error_in(err) is not None:
             return False
         return not any(text in str(err) for text in _AFTERMATH)
 
 
-_FILTER = _WriteFailureFilter()
+_FILTER = _OrbaxNoiseFilter()
 
 
 def _join_orbax_threads(timeout: float) -> None:
@@ -126,6 +133,9 @@ class CheckpointStore:
         read_only: bool = False,
     ) -> None:
         """Open (or create) DIR/checkpoints with keep-latest-N (+ best eval PSNR) retention."""
+        absl_logger = logging.getLogger("absl")  # Orbax logs through absl
+        if _FILTER not in absl_logger.filters:
+            absl_logger.addFilter(_FILTER)
         policies: list[Any] = [ocm.LatestN(n=keep)]
         if keep_best:
             policies.append(
@@ -147,9 +157,6 @@ class CheckpointStore:
         self.manager = ocp.CheckpointManager(self.directory, options=options)
         self._pending: int | None = None  # the step of the save that may still be running
         self._failed = False
-        absl_logger = logging.getLogger("absl")  # Orbax logs through absl
-        if _FILTER not in absl_logger.filters:
-            absl_logger.addFilter(_FILTER)
 
     def _guarded(self, fn: Callable[[], _T], step: int | None) -> _T:
         """Run an Orbax call; turn a failed write (disk full, permissions) into one clear error."""
@@ -310,10 +317,39 @@ def _gather_json(value: Any) -> list[Any]:
     return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, lengths, strict=True)]
 
 
+def debiased_ema(task: Any, state: Any) -> Any:
+    """The run's EMA with the weight of its random initialisation removed (Adam-style).
+
+    The EMA starts as a copy of the initial parameters p0, so after n steps it is
+    d^n p0 + (1 - d) sum_t d^(n-t) p_t: after a short run mostly the random init. Dividing out
+    (ema - d^n p0) / (1 - d^n) leaves an average of the trained parameters only. p0 is
+    rebuilt exactly from the config's seed with the same compiled init as the run's.
+    """
+    from colorjax.train.state import init_state
+
+    decay, steps = task.config.optim.ema_decay, int(state.step)
+    if state.ema_params is None or decay is None or steps == 0:
+        return state.ema_params
+    rng = jax.random.PRNGKey(task.config.train.seed)
+    initial = jax.jit(lambda r: init_state(task, r))(rng).ema_params
+    weight = float(decay) ** steps
+    if weight < 1e-12:
+        return state.ema_params  # the initialisation has decayed away entirely
+
+    def unbias(ema: Any, init: Any) -> np.ndarray:
+        ema64, init64 = np.asarray(ema, np.float64), np.asarray(init, np.float64)
+        return ((ema64 - weight * init64) / (1.0 - weight)).astype(np.asarray(ema).dtype)
+
+    return jax.tree_util.tree_map(unbias, state.ema_params, initial)
+
+
 def load_inference_params(
-    workdir: str | Path, step: int | None = None
+    workdir: str | Path, step: int | None = None, *, ema: bool = True
 ) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """(config, {'params': ...}) from a training run; EMA weights when the run kept them."""
+    """(config, {'params': ...}) from a training run: the debiased EMA when the run kept one.
+
+    ema=False gives the live (last trained) parameters instead.
+    """
     from colorjax.train.state import abstract_state, inference_params, make_task
 
     if not has_checkpoint(workdir):
@@ -337,6 +373,10 @@ def load_inference_params(
         store.close()
     from colorjax.hub import check_finite, flatten_variables
 
+    if ema:
+        state = state.replace(ema_params=debiased_ema(task, state))
+    else:
+        state = state.replace(ema_params=None)  # inference_params then returns the live ones
     params = inference_params(task, state)
     # A checkpoint is refused when non-finite at save time, but the disk may still flip a bit.
     check_finite(flatten_variables({"params": params}), f"the checkpoint in {workdir}")

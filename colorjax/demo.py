@@ -13,7 +13,7 @@ from colorjax.errors import ColorjaxError, DataSourceError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = "experiments/demo_cpu.py"
+DEFAULT_CONFIG = "demo_cpu"  # a preset shipped in colorjax/configs: works from any folder
 DEFAULT_SAMPLE = "astronaut.png"
 
 

@@ -300,6 +300,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--workdir", help="training run folder (uses its latest checkpoint)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (with --workdir)")
     parser.add_argument(
+        "--manifest", default=None, help="manifest.json to look --weights names up in"
+    )
+    parser.add_argument(
+        "--no-ema",
+        dest="ema",
+        action="store_false",
+        help="with --workdir: the last trained parameters, not their (debiased) moving average",
+    )
+    parser.add_argument(
         "--data",
         default="embedded",
         help="source: embedded (default) | folder:PATH | tfds:NAME[/CONFIG]",
@@ -333,10 +342,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def load_model(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """Return (model, variables, meta) from --weights or --workdir."""
     if args.workdir is None:
-        return inference.resolve_weights(args.weights)  # None: the bundled default, as colorize
+        # None: the bundled default, as colorize uses.
+        return inference.resolve_weights(args.weights, getattr(args, "manifest", None))
     from colorjax import checkpoint, models
 
-    config, variables = checkpoint.load_inference_params(args.workdir, step=args.step)
+    config, variables = checkpoint.load_inference_params(
+        args.workdir, step=args.step, ema=getattr(args, "ema", True)
+    )
     model = models.create_model(config.model.name, **dict(config.model.overrides))
     meta = {
         "model": config.model.name,

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import time
 import urllib.error
 import urllib.parse
@@ -36,6 +37,7 @@ FORMAT_VERSION = 1
 MANIFEST_VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MANIFEST = WEIGHTS_DIR / "manifest.json"
+USER_MANIFEST = "manifest.json"  # what `weights export` keeps in its output folder
 STORAGE_DTYPES = ("float32", "float16")
 DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF = 1.0
@@ -884,34 +886,49 @@ def load_pretrained(
 
 def export_checkpoint(
     workdir: str | os.PathLike,
-    name: str,
-    out_dir: str | os.PathLike,
+    name: str | None = None,
+    out_dir: str | os.PathLike = ".",
     step: int | None = None,
     include_discriminator: bool = False,
     *,
     dtype: str = "float32",
     urls: list[str] | None = None,
     overwrite: bool = False,
+    ema: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
-    """Turn a training run's checkpoint into a weights file plus its manifest entry."""
+    """Turn a training run's checkpoint into a weights file plus its manifest entry.
+
+    name defaults to the work dir's folder name; ema=False exports the live parameters
+    instead of the (debiased) EMA. Existing outputs are replaced only with overwrite=True.
+    """
     from colorjax.checkpoint import load_inference_params
 
+    workdir = Path(workdir)
+    if name is None:
+        name = workdir.resolve().name
     if not _NAME_RE.match(name):
-        raise ConfigError(f"weights name {name!r} is invalid; use letters, digits, '.', '_', '-'")
+        raise ConfigError(
+            f"weights name {name!r} is invalid; pass --name with letters, digits, '.', '_', '-'"
+        )
     ensure_output_dir(out_dir, "--out")
     out_path = Path(out_dir) / f"{name}.safetensors"
-    taken = [p for p in (out_path, out_path.with_suffix(".json")) if p.exists()]
+    taken = [str(p) for p in (out_path, out_path.with_suffix(".json")) if p.exists()]
+    manifest_path = Path(out_dir) / USER_MANIFEST
+    if manifest_path.is_file():
+        known = [e["name"] for e in load_manifest(manifest_path)["weights"]]
+        taken += [f"entry {name!r} in {manifest_path}"] if name in known else []
     if taken and not overwrite:
         raise ConfigError(
             f"{taken[0]} already exists; pass --overwrite to replace it, or another --name or --out"
         )
-    workdir = Path(workdir)
-    config, variables = load_inference_params(workdir, step)
+    config, variables = load_inference_params(workdir, step, ema=ema)
     params = dict(variables["params"])
     if not include_discriminator:
         params.pop("discriminator", None)
     variables = {**variables, "params": params}
     training = _training_info(workdir, config, step)
+    training["ema"] = bool(ema and config.optim.ema_decay is not None)
+    run = _run_info(workdir)
     save_weights(
         out_path,
         config.model.name,
@@ -932,15 +949,48 @@ def export_checkpoint(
         "dtype": dtype,
         "licence": None,
         "training_data": training.get("data"),
-        "training_command": None,
-        "hardware": None,
+        "training_command": " && ".join(run.get("commands", [])) or None,
+        "hardware": run.get("hardware"),
         "steps": training.get("step"),
-        "time": None,
+        "time": _describe_time(run, config),
         "eval": training["eval"],
         "description": "",
         "default": False,
     }
     return out_path, entry
+
+
+def _run_info(workdir: Path) -> dict[str, Any]:
+    """What `colorjax train` recorded in WORKDIR/run.json (commands, hardware, seconds)."""
+    try:
+        info = json.loads((workdir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _describe_time(run: Mapping[str, Any], config: Any) -> str | None:
+    """The manifest's 'time' text, e.g. '3.2 min wall for 300 steps of 16 photos at 64 px'."""
+    if not isinstance(run.get("seconds"), (int, float)):
+        return None
+    return (
+        f"{run['seconds'] / 60:.1f} min wall for {run.get('step', '?')} steps of "
+        f"{config.train.batch_size} photos at {config.data.image_size} px"
+    )
+
+
+def add_to_manifest(path: str | os.PathLike, entry: Mapping[str, Any]) -> Path:
+    """Add (or replace, by name) an entry in a manifest.json, creating the file if needed."""
+    path = Path(path)
+    data = (
+        load_manifest(path)
+        if path.is_file()
+        else {"format_version": MANIFEST_VERSION, "weights": []}
+    )
+    _check_entry(entry, f"new entry for {path}")
+    data["weights"] = [e for e in data["weights"] if e["name"] != entry["name"]] + [dict(entry)]
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+    return path
 
 
 def _training_info(workdir: Path, config: Any, step: int | None) -> dict[str, Any]:
@@ -1000,7 +1050,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     verify_parser.add_argument("name", nargs="?", metavar="NAME")
     export_parser = sub.add_parser("export", help="turn a training checkpoint into weights")
     export_parser.add_argument("--workdir", required=True, help="training run folder")
-    export_parser.add_argument("--name", required=True, help="name of the weights")
+    export_parser.add_argument(
+        "--name", default=None, help="name of the weights (default: the work dir's name)"
+    )
     export_parser.add_argument("--out", default=".", help="output folder (default: .)")
     export_parser.add_argument("--step", type=int, default=None, help="checkpoint step")
     export_parser.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32")
@@ -1010,6 +1062,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     export_parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing NAME.safetensors/.json"
+    )
+    export_parser.add_argument(
+        "--no-ema",
+        dest="ema",
+        action="store_false",
+        help="export the last trained parameters, not their (debiased) moving average",
     )
     from colorjax.pth_weights import configure_import_parser
 
@@ -1033,7 +1091,11 @@ def _iter_list_rows(manifest: Any) -> Iterator[str]:
     if not entries:
         yield "no weights in the manifest"
         return
-    yield f"{'NAME':28} {'MODEL':26} {'SIZE':>10}  STATUS     DESCRIPTION"
+    # Columns as wide as their longest value (names are 30+ characters).
+    wide = max(len(e["name"]) + 2 for e in entries)
+    model_wide = max(len("MODEL"), *(len(e["model"]) for e in entries))
+    yield f"{'NAME':{wide}} {'MODEL':{model_wide}} {'SIZE':>10}  STATUS     DESCRIPTION"
+    defaults = False
     for entry in entries:
         bundled = any(
             url.startswith("bundled:") and _bundled_file(url, None).is_file()
@@ -1041,10 +1103,14 @@ def _iter_list_rows(manifest: Any) -> Iterator[str]:
         )
         status = "bundled" if bundled else "cached" if cache_path(entry).is_file() else "remote"
         name = entry["name"] + (" *" if entry.get("default") else "")
+        defaults = defaults or bool(entry.get("default"))
         yield (
-            f"{name:28} {entry['model']:26} {_human_size(entry.get('size')):>10}  {status:10} "
+            f"{name:{wide}} {entry['model']:{model_wide}} {_human_size(entry.get('size')):>10}  "
+            f"{status:10} "
             f"{entry.get('description', '')}"
         )
+    if defaults:
+        yield "* the default of its family: used when no --weights is given"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -1085,9 +1151,19 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             urls=args.url,
             overwrite=args.overwrite,
+            ema=args.ema,
         )
+        argv = getattr(args, "argv", None)  # set by colorjax.cli.main
+        if argv:
+            commands = [entry["training_command"], shlex.join(["colorjax", *argv])]
+            entry["training_command"] = " && ".join(c for c in commands if c)
         entry_path = path.with_suffix(".json")
         atomic_write_bytes(entry_path, (json.dumps(entry, indent=2) + "\n").encode())
-        print(f"wrote {path}\nwrote manifest entry {entry_path}")
+        manifest_path = add_to_manifest(path.parent / USER_MANIFEST, entry)
+        print(f"wrote {path}\nwrote manifest entry {entry_path}, added to {manifest_path}")
+        print(
+            f"use it by name: colorjax colorize PHOTOS --manifest {manifest_path} "
+            f"--weights {entry['name']}"
+        )
         return 0
     raise ConfigError(f"unknown weights action {args.weights_command!r}")

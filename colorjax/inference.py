@@ -74,6 +74,7 @@ ImageLike = np.ndarray | Image.Image | str | os.PathLike | bytes
 WeightsLike = None | str | os.PathLike | tuple
 
 DEFAULT_BUCKET_FRACTIONS: tuple[float, ...] = (0.5, 1.0)
+DEFAULT_OUTPUT = "colorized"
 DEFAULT_TEMPERATURE = 0.38
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".png",
@@ -420,8 +421,14 @@ class Colorizer:
                 yield key, out.reshape(shape)
 
 
-def resolve_weights(weights: WeightsLike = None) -> tuple[Any, Any, dict]:
-    """Return (model, variables, meta) for a name, a path, None (default) or such a tuple."""
+def resolve_weights(
+    weights: WeightsLike = None, manifest: str | os.PathLike | None = None
+) -> tuple[Any, Any, dict]:
+    """Return (model, variables, meta) for a name, a path, None (default) or such a tuple.
+
+    Names are looked up in `manifest` (default: the packaged one), e.g. the manifest.json
+    that `colorjax weights export` keeps beside the weights it writes.
+    """
     if isinstance(weights, tuple):
         if len(weights) != 3 or not isinstance(weights[2], dict):
             raise ConfigError(
@@ -431,8 +438,8 @@ def resolve_weights(weights: WeightsLike = None) -> tuple[Any, Any, dict]:
     from colorjax import hub  # Deferred: hub pulls in download machinery colorize may not need.
 
     if weights is None:
-        return hub.load_pretrained(None, family="colornet")
-    return hub.load_pretrained(os.fspath(weights))
+        return hub.load_pretrained(None, family="colornet", manifest=manifest)
+    return hub.load_pretrained(os.fspath(weights), manifest=manifest)
 
 
 def make_colorizer(
@@ -510,9 +517,18 @@ def colorize(
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the `colorjax colorize` arguments."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=DEFAULT_OUTPUT,
+        metavar="OUTDIR",
+        help=f"output folder (default: {DEFAULT_OUTPUT}/ in the current folder)",
+    )
     parser.add_argument(
         "--weights", default=None, help="weights name or .safetensors path (default: bundled)"
+    )
+    parser.add_argument(
+        "--manifest", default=None, help="manifest.json to look names up in (default: packaged)"
     )
     parser.add_argument("--compare", action="store_true", help="write gray | colour side by side")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -673,7 +689,7 @@ def run(args: argparse.Namespace) -> int:
     written = 0
     if todo:
         ensure_output_dir(outdir, "-o")  # before the model runs on every photo
-        model, variables, meta = resolve_weights(args.weights)
+        model, variables, meta = resolve_weights(args.weights, args.manifest)
         colorizer = make_colorizer(
             model,
             variables,

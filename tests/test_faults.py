@@ -274,12 +274,15 @@ def _train_config(steps: int):
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    """A work dir trained to step 2 (one checkpoint), shared read-only by several tests."""
-    from colorjax.parallel import make_mesh
-    from colorjax.train.loop import train
-
-    workdir = tmp_path_factory.mktemp("run") / "run"
-    train(_train_config(2), workdir, mesh=make_mesh(1))
+    """A work dir trained by the CLI to step 2 (checkpoints 1 and 2), shared read-only."""
+    root = tmp_path_factory.mktemp("run")
+    config = _train_config(2)
+    config.train.checkpoint_every = 1
+    (root / "config.json").write_text(config.to_json())
+    workdir = root / "run"
+    assert (
+        cli.main(["train", "--config", str(root / "config.json"), "--workdir", str(workdir)]) == 0
+    )
     return workdir
 
 
@@ -384,7 +387,7 @@ def test_outputs_that_are_files_fail_before_any_work(finished_run, tmp_path, cap
     assert rc == 2 and "is a file" in _one_error_line(err, "weights")
     rc, _, err = _main([*export, "--out", str(tmp_path / "w"), "--step", "7"], capsys)
     line = _one_error_line(err, "weights")
-    assert rc == 2 and "no checkpoint at step 7" in line and "steps 2" in line
+    assert rc == 2 and "no checkpoint at step 7" in line and "steps 1, 2" in line
 
     photo = tmp_path / "p.png"
     Image.fromarray(_photo(10, 10)).save(photo)
@@ -484,7 +487,7 @@ def test_a_save_that_cannot_fit_is_refused_before_writing(finished_run, tmp_path
         assert "the last good checkpoint is step 2" in str(info.value)
     finally:
         store.close()
-    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2"]
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["1", "2"]
 
 
 def test_disk_full_mid_save_is_one_line_and_the_run_resumes(tmp_path, capfd, monkeypatch):
@@ -546,3 +549,149 @@ def test_batch_sharding_error_names_the_field_it_came_from():
         check_batch_divisible(12, eight_devices, "train.eval_batch_size")
     message = str(info.value)
     assert "--set train.eval_batch_size=8" in message and "train.batch_size" not in message
+
+
+# ------------------------------------------------------------------ 13, 14. first run
+
+
+def test_exported_ema_is_debiased_and_no_ema_gives_the_live_weights(finished_run):
+    from colorjax.checkpoint import CheckpointStore, load_inference_params
+    from colorjax.train.state import abstract_state, make_task
+
+    config = _train_config(2)
+    store = CheckpointStore(finished_run, read_only=True, async_save=False)
+    try:
+        target = abstract_state(make_task(config), jax_single_device())
+        p1 = hub.flatten_variables(store.restore(1, target)[0].params)
+        p2 = hub.flatten_variables(store.restore(2, target)[0].params)
+    finally:
+        store.close()
+    # EMA after two steps from p0: d^2 p0 + (1 - d)(d p1 + p2); debiased: (d p1 + p2) / (1 + d).
+    decay = config.optim.ema_decay
+    _, ema = load_inference_params(finished_run)
+    got = hub.flatten_variables(ema["params"])
+    assert sorted(got) == sorted(p1)
+    for key in p1:
+        expected = (decay * p1[key].astype(np.float64) + p2[key]) / (1.0 + decay)
+        np.testing.assert_allclose(got[key], expected, rtol=1e-4, atol=1e-5, err_msg=key)
+    _, live = load_inference_params(finished_run, ema=False)
+    for key, value in hub.flatten_variables(live["params"]).items():
+        np.testing.assert_array_equal(value, p2[key], err_msg=key)
+
+
+def jax_single_device():
+    import jax
+
+    return jax.sharding.SingleDeviceSharding(jax.devices()[0])
+
+
+def test_steps_below_warmup_warn(finished_run, tmp_path, caplog):
+    from colorjax.parallel import make_mesh
+    from colorjax.train.loop import train
+
+    config = _train_config(2)
+    config.optim.warmup_steps = 10
+    with caplog.at_level("WARNING"):
+        train(config, _copy_run(finished_run, tmp_path / "run"), mesh=make_mesh(1))
+    assert "below optim.warmup_steps=10" in caplog.text
+
+
+def test_export_defaults_and_colorize_by_name_through_its_manifest(
+    finished_run, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("COLORJAX_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    rc, out, _ = _main(["weights", "export", "--workdir", str(finished_run)], capsys)
+    assert rc == 0 and "--manifest" in out
+    # The name defaults to the work dir's, the output folder to the current one.
+    (entry,) = hub.load_manifest(tmp_path / "manifest.json")["weights"]
+    assert entry["name"] == "run" and (tmp_path / "run.safetensors").is_file()
+    assert entry["training_command"].startswith("colorjax train --config")
+    assert "colorjax weights export" in entry["training_command"]
+    assert "cpu" in entry["hardware"].lower() and "min wall for 2 steps" in entry["time"]
+    photo = tmp_path / "p.png"
+    Image.fromarray(_photo(20, 20)).save(photo)
+    # colorize without -o writes to ./colorized; the name resolves through the manifest.
+    rc, _, err = _main(
+        ["colorize", str(photo), "--manifest", "manifest.json", "--weights", "run"], capsys
+    )
+    assert rc == 0 and "1 written" in err
+    assert np.asarray(Image.open(tmp_path / "colorized" / "p.png")).shape == (20, 20, 3)
+    rc, out, _ = _main(
+        [
+            "eval",
+            "--manifest",
+            "manifest.json",
+            "--weights",
+            "run",
+            "--resolution",
+            "32",
+            "--out",
+            "report",
+        ],
+        capsys,
+    )
+    assert rc == 0 and (tmp_path / "report" / "summary.json").is_file()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_presets_resolve_from_any_folder(tmp_path, monkeypatch, capsys):
+    from colorjax.config import ConfigError, load_config
+
+    from_repo = load_config(ROOT / "experiments" / "demo_cpu.py")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("demo_cpu") == from_repo == load_config("demo_cpu.py")
+    with pytest.raises(ConfigError, match="demo_cpu") as info:
+        load_config("experiments/demo_cpu.py")  # relative to a folder that has no experiments/
+    assert str(tmp_path) in str(info.value)
+    # A config whose data folder is missing says where relative paths start.
+    rc, _, err = _main(["data", "folder:../shared/data/tiny-imagenet/train"], capsys)
+    line = _one_error_line(err, "data")
+    assert rc == 2 and "relative to the current folder" in line and str(tmp_path) in line
+
+
+def test_import_from_the_folder_holding_the_clone(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "colorjax").symlink_to(ROOT, target_is_directory=True)
+    code = "import colorjax; print(colorjax.__version__, colorjax.colorize.__module__)"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    import colorjax
+
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [colorjax.__version__, "colorjax.inference"]
+
+
+def test_version_and_weights_legend(capsys):
+    import importlib.metadata
+
+    import colorjax
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"colorjax {colorjax.__version__}"
+    assert importlib.metadata.version("colorjax") == colorjax.__version__
+    rc, out, _ = _main(["weights", "list"], capsys)
+    assert rc == 0 and "*" in out.splitlines()[1] and out.splitlines()[-1].startswith("* ")
+
+
+def test_no_backend_or_read_only_noise(finished_run, tmp_path):
+    import subprocess
+    import sys
+
+    argv = ["eval", "--workdir", str(finished_run), "--resolution", "32", "--limit", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "colorjax.cli", *argv, "--out", str(tmp_path / "e")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Unable to initialize backend" not in proc.stderr
+    assert "read only" not in proc.stderr and "WARNING" not in proc.stderr

@@ -32,6 +32,52 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+RUN_INFO_FILE = "run.json"  # command, hardware, wall time: what `weights export` records
+
+
+def hardware_description() -> str:
+    """One line naming the devices and host a run used (for the weights manifest)."""
+    import os
+    import platform
+
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    return (
+        f"{len(devices)} x {', '.join(kinds)} ({jax.default_backend()} backend, "
+        f"{jax.process_count()} process(es)); host {platform.machine()} with "
+        f"{os.cpu_count()} CPU cores; JAX {jax.__version__}"
+    )
+
+
+class RunInfo:
+    """WORKDIR/run.json: the commands that trained the run, its hardware and wall time."""
+
+    def __init__(self, workdir: Path, command: str | None, enabled: bool, resumed: bool) -> None:
+        self.path = workdir / RUN_INFO_FILE
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        previous: dict[str, Any] = {}
+        if resumed and self.path.is_file():
+            try:
+                previous = json.loads(self.path.read_text())
+            except ValueError:
+                previous = {}  # a damaged file only loses the history, never the run
+        self.commands = [c for c in previous.get("commands", []) if isinstance(c, str)]
+        if command and command not in self.commands:
+            self.commands.append(command)
+        self.seconds_before = float(previous.get("seconds", 0.0) or 0.0)
+
+    def write(self, step: int) -> None:
+        """Record the state after `step` (called with each checkpoint)."""
+        if not self.enabled:
+            return
+        info = {
+            "commands": self.commands,
+            "hardware": hardware_description(),
+            "seconds": self.seconds_before + time.perf_counter() - self.start,
+            "step": step,
+        }
+        atomic_write_text(self.path, json.dumps(info, indent=2) + "\n")
 
 
 @dataclasses.dataclass
@@ -139,10 +185,21 @@ def train(
     resume: bool = True,
     mesh: Mesh | None = None,
     on_step: Callable[[int], None] | None = None,
+    command: str | None = None,
 ) -> TrainResult:
-    """Train to config.train.steps, resuming from DIR/checkpoints when allowed and present."""
+    """Train to config.train.steps, resuming from DIR/checkpoints when allowed and present.
+
+    `command` (the command line) is recorded in WORKDIR/run.json for `weights export`.
+    """
     workdir = Path(workdir).absolute()
     t = config.train
+    if config.optim.warmup_steps > t.steps:
+        logger.warning(
+            "train.steps=%d is below optim.warmup_steps=%d: the learning rate never reaches "
+            "optim.learning_rate; lower optim.warmup_steps or raise train.steps",
+            t.steps,
+            config.optim.warmup_steps,
+        )
     mesh = mesh if mesh is not None else make_mesh()
     # Fail on an impossible batch split before anything is compiled or loaded.
     per_process = check_batch_divisible(t.batch_size, mesh)
@@ -188,6 +245,7 @@ def train(
             # A finished run re-run as is trains nothing, so its config.json stays as it was.
             atomic_write_text(workdir / CONFIG_FILE, config.to_json() + "\n")
         writer = MetricsWriter(workdir / METRICS_FILE, main, start if existing else None)
+        run_info = RunInfo(workdir, command, main and start < t.steps, existing)
         eval_data = _eval_batches(config, mesh) if t.eval_every > 0 else None
         train_step = make_train_step(task, mesh)
         eval_step = make_eval_step(task, mesh) if eval_data is not None else None
@@ -204,6 +262,7 @@ def train(
             mesh,
             main,
             on_step,
+            run_info,
         )
     finally:
         if loader is not None and hasattr(loader, "close"):
@@ -224,6 +283,7 @@ def _run(
     mesh: Mesh,
     main: bool,
     on_step: Callable[[int], None] | None,
+    run_info: RunInfo,
 ) -> TrainResult:
     """The step loop; metrics are fetched one step late so the host never stalls the device."""
     t = config.train
@@ -301,6 +361,7 @@ def _run(
                 last_eval = eval_now
             if do_save:
                 store.save(step, state, data_state, config, metrics=eval_now)
+                run_info.write(step)
             if on_step is not None:
                 on_step(step)
         if pending is not None:
