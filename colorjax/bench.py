@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from colorjax.errors import ConfigError, MissingDependencyError
-from colorjax.fileio import atomic_write_text
+from colorjax.fileio import atomic_write_text, ensure_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -1556,6 +1556,14 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     for value, flag in ((cfg.resolutions, "--resolutions"), (cfg.batch_sizes, "--batch-sizes")):
         if any(v <= 0 for v in value):
             raise ConfigError(f"{flag} must be positive integers, got {list(value)}")
+    # Sizes that no chosen model can run would give an empty table and exit status 0.
+    strides = {m: _stride(_models_api().create_model(m)) for m in cfg.models}
+    if not any(size % stride == 0 for size in cfg.resolutions for stride in strides.values()):
+        need = ", ".join(f"{m}: {s}" for m, s in strides.items())
+        raise ConfigError(
+            f"--resolutions {list(cfg.resolutions)}: no size is a multiple of a chosen model's "
+            f"stride ({need}), so nothing would run; pass multiples, e.g. --resolutions 64 256"
+        )
     if cfg.device_count is not None and not 1 <= cfg.device_count <= jax.device_count():
         raise ConfigError(
             f"--device-count {cfg.device_count} but only {jax.device_count()} devices are visible"
@@ -1572,6 +1580,7 @@ def run(args: argparse.Namespace) -> int:
         # same process; allocate on demand instead (must be set before the backend starts).
         os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     cfg = config_from_args(args)
+    ensure_output_dir(cfg.out_dir, "--out")  # before the (long) matrix runs
     partial = Path(cfg.out_dir) / "results.partial.jsonl"
 
     def checkpoint(records: list[dict]) -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -13,12 +19,88 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
 from colorjax.config import ExperimentConfig
-from colorjax.errors import ConfigError, TrainingDivergedError
+from colorjax.errors import CheckpointWriteError, ConfigError, TrainingDivergedError
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SUBDIR = "checkpoints"
 BEST_METRIC = "psnr"  # eval PSNR, higher is better
+_SPACE_MARGIN = 1.1  # a checkpoint is its arrays plus small metadata files
+_SPACE_SLACK = 1 << 20
+_T = TypeVar("_T")
+# Follow-up failures of Orbax's background threads once a write has failed.
+_AFTERMATH = ("Event loop is closed", "cannot schedule new futures after")
+_AFTERMATH_TIMEOUT_S = 30.0
+
+
+def _os_error_in(err: BaseException | None) -> OSError | None:
+    """The first OSError in an exception's cause/context chain (Orbax wraps them)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
+
+
+# Orbax warns about options it adjusts when a manager is opened read-only on purpose.
+_READ_ONLY_NOTES = ("Given directory is read only", "CheckpointManagerOptions.read_only=True")
+
+
+class _OrbaxNoiseFilter(logging.Filter):
+    """Drop Orbax log records that are noise for colorjax users (all kept with colorjax -v).
+
+    A full disk makes every background writer thread log its own traceback (thousands of
+    lines) while CheckpointStore raises one clear error; opening a run read-only (eval,
+    export) makes Orbax warn that the directory is read only.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            return True
+        if not record.exc_info:
+            return not record.getMessage().startswith(_READ_ONLY_NOTES)
+        err = record.exc_info[1]
+        if _os_error_in(err) is not None:
+            return False
+        return not any(text in str(err) for text in _AFTERMATH)
+
+
+_FILTER = _OrbaxNoiseFilter()
+
+
+def _join_orbax_threads(timeout: float) -> None:
+    """Wait (bounded) for Orbax's writer threads, so their late reports meet our hooks.
+
+    Their writes finish after the failure was raised; if the process exits first, the reports
+    arrive during interpreter shutdown, when no hook or filter is left to catch them.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and type(thread).__module__.startswith("orbax"):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _quiet_closed_loop_reports() -> None:
+    """After a failed write, drop the reports of writes that finish after Orbax's loop closed.
+
+    TensorStore completes each in-flight array write by calling back into the event loop that
+    Orbax already closed when the first write failed; every callback's RuntimeError reaches
+    sys.excepthook, one traceback per array. The write failure itself is raised as one error.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "_colorjax_quiet", False):
+        return
+
+    def hook(exc_type: type, exc: BaseException, tb: Any) -> None:
+        quiet = not logging.getLogger().isEnabledFor(logging.DEBUG)
+        if quiet and isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+            return
+        previous(exc_type, exc, tb)
+
+    hook._colorjax_quiet = True  # type: ignore[attr-defined]
+    sys.excepthook = hook
 
 
 def checkpoint_dir(workdir: str | Path) -> Path:
@@ -51,6 +133,9 @@ class CheckpointStore:
         read_only: bool = False,
     ) -> None:
         """Open (or create) DIR/checkpoints with keep-latest-N (+ best eval PSNR) retention."""
+        absl_logger = logging.getLogger("absl")  # Orbax logs through absl
+        if _FILTER not in absl_logger.filters:
+            absl_logger.addFilter(_FILTER)
         policies: list[Any] = [ocm.LatestN(n=keep)]
         if keep_best:
             policies.append(
@@ -65,9 +150,63 @@ class CheckpointStore:
             enable_async_checkpointing=async_save,
             create=not read_only,
             read_only=read_only,
+            # Half-written step folders of a killed or failed run are removed on the next start.
+            cleanup_tmp_directories=not read_only,
         )
         self.directory = checkpoint_dir(workdir)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
+        self._pending: int | None = None  # the step of the save that may still be running
+        self._failed = False
+
+    def _guarded(self, fn: Callable[[], _T], step: int | None) -> _T:
+        """Run an Orbax call; turn a failed write (disk full, permissions) into one clear error."""
+        try:
+            return fn()
+        except Exception as err:
+            os_error = _os_error_in(err)
+            if os_error is None:
+                raise
+            self._failed = True
+            _quiet_closed_loop_reports()
+            raise CheckpointWriteError(self._write_failure(step, os_error)) from err
+
+    def _write_failure(self, step: int | None, err: OSError, detail: str = "") -> str:
+        """The message for a checkpoint that could not be written, naming the last good one."""
+        good = [s for s in _finalized_steps(self.directory) if s != step]
+        last = (
+            f"the last good checkpoint is step {good[-1]}; free space (or fix the folder), then "
+            "re-run the same command to resume from it"
+            if good
+            else "no checkpoint was written yet; free space (or fix the folder) and start again"
+        )
+        if err.errno == errno.ENOSPC:
+            return (
+                f"no space left on the device holding {self.directory} while saving step {step}"
+                f"{detail}; {last}"
+            )
+        reason = err.strerror or str(err)
+        return f"cannot write checkpoint step {step} in {self.directory} ({reason}); {last}"
+
+    def _check_space(self, step: int, state: Any) -> None:
+        """Refuse a save that cannot fit, before Orbax writes half of it."""
+        if jax.process_count() > 1:
+            return  # every process would have to agree; the write itself still fails cleanly
+        need = sum(
+            int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize
+            for leaf in jax.tree_util.tree_leaves(state)
+            if hasattr(leaf, "shape")
+        )
+        need = int(need * _SPACE_MARGIN) + _SPACE_SLACK
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            return
+        if free < need:
+            self._failed = True
+            detail = f" (it needs about {need / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free)"
+            raise CheckpointWriteError(
+                self._write_failure(step, OSError(errno.ENOSPC, "No space left"), detail)
+            )
 
     def latest_step(self) -> int | None:
         """Newest finished step, or None."""
@@ -101,7 +240,11 @@ class CheckpointStore:
             data=ocp.args.JsonSave(data),
             config=ocp.args.JsonSave(config.to_dict()),
         )
-        self.manager.save(step, args=args, metrics=metrics, force=True)
+        # The previous async save must have finished (or failed, naming its own step) first.
+        self._guarded(self.manager.wait_until_finished, self._pending)
+        self._check_space(step, state)
+        self._pending = step
+        self._guarded(lambda: self.manager.save(step, args=args, metrics=metrics, force=True), step)
 
     def restore(self, step: int | None, abstract_state: Any) -> tuple[Any, Any, ExperimentConfig]:
         """Restore (state, this process's data-iterator state, config) into `abstract_state`."""
@@ -141,12 +284,22 @@ class CheckpointStore:
 
     def wait(self) -> None:
         """Block until async saves have finished."""
-        self.manager.wait_until_finished()
+        self._guarded(self.manager.wait_until_finished, self._pending)
 
     def close(self) -> None:
         """Finish pending saves and release resources."""
-        self.manager.wait_until_finished()
-        self.manager.close()
+        if self._failed:
+            # The failure was reported already; Orbax's threads may fail again on the way out.
+            _join_orbax_threads(timeout=_AFTERMATH_TIMEOUT_S)
+            try:
+                self.manager.close()
+            except Exception as err:  # noqa: BLE001 - the first error is the one that matters
+                logger.debug("closing the checkpoint manager after a failed write: %s", err)
+            return
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
 
 
 def _gather_json(value: Any) -> list[Any]:
@@ -164,15 +317,51 @@ def _gather_json(value: Any) -> list[Any]:
     return [json.loads(bytes(row[:n]).decode()) for row, n in zip(gathered, lengths, strict=True)]
 
 
+def debiased_ema(task: Any, state: Any) -> Any:
+    """The run's EMA with the weight of its random initialisation removed (Adam-style).
+
+    The EMA starts as a copy of the initial parameters p0, so after n steps it is
+    d^n p0 + (1 - d) sum_t d^(n-t) p_t: after a short run mostly the random init. Dividing out
+    (ema - d^n p0) / (1 - d^n) leaves an average of the trained parameters only. p0 is
+    rebuilt exactly from the config's seed with the same compiled init as the run's.
+    """
+    from colorjax.train.state import init_state
+
+    decay, steps = task.config.optim.ema_decay, int(state.step)
+    if state.ema_params is None or decay is None or steps == 0:
+        return state.ema_params
+    rng = jax.random.PRNGKey(task.config.train.seed)
+    initial = jax.jit(lambda r: init_state(task, r))(rng).ema_params
+    weight = float(decay) ** steps
+    if weight < 1e-12:
+        return state.ema_params  # the initialisation has decayed away entirely
+
+    def unbias(ema: Any, init: Any) -> np.ndarray:
+        ema64, init64 = np.asarray(ema, np.float64), np.asarray(init, np.float64)
+        return ((ema64 - weight * init64) / (1.0 - weight)).astype(np.asarray(ema).dtype)
+
+    return jax.tree_util.tree_map(unbias, state.ema_params, initial)
+
+
 def load_inference_params(
-    workdir: str | Path, step: int | None = None
+    workdir: str | Path, step: int | None = None, *, ema: bool = True
 ) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """(config, {'params': ...}) from a training run; EMA weights when the run kept them."""
+    """(config, {'params': ...}) from a training run: the debiased EMA when the run kept one.
+
+    ema=False gives the live (last trained) parameters instead.
+    """
     from colorjax.train.state import abstract_state, inference_params, make_task
 
     if not has_checkpoint(workdir):
         raise ConfigError(
             f"no checkpoint in {checkpoint_dir(workdir)}; pass the --workdir of a training run"
+        )
+    steps = _finalized_steps(checkpoint_dir(workdir))
+    if step is not None and step not in steps:
+        raise ConfigError(
+            f"no checkpoint at step {step} in {checkpoint_dir(workdir)}; the run kept steps "
+            f"{', '.join(map(str, steps))} (pass one of them with --step, or leave it out for "
+            "the latest)"
         )
     store = CheckpointStore(workdir, read_only=True, async_save=False)
     try:
@@ -182,4 +371,13 @@ def load_inference_params(
         state, _, _ = store.restore(step, abstract_state(task, sharding))
     finally:
         store.close()
-    return config, {"params": inference_params(task, state)}
+    from colorjax.hub import check_finite, flatten_variables
+
+    if ema:
+        state = state.replace(ema_params=debiased_ema(task, state))
+    else:
+        state = state.replace(ema_params=None)  # inference_params then returns the live ones
+    params = inference_params(task, state)
+    # A checkpoint is refused when non-finite at save time, but the disk may still flip a bit.
+    check_finite(flatten_variables({"params": params}), f"the checkpoint in {workdir}")
+    return config, {"params": params}

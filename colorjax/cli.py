@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 
+from colorjax import __version__
 from colorjax.errors import ColorjaxError
 
 # Each subcommand lives next to the code it drives; the module defines
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="colorjax", description="Automatic image colorization in JAX."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"colorjax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the command, and turn user errors into one clear message."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `train` in run.json
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -50,10 +53,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         # Orbax logs every checkpoint event at INFO through absl; keep those for --verbose.
         logging.getLogger("absl").setLevel(logging.WARNING)
+        # JAX reports at INFO each backend it probes and does not find ("Unable to initialize
+        # backend 'tpu'") on every run of a CPU or GPU machine; the backend used is not affected.
+        logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     try:
         return int(args._run(args) or 0)
     except ColorjaxError as err:
         print(f"colorjax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        # An environment failure no check foresaw (disk full, permissions, a vanished file):
+        # still one line naming the file and the cause; -v adds the traceback.
+        logging.getLogger(__name__).debug("colorjax %s failed", args.command, exc_info=True)
+        print(
+            f"colorjax {args.command}: error: {err}; fix that and retry (-v shows the traceback)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"colorjax {args.command}: interrupted", file=sys.stderr)

@@ -289,14 +289,31 @@ def apply_override(config: ExperimentConfig, item: str) -> ExperimentConfig:
     return config
 
 
+PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def list_presets() -> list[str]:
+    """Names of the experiment presets shipped in the package (usable as `--config NAME`)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.py") if not p.name.startswith("_"))
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """An existing experiment file, else the package preset called NAME (or NAME.py)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    if len(path.parts) == 1 and path.suffix in ("", ".py") and path.stem in list_presets():
+        return PRESETS_DIR / f"{path.stem}.py"
+    raise ConfigError(
+        f"experiment config {str(name)!r} does not exist (relative paths start at the current "
+        f"folder, {Path.cwd()}); pass an experiment file such as experiments/NAME.py, or a "
+        f"preset name: {', '.join(list_presets())}"
+    )
+
+
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load `get_config()` from an experiment .py file and apply `--set` overrides."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(
-            f"experiment config {str(path)!r} does not exist; pass a file such as "
-            "experiments/demo_cpu.py"
-        )
+    """Load `get_config()` from an experiment .py file or preset name; apply `--set` overrides."""
+    path = resolve_config_path(path)
     if path.suffix == ".json":
         config = ExperimentConfig.from_dict(json.loads(path.read_text()))
     else:

@@ -13,7 +13,7 @@ from colorjax.errors import ColorjaxError, DataSourceError
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONFIG = "experiments/demo_cpu.py"
+DEFAULT_CONFIG = "demo_cpu"  # a preset shipped in colorjax/configs: works from any folder
 DEFAULT_SAMPLE = "astronaut.png"
 
 
@@ -102,8 +102,9 @@ def train_and_colorize(args: argparse.Namespace, photo: np.ndarray, out_dir: Pat
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print where its outputs are."""
-    out_dir = Path(args.workdir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from colorjax.fileio import ensure_output_dir
+
+    out_dir = ensure_output_dir(args.workdir, "--workdir")
     photo = sample_photo(args.sample)
     written = colorize_with_bundled(photo, out_dir)
     if not args.skip_train:

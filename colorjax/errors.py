@@ -43,3 +43,15 @@ class TrainingDivergedError(ColorjaxError, RuntimeError):
 
 class MissingDependencyError(ColorjaxError, ImportError):
     """An optional package a feature needs (e.g. grain for the loader) is not installed."""
+
+
+class PredictionError(ColorjaxError, RuntimeError):
+    """A model produced non-finite output: its weights are damaged or unsuited to the input."""
+
+
+class CheckpointWriteError(ColorjaxError, RuntimeError):
+    """A checkpoint could not be written (disk full, permissions); earlier ones are intact."""
+
+
+class OutputPathError(ColorjaxError, ValueError):
+    """An output folder is a file, cannot be created, or is not writable."""

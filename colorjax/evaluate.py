@@ -32,7 +32,7 @@ from PIL import Image
 
 from colorjax import __version__, color, data, inference, metrics, parallel
 from colorjax.errors import ConfigError, DataSourceError, ImageDecodeError
-from colorjax.fileio import atomic_write_bytes
+from colorjax.fileio import atomic_write_bytes, ensure_output_dir
 
 __all__ = [
     "DEFAULT_GRAY_THRESHOLD",
@@ -293,12 +293,25 @@ def format_report(summary: dict[str, Any]) -> str:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the `colorjax eval` arguments."""
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--weights", help="weights name or .safetensors path")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--weights", help="weights name or .safetensors path (default: the bundled ColorNet)"
+    )
     which.add_argument("--workdir", help="training run folder (uses its latest checkpoint)")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (with --workdir)")
     parser.add_argument(
-        "--data", required=True, help="source: embedded | folder:PATH | tfds:NAME[/CONFIG]"
+        "--manifest", default=None, help="manifest.json to look --weights names up in"
+    )
+    parser.add_argument(
+        "--no-ema",
+        dest="ema",
+        action="store_false",
+        help="with --workdir: the last trained parameters, not their (debiased) moving average",
+    )
+    parser.add_argument(
+        "--data",
+        default="embedded",
+        help="source: embedded (default) | folder:PATH | tfds:NAME[/CONFIG]",
     )
     parser.add_argument(
         "--split", default=None, help="split (default: 'all' for folders, 'validation' for tfds)"
@@ -328,11 +341,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def load_model(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
     """Return (model, variables, meta) from --weights or --workdir."""
-    if args.weights is not None:
-        return inference.resolve_weights(args.weights)
+    if args.workdir is None:
+        # None: the bundled default, as colorize uses.
+        return inference.resolve_weights(args.weights, getattr(args, "manifest", None))
     from colorjax import checkpoint, models
 
-    config, variables = checkpoint.load_inference_params(args.workdir, step=args.step)
+    config, variables = checkpoint.load_inference_params(
+        args.workdir, step=args.step, ema=getattr(args, "ema", True)
+    )
     model = models.create_model(config.model.name, **dict(config.model.overrides))
     meta = {
         "model": config.model.name,
@@ -346,6 +362,7 @@ def run(args: argparse.Namespace) -> int:
     """Run `colorjax eval`: print the report and write JSON, CSV and contact sheet."""
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    ensure_output_dir(args.out, "--out")  # before the evaluation, not after it
     model, variables, meta = load_model(args)
     split = args.split or ("validation" if args.data.startswith("tfds:") else "all")
     source = data.make_source(

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import time
 import urllib.error
 import urllib.parse
@@ -20,8 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from colorjax.errors import ConfigError, DownloadError, OfflineError, WeightsError
-from colorjax.fileio import atomic_write_bytes
+from colorjax.errors import (
+    ConfigError,
+    DownloadError,
+    OfflineError,
+    OutputPathError,
+    WeightsError,
+)
+from colorjax.fileio import atomic_write_bytes, ensure_output_dir
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +37,7 @@ FORMAT_VERSION = 1
 MANIFEST_VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MANIFEST = WEIGHTS_DIR / "manifest.json"
+USER_MANIFEST = "manifest.json"  # what `weights export` keeps in its output folder
 STORAGE_DTYPES = ("float32", "float16")
 DEFAULT_RETRIES = 4
 DEFAULT_BACKOFF = 1.0
@@ -95,26 +103,60 @@ def load_manifest(manifest: str | os.PathLike | Mapping[str, Any] | None = None)
             raise WeightsError(
                 f"weights manifest {where} is unreadable ({err}); fix it or reinstall colorjax"
             ) from err
-    if int(data.get("format_version", MANIFEST_VERSION)) > MANIFEST_VERSION:
+    if not isinstance(data, Mapping):
         raise WeightsError(
-            f"weights manifest {where} has format {data['format_version']}, newer than this "
+            f"weights manifest {where} is a JSON {type(data).__name__}, not an object with a "
+            "'weights' list; fix the manifest (colorjax weights export writes valid ones)"
+        )
+    version = data.get("format_version", MANIFEST_VERSION)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise WeightsError(
+            f"weights manifest {where}: format_version must be an integer, got {version!r}; "
+            f"set it to {MANIFEST_VERSION}"
+        )
+    if version > MANIFEST_VERSION:
+        raise WeightsError(
+            f"weights manifest {where} has format {version}, newer than this "
             f"colorjax understands ({MANIFEST_VERSION}); upgrade colorjax"
         )
     entries = data.get("weights")
     if not isinstance(entries, list):
         raise WeightsError(f"weights manifest {where} has no 'weights' list; fix the manifest")
     seen: set[str] = set()
-    for entry in entries:
-        missing = [k for k in ("name", "model", "sha256", "urls") if k not in entry]
-        if missing:
-            raise WeightsError(
-                f"weights manifest {where}: entry {entry.get('name', '?')!r} lacks {missing}; "
-                "add them (colorjax weights export writes complete entries)"
-            )
+    for index, entry in enumerate(entries):
+        _check_entry(entry, f"weights manifest {where}: entry {index}")
         if entry["name"] in seen:
             raise WeightsError(f"weights manifest {where}: name {entry['name']!r} appears twice")
         seen.add(entry["name"])
     return data
+
+
+def _check_entry(entry: Any, where: str) -> None:
+    """Raise WeightsError unless an entry has the fields and types the hub relies on."""
+    if not isinstance(entry, Mapping):
+        raise WeightsError(f"{where} is a {type(entry).__name__}, not an object; fix the manifest")
+    where = f"{where} ({entry.get('name', '?')!r})"
+    missing = [k for k in ("name", "model", "sha256", "urls") if k not in entry]
+    if missing:
+        raise WeightsError(
+            f"{where} lacks {missing}; add them (colorjax weights export writes complete entries)"
+        )
+    for key in ("name", "model"):
+        if not isinstance(entry[key], str) or not entry[key]:
+            raise WeightsError(f"{where}: {key} must be a non-empty string, got {entry[key]!r}")
+    if not isinstance(entry["sha256"], str) or not re.fullmatch(
+        r"[0-9a-fA-F]{64}", entry["sha256"]
+    ):
+        raise WeightsError(
+            f"{where}: sha256 must be 64 hex digits as a string, got {entry['sha256']!r}; "
+            "write the file's full sha256 (sha256sum FILE)"
+        )
+    urls = entry["urls"]
+    if not isinstance(urls, list) or not all(isinstance(u, str) and u for u in urls):
+        raise WeightsError(
+            f'{where}: urls must be a list of strings, e.g. ["https://host/file.safetensors"], '
+            f"got {urls!r}"
+        )
 
 
 def _entry_family(entry: Mapping[str, Any]) -> str:
@@ -230,8 +272,10 @@ def save_weights(
         raise ConfigError(f"weights dtype {dtype!r} is not supported; use one of {STORAGE_DTYPES}")
     if meta.get("working_size") is None:
         raise ConfigError("save_weights needs meta['working_size'] (the training image size)")
+    flat = flatten_variables(variables)
+    check_finite(flat, "the weights to save")
     tensors: dict[str, np.ndarray] = {}
-    for key, value in flatten_variables(variables).items():
+    for key, value in flat.items():
         if np.issubdtype(value.dtype, np.floating):
             stored = value.astype(dtype)
             if not np.all(np.isfinite(stored) | ~np.isfinite(value)):
@@ -335,7 +379,25 @@ def load_weights(
         raise WeightsError(f"{path} has damaged tensor data ({err}); download it again") from err
     if not flat:
         raise WeightsError(f"{path} holds no tensors; export the weights again")
+    check_finite(flat, str(path))
     return unflatten_variables(flat), meta
+
+
+def check_finite(flat: Mapping[str, Any], where: str) -> None:
+    """Raise WeightsError if any floating tensor holds NaN or Inf (one flipped bit suffices)."""
+    bad = []
+    for key, value in flat.items():
+        value = np.asarray(value)
+        if np.issubdtype(value.dtype, np.floating):
+            count = int(value.size - np.count_nonzero(np.isfinite(value)))
+            if count:
+                bad.append(f"{key} ({count} of {value.size})")
+    if bad:
+        raise WeightsError(
+            f"{where} holds non-finite values (NaN or Inf) in {len(bad)} parameter(s): "
+            f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}. The weights are damaged "
+            "(a corrupt file, or a diverged run); download, export or convert them again"
+        )
 
 
 # ---------------------------------------------------------------------------- download
@@ -485,10 +547,10 @@ def download(
         failed += 0 if grew else 1
         if failed > retries:
             break
+    kept = f" (the partial file {part} is kept and resumed)" if part.exists() else ""
     raise DownloadError(
         f"cannot download {url} after {failed} failed attempts (last error: {last_error}); check "
-        f"your connection and retry (the partial file {part} is kept and resumed), or download "
-        f"the file by hand into {dest}"
+        f"your connection and retry{kept}, or download the file by hand into {dest}"
     )
 
 
@@ -585,8 +647,21 @@ def _resolve_entry(
     if target.is_file():
         if sha256_file(target) == expected.lower():
             return target
+        if is_offline(env):
+            raise OfflineError(
+                f"cached weights {name!r} at {target} are corrupt (sha256 mismatch) and "
+                "COLORJAX_OFFLINE is set, so they cannot be downloaded again. Fix: copy a good "
+                f"file there from a connected machine (`colorjax weights download {name}`), or "
+                "unset COLORJAX_OFFLINE"
+            )
         logger.warning("cached %s is corrupt; deleting it and downloading it again", target)
-        target.unlink()
+        try:
+            target.unlink()
+        except OSError as err:
+            raise WeightsError(
+                f"cached weights {target} are corrupt and cannot be deleted ({err.strerror}); "
+                "delete the file by hand, or point COLORJAX_HOME at a writable folder"
+            ) from err
         state = "corrupt (deleted)"
     if is_offline(env):
         raise OfflineError(
@@ -599,6 +674,14 @@ def _resolve_entry(
             f"weights {name!r} are bundled but the bundled file is missing from "
             f"{Path(bundled_dir or WEIGHTS_DIR)} and no download URL is listed; reinstall colorjax"
         )
+    try:
+        ensure_output_dir(target.parent, "the weights cache")
+    except OutputPathError as err:
+        raise DownloadError(
+            f"cannot download weights {name!r}: {err}. The cache is $COLORJAX_HOME, else "
+            "$XDG_CACHE_HOME/colorjax, else ~/.cache/colorjax; set COLORJAX_HOME to a writable "
+            "folder"
+        ) from err
     with _download_lock(target):
         # Another process may have fetched the file while this one waited for the lock.
         if target.is_file() and sha256_file(target) == expected.lower():
@@ -803,27 +886,49 @@ def load_pretrained(
 
 def export_checkpoint(
     workdir: str | os.PathLike,
-    name: str,
-    out_dir: str | os.PathLike,
+    name: str | None = None,
+    out_dir: str | os.PathLike = ".",
     step: int | None = None,
     include_discriminator: bool = False,
     *,
     dtype: str = "float32",
     urls: list[str] | None = None,
+    overwrite: bool = False,
+    ema: bool = True,
 ) -> tuple[Path, dict[str, Any]]:
-    """Turn a training run's checkpoint into a weights file plus its manifest entry."""
+    """Turn a training run's checkpoint into a weights file plus its manifest entry.
+
+    name defaults to the work dir's folder name; ema=False exports the live parameters
+    instead of the (debiased) EMA. Existing outputs are replaced only with overwrite=True.
+    """
     from colorjax.checkpoint import load_inference_params
 
-    if not _NAME_RE.match(name):
-        raise ConfigError(f"weights name {name!r} is invalid; use letters, digits, '.', '_', '-'")
     workdir = Path(workdir)
-    config, variables = load_inference_params(workdir, step)
+    if name is None:
+        name = workdir.resolve().name
+    if not _NAME_RE.match(name):
+        raise ConfigError(
+            f"weights name {name!r} is invalid; pass --name with letters, digits, '.', '_', '-'"
+        )
+    ensure_output_dir(out_dir, "--out")
+    out_path = Path(out_dir) / f"{name}.safetensors"
+    taken = [str(p) for p in (out_path, out_path.with_suffix(".json")) if p.exists()]
+    manifest_path = Path(out_dir) / USER_MANIFEST
+    if manifest_path.is_file():
+        known = [e["name"] for e in load_manifest(manifest_path)["weights"]]
+        taken += [f"entry {name!r} in {manifest_path}"] if name in known else []
+    if taken and not overwrite:
+        raise ConfigError(
+            f"{taken[0]} already exists; pass --overwrite to replace it, or another --name or --out"
+        )
+    config, variables = load_inference_params(workdir, step, ema=ema)
     params = dict(variables["params"])
     if not include_discriminator:
         params.pop("discriminator", None)
     variables = {**variables, "params": params}
     training = _training_info(workdir, config, step)
-    out_path = Path(out_dir) / f"{name}.safetensors"
+    training["ema"] = bool(ema and config.optim.ema_decay is not None)
+    run = _run_info(workdir)
     save_weights(
         out_path,
         config.model.name,
@@ -844,15 +949,48 @@ def export_checkpoint(
         "dtype": dtype,
         "licence": None,
         "training_data": training.get("data"),
-        "training_command": None,
-        "hardware": None,
+        "training_command": " && ".join(run.get("commands", [])) or None,
+        "hardware": run.get("hardware"),
         "steps": training.get("step"),
-        "time": None,
+        "time": _describe_time(run, config),
         "eval": training["eval"],
         "description": "",
         "default": False,
     }
     return out_path, entry
+
+
+def _run_info(workdir: Path) -> dict[str, Any]:
+    """What `colorjax train` recorded in WORKDIR/run.json (commands, hardware, seconds)."""
+    try:
+        info = json.loads((workdir / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _describe_time(run: Mapping[str, Any], config: Any) -> str | None:
+    """The manifest's 'time' text, e.g. '3.2 min wall for 300 steps of 16 photos at 64 px'."""
+    if not isinstance(run.get("seconds"), (int, float)):
+        return None
+    return (
+        f"{run['seconds'] / 60:.1f} min wall for {run.get('step', '?')} steps of "
+        f"{config.train.batch_size} photos at {config.data.image_size} px"
+    )
+
+
+def add_to_manifest(path: str | os.PathLike, entry: Mapping[str, Any]) -> Path:
+    """Add (or replace, by name) an entry in a manifest.json, creating the file if needed."""
+    path = Path(path)
+    data = (
+        load_manifest(path)
+        if path.is_file()
+        else {"format_version": MANIFEST_VERSION, "weights": []}
+    )
+    _check_entry(entry, f"new entry for {path}")
+    data["weights"] = [e for e in data["weights"] if e["name"] != entry["name"]] + [dict(entry)]
+    atomic_write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+    return path
 
 
 def _training_info(workdir: Path, config: Any, step: int | None) -> dict[str, Any]:
@@ -912,13 +1050,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     verify_parser.add_argument("name", nargs="?", metavar="NAME")
     export_parser = sub.add_parser("export", help="turn a training checkpoint into weights")
     export_parser.add_argument("--workdir", required=True, help="training run folder")
-    export_parser.add_argument("--name", required=True, help="name of the weights")
+    export_parser.add_argument(
+        "--name", default=None, help="name of the weights (default: the work dir's name)"
+    )
     export_parser.add_argument("--out", default=".", help="output folder (default: .)")
     export_parser.add_argument("--step", type=int, default=None, help="checkpoint step")
     export_parser.add_argument("--dtype", choices=STORAGE_DTYPES, default="float32")
     export_parser.add_argument("--url", action="append", help="download URL(s) for the entry")
     export_parser.add_argument(
         "--include-discriminator", action="store_true", help="keep GAN discriminator params"
+    )
+    export_parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing NAME.safetensors/.json"
+    )
+    export_parser.add_argument(
+        "--no-ema",
+        dest="ema",
+        action="store_false",
+        help="export the last trained parameters, not their (debiased) moving average",
     )
     from colorjax.pth_weights import configure_import_parser
 
@@ -942,7 +1091,11 @@ def _iter_list_rows(manifest: Any) -> Iterator[str]:
     if not entries:
         yield "no weights in the manifest"
         return
-    yield f"{'NAME':28} {'MODEL':26} {'SIZE':>10}  STATUS     DESCRIPTION"
+    # Columns as wide as their longest value (names are 30+ characters).
+    wide = max(len(e["name"]) + 2 for e in entries)
+    model_wide = max(len("MODEL"), *(len(e["model"]) for e in entries))
+    yield f"{'NAME':{wide}} {'MODEL':{model_wide}} {'SIZE':>10}  STATUS     DESCRIPTION"
+    defaults = False
     for entry in entries:
         bundled = any(
             url.startswith("bundled:") and _bundled_file(url, None).is_file()
@@ -950,10 +1103,14 @@ def _iter_list_rows(manifest: Any) -> Iterator[str]:
         )
         status = "bundled" if bundled else "cached" if cache_path(entry).is_file() else "remote"
         name = entry["name"] + (" *" if entry.get("default") else "")
+        defaults = defaults or bool(entry.get("default"))
         yield (
-            f"{name:28} {entry['model']:26} {_human_size(entry.get('size')):>10}  {status:10} "
+            f"{name:{wide}} {entry['model']:{model_wide}} {_human_size(entry.get('size')):>10}  "
+            f"{status:10} "
             f"{entry.get('description', '')}"
         )
+    if defaults:
+        yield "* the default of its family: used when no --weights is given"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -993,9 +1150,20 @@ def run(args: argparse.Namespace) -> int:
             include_discriminator=args.include_discriminator,
             dtype=args.dtype,
             urls=args.url,
+            overwrite=args.overwrite,
+            ema=args.ema,
         )
+        argv = getattr(args, "argv", None)  # set by colorjax.cli.main
+        if argv:
+            commands = [entry["training_command"], shlex.join(["colorjax", *argv])]
+            entry["training_command"] = " && ".join(c for c in commands if c)
         entry_path = path.with_suffix(".json")
         atomic_write_bytes(entry_path, (json.dumps(entry, indent=2) + "\n").encode())
-        print(f"wrote {path}\nwrote manifest entry {entry_path}")
+        manifest_path = add_to_manifest(path.parent / USER_MANIFEST, entry)
+        print(f"wrote {path}\nwrote manifest entry {entry_path}, added to {manifest_path}")
+        print(
+            f"use it by name: colorjax colorize PHOTOS --manifest {manifest_path} "
+            f"--weights {entry['name']}"
+        )
         return 0
     raise ConfigError(f"unknown weights action {args.weights_command!r}")

@@ -29,6 +29,7 @@ import collections
 import functools
 import glob
 import io
+import itertools
 import logging
 import math
 import os
@@ -43,8 +44,14 @@ import numpy as np
 from PIL import Image
 
 from colorjax import color, data, models
-from colorjax.errors import ColorjaxError, ConfigError, ImageDecodeError, InputShapeError
-from colorjax.fileio import atomic_write_bytes
+from colorjax.errors import (
+    ColorjaxError,
+    ConfigError,
+    ImageDecodeError,
+    InputShapeError,
+    PredictionError,
+)
+from colorjax.fileio import atomic_write_bytes, clean_stale_temp_files, ensure_output_dir
 
 __all__ = [
     "DEFAULT_BUCKET_FRACTIONS",
@@ -67,6 +74,7 @@ ImageLike = np.ndarray | Image.Image | str | os.PathLike | bytes
 WeightsLike = None | str | os.PathLike | tuple
 
 DEFAULT_BUCKET_FRACTIONS: tuple[float, ...] = (0.5, 1.0)
+DEFAULT_OUTPUT = "colorized"
 DEFAULT_TEMPERATURE = 0.38
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".png",
@@ -152,12 +160,29 @@ def _check_working_size(working_size: Any) -> int:
 def _predict_bucket(
     model: Any, variables: Any, l_pad: jax.Array, pad_to: int, temperature: float
 ) -> jax.Array:
-    """Predict ab_norm for a bucket batch and zero-pad it to (N, pad_to, pad_to, 2)."""
+    """Predict ab_norm for a bucket batch, zero-padded to (N, pad_to, pad_to, 2), and finiteness.
+
+    The second output is one bool per photo: whether every predicted ab value is finite.
+    """
     _TRACES["model"] += 1
     ab = models.predict_ab(model, variables, l_pad, temperature=temperature).astype(jnp.float32)
     _, hb, wb, _ = ab.shape
+    finite = jnp.all(jnp.isfinite(ab), axis=(1, 2, 3))
     # One ab shape for every bucket keeps the full-resolution kernel to a single compile.
-    return jnp.pad(ab, ((0, 0), (0, pad_to - hb), (0, pad_to - wb), (0, 0)))
+    return jnp.pad(ab, ((0, 0), (0, pad_to - hb), (0, pad_to - wb), (0, 0))), finite
+
+
+def _check_finite_prediction(finite: Any, names: Sequence[Any]) -> None:
+    """Raise PredictionError when any photo's prediction held NaN or Inf (never write it)."""
+    finite = np.asarray(finite)
+    bad = [str(names[i]) for i in range(len(names)) if not finite[i]]
+    if bad:
+        raise PredictionError(
+            f"the model predicted non-finite colour (NaN or Inf) for {len(bad)} photo(s) "
+            f"({', '.join(bad[:3])}); nothing was written for them. The weights are damaged or "
+            "unsuited to these inputs: check them with `colorjax weights verify`, or use other "
+            "weights"
+        )
 
 
 @jax.jit
@@ -251,10 +276,11 @@ def _predict_rgb_jit(
     l_pad = jnp.pad(l_small, ((0, 0), (0, hb - h), (0, wb - w), (0, 0)), mode="edge")
     ab = models.predict_ab(model, variables, l_pad, temperature=temperature)
     ab = ab[:, :h, :w].astype(jnp.float32)
+    finite = jnp.all(jnp.isfinite(ab), axis=(1, 2, 3))
     if (h, w) != (height, width):
         ab = jax.image.resize(ab, (n, height, width, 2), "linear", antialias=True)
     ab = color.fit_ab_to_gamut(l_norm, ab)  # keep L exact: shrink chroma instead of clipping
-    return _to_uint8(color.lab_inputs_to_rgb(l_norm, ab))
+    return _to_uint8(color.lab_inputs_to_rgb(l_norm, ab)), finite
 
 
 def predict_rgb(
@@ -275,7 +301,7 @@ def predict_rgb(
         )
     if np.dtype(rgb_u8.dtype) != np.uint8:
         raise InputShapeError(f"predict_rgb expects uint8 RGB, got dtype {rgb_u8.dtype}")
-    return _predict_rgb_jit(
+    rgb, finite = _predict_rgb_jit(
         model,
         variables,
         rgb_u8,
@@ -284,6 +310,9 @@ def predict_rgb(
         tuple(float(f) for f in bucket_fractions),
         float(temperature),
     )
+    # NaN ab would clip to black pixels that look like a (bad) result: refuse them instead.
+    _check_finite_prediction(finite, [f"batch item {i}" for i in range(shape[0])])
+    return rgb
 
 
 class Colorizer:
@@ -372,7 +401,10 @@ class Colorizer:
             extra = self.batch_size - l_batch.shape[0]
             l_batch = np.concatenate([l_batch, np.repeat(l_batch[-1:], extra, axis=0)])
         self._buckets_used.add(bucket)
-        ab = _predict_bucket(self.model, self.variables, l_batch, self._pad_to, self.temperature)
+        ab, finite = _predict_bucket(
+            self.model, self.variables, l_batch, self._pad_to, self.temperature
+        )
+        _check_finite_prediction(finite, [key for key, _, _ in group])
         for i, (key, rgb, (_, small_hw)) in enumerate(group):
             out = _run_chunked(
                 _finish_chunk,
@@ -389,8 +421,14 @@ class Colorizer:
                 yield key, out.reshape(shape)
 
 
-def resolve_weights(weights: WeightsLike = None) -> tuple[Any, Any, dict]:
-    """Return (model, variables, meta) for a name, a path, None (default) or such a tuple."""
+def resolve_weights(
+    weights: WeightsLike = None, manifest: str | os.PathLike | None = None
+) -> tuple[Any, Any, dict]:
+    """Return (model, variables, meta) for a name, a path, None (default) or such a tuple.
+
+    Names are looked up in `manifest` (default: the packaged one), e.g. the manifest.json
+    that `colorjax weights export` keeps beside the weights it writes.
+    """
     if isinstance(weights, tuple):
         if len(weights) != 3 or not isinstance(weights[2], dict):
             raise ConfigError(
@@ -400,8 +438,8 @@ def resolve_weights(weights: WeightsLike = None) -> tuple[Any, Any, dict]:
     from colorjax import hub  # Deferred: hub pulls in download machinery colorize may not need.
 
     if weights is None:
-        return hub.load_pretrained(None, family="colornet")
-    return hub.load_pretrained(os.fspath(weights))
+        return hub.load_pretrained(None, family="colornet", manifest=manifest)
+    return hub.load_pretrained(os.fspath(weights), manifest=manifest)
 
 
 def make_colorizer(
@@ -479,9 +517,18 @@ def colorize(
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the `colorjax colorize` arguments."""
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
-    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=DEFAULT_OUTPUT,
+        metavar="OUTDIR",
+        help=f"output folder (default: {DEFAULT_OUTPUT}/ in the current folder)",
+    )
     parser.add_argument(
         "--weights", default=None, help="weights name or .safetensors path (default: bundled)"
+    )
+    parser.add_argument(
+        "--manifest", default=None, help="manifest.json to look names up in (default: packaged)"
     )
     parser.add_argument("--compare", action="store_true", help="write gray | colour side by side")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -519,33 +566,77 @@ def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _expand_inputs(inputs: Sequence[str]) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
-    """Expand files, folders and globs to (source, relative output stem) pairs plus failures."""
+def _is_within(path: Path, folder: Path) -> bool:
+    """Whether path (resolved) is folder or lies below it."""
+    resolved = path.resolve()
+    return resolved == folder or folder in resolved.parents
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its leading parts without wildcards."""
+    parts = Path(pattern).parts
+    base = list(itertools.takewhile(lambda p: not glob.has_magic(p), parts[:-1]))
+    return Path(*base) if base else Path(".")
+
+
+def _expand_inputs(
+    inputs: Sequence[str], exclude: Path | None = None
+) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """Expand files, folders and globs to (source, relative output stem) pairs plus failures.
+
+    Folder walks never enter `exclude` (the output folder: a second run must not colorize the
+    first run's outputs) and skip hidden files (our own temporary files among them); anything
+    that is not a regular file (a FIFO would block forever) is reported, not read.
+    """
     found: list[tuple[Path, Path]] = []
     failures: list[tuple[str, str]] = []
+    exclude = exclude.resolve() if exclude is not None else None
+
+    def skips(base: Path) -> Path | None:
+        # A walk that starts inside the output folder (-o is the input folder) cannot tell
+        # outputs from inputs; item-by-item checks in run() keep inputs safe there.
+        return exclude if exclude is not None and not _is_within(base, exclude) else None
 
     def add_dir(root: Path) -> None:
-        files = sorted(p for p in root.rglob("*") if p.is_file())
-        for p in files:
-            if p.suffix.lower() in IMAGE_EXTENSIONS:
+        files = []
+        skip = skips(root)
+        for folder, dirs, names in os.walk(root):
+            here = Path(folder)
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if not d.startswith(".") and not (skip and _is_within(here / d, skip))
+            )
+            files += [here / n for n in names if not n.startswith(".")]
+        for p in sorted(files):
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
                 found.append((p, p.relative_to(root)))
+
+    def add_file(path: Path) -> None:
+        if path.is_file():
+            found.append((path, Path(path.name)))
+        else:
+            failures.append((str(path), "not a regular file (a FIFO or device); skipped"))
 
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             add_dir(path)
-        elif path.is_file():
-            found.append((path, Path(path.name)))
+        elif path.exists():
+            add_file(path)
         else:
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
                 failures.append((item, "no such file or folder, and no file matches the pattern"))
+            skip = skips(_glob_base(item))
             for match in matches:
                 m = Path(match)
+                if skip and _is_within(m, skip):
+                    continue
                 if m.is_dir():
                     add_dir(m)
                 elif m.suffix.lower() in IMAGE_EXTENSIONS:
-                    found.append((m, Path(m.name)))
+                    add_file(m)
     return found, failures
 
 
@@ -568,12 +659,19 @@ def run(args: argparse.Namespace) -> int:
 
         return run_hinted(args)
     outdir = Path(args.output)
-    sources, failures = _expand_inputs(args.inputs)
+    sources, failures = _expand_inputs(args.inputs, exclude=outdir)
+    inputs = {src.resolve() for src, _ in sources}
     todo: list[tuple[Path, Path]] = []
     planned: dict[Path, Path] = {}
     skipped = 0
     for src, rel in sources:
         out = outdir / rel.with_suffix("." + args.format)
+        if out.resolve() in inputs:
+            # Not even --overwrite may replace a photo being colorized: it is the user's original.
+            failures.append(
+                (str(src), f"output {out} would replace an input photo; pick another -o folder")
+            )
+            continue
         if out in planned:
             failures.append((str(src), f"output {out} is already taken by {planned[out]}"))
             continue
@@ -585,10 +683,13 @@ def run(args: argparse.Namespace) -> int:
         todo.append((src, out))
     for name, reason in failures:
         print(f"failed {name}: {reason}", file=sys.stderr)
+    for folder in {out.parent for out in planned}:
+        clean_stale_temp_files(folder)  # left by a killed earlier run, even if nothing is redone
 
     written = 0
     if todo:
-        model, variables, meta = resolve_weights(args.weights)
+        ensure_output_dir(outdir, "-o")  # before the model runs on every photo
+        model, variables, meta = resolve_weights(args.weights, args.manifest)
         colorizer = make_colorizer(
             model,
             variables,

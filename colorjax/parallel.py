@@ -56,28 +56,31 @@ def local_device_count(mesh: Mesh) -> int:
     return sum(1 for d in mesh.devices.flat if d.process_index == jax.process_index())
 
 
-def check_batch_divisible(global_batch: int, mesh: Mesh) -> int:
-    """Return the per-process batch; ShardingError (before any compile) if it does not divide."""
+def check_batch_divisible(global_batch: int, mesh: Mesh, field: str = "train.batch_size") -> int:
+    """Return the per-process batch; ShardingError (before any compile) if it does not divide.
+
+    `field` is the config key the batch size came from, named in the message as the fix.
+    """
     n_devices = mesh.devices.size
     n_procs = jax.process_count()
     if global_batch % n_devices:
         lower = max(n_devices, global_batch // n_devices * n_devices)
         raise ShardingError(
-            f"global batch size {global_batch} is not divisible by the {n_devices} devices of the "
-            f"mesh; set train.batch_size to a multiple of {n_devices} (e.g. --set "
-            f"train.batch_size={lower}) or use fewer devices"
+            f"global batch size {global_batch} ({field}) is not divisible by the {n_devices} "
+            f"devices of the mesh; set {field} to a multiple of {n_devices} (e.g. --set "
+            f"{field}={lower}) or use fewer devices"
         )
     if global_batch % n_procs:
         raise ShardingError(
-            f"global batch size {global_batch} is not divisible by the {n_procs} processes; "
-            f"set train.batch_size to a multiple of {n_procs}"
+            f"global batch size {global_batch} ({field}) is not divisible by the {n_procs} "
+            f"processes; set {field} to a multiple of {n_procs}"
         )
     per_process = global_batch // n_procs
     n_local = local_device_count(mesh)
     if n_local == 0 or per_process % n_local:
         raise ShardingError(
             f"per-process batch size {per_process} (global {global_batch} / {n_procs} processes) "
-            f"is not divisible by this process's {n_local} devices; set train.batch_size to a "
+            f"is not divisible by this process's {n_local} devices; set {field} to a "
             f"multiple of {n_devices}"
         )
     return per_process

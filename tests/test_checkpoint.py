@@ -130,10 +130,13 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
         assert store.all_steps() == [2, 4]
     finally:
         store.close()
-    # The exported inference params are the finite EMA weights of step 4.
+    # The exported inference params are the finite (debiased) EMA weights of step 4.
     cfg, variables = load_inference_params(workdir)
     assert cfg == config
-    got, ema = flat_params(variables["params"]), flat_params(state.ema_params)
+    from colorjax.checkpoint import debiased_ema
+
+    ema = flat_params(debiased_ema(make_task(config), state))
+    got = flat_params(variables["params"])
     assert sorted(got) == sorted(ema)
     for key, value in ema.items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 
 import numpy as np
@@ -18,6 +19,18 @@ DEFAULT_SCALE: tuple[float, float] = (0.35, 1.0)
 DEFAULT_RATIO: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
 _RESAMPLE = Image.Resampling.BILINEAR
 _ORIENTATION = 0x0112  # EXIF tag id
+# EXIF orientation -> the transpose that undoes it (the table of ImageOps.exif_transpose).
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_WARNED_NO_SIMPLEJPEG = False
+log = logging.getLogger(__name__)
 
 
 def _describe(data: object) -> str:
@@ -101,32 +114,102 @@ def _pil_to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _draft_scale(size: tuple[int, int], min_side: int | None) -> int:
+    """JPEG DCT scale (1, 2, 4 or 8) keeping the shorter side >= min_side, as Pillow's draft."""
+    if min_side is None or min(size) <= 2 * min_side:
+        return 1
+    ratio = min_side / min(size)
+    request = (max(1, int(size[0] * ratio)), max(1, int(size[1] * ratio)))
+    scale = min(size[0] // request[0], size[1] // request[1])
+    return next(d for d in (8, 4, 2, 1) if scale >= d)
+
+
+def _strict_jpeg(raw: bytes, img: Image.Image, min_side: int | None, name: str) -> Image.Image:
+    """Decode a JPEG with libjpeg-turbo's strict mode: corrupt entropy data is an error.
+
+    Pillow's JPEG decoder swallows libjpeg's "Corrupt JPEG data" warnings, so bytes overwritten
+    in the middle of a file decode to garbage without complaint. simplejpeg (strict=True) raises
+    on them instead; at the same DCT scale it gives Pillow's pixels exactly.
+    """
+    try:
+        import simplejpeg
+    except ImportError:  # an environment installed before simplejpeg became a dependency
+        global _WARNED_NO_SIMPLEJPEG
+        if not _WARNED_NO_SIMPLEJPEG:
+            _WARNED_NO_SIMPLEJPEG = True
+            log.warning(
+                "simplejpeg is not installed: corrupt JPEG data goes undetected; "
+                "pip install simplejpeg"
+            )
+        return _pillow_load(img, min_side, name)
+    scale = _draft_scale(img.size, min_side)
+    width, height = -(-img.size[0] // scale), -(-img.size[1] // scale)
+    # Pillow reports YCbCr JPEGs as RGB; CMYK (often Adobe-inverted) is left to Pillow.
+    colorspace = "RGB" if img.mode in ("RGB", "L") else "CMYK"
+    try:
+        arr = simplejpeg.decode_jpeg(
+            raw,
+            colorspace=colorspace,
+            min_factor=scale,
+            min_width=width,
+            min_height=height,
+            strict=True,
+        )
+    except ValueError as err:
+        raise ImageDecodeError(
+            f"{name}: not a readable image (corrupt JPEG data: {err}); remove or replace the file"
+        ) from err
+    if colorspace == "CMYK":
+        return _pillow_load(img, min_side, name)  # validated above; Pillow handles inversion
+    out = Image.fromarray(arr)
+    orientation = img.getexif().get(_ORIENTATION, 1)
+    if orientation in _TRANSPOSE:
+        out = out.transpose(_TRANSPOSE[orientation])
+    return out
+
+
+def _pillow_load(img: Image.Image, min_side: int | None, name: str) -> Image.Image:
+    """Draft (JPEG), load, EXIF-transpose and convert to RGB with Pillow."""
+    if img.format == "JPEG" and _draft_scale(img.size, min_side) > 1:
+        # Draft mode decodes JPEG at 1/2, 1/4 or 1/8 scale: far cheaper than full size.
+        ratio = min_side / min(img.size)
+        img.draft(None, (max(1, int(img.size[0] * ratio)), max(1, int(img.size[1] * ratio))))
+    # Pillow opens lazily, so truncation shows up only here (with Pillow's default
+    # ImageFile.LOAD_TRUNCATED_IMAGES = False it raises OSError).
+    img.load()
+    if img.size[0] == 0 or img.size[1] == 0:
+        raise ImageDecodeError(f"{name}: image has zero size")
+    # exif_transpose copies even unrotated images; only call it when there is a tag.
+    if img.getexif().get(_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img) or img
+    return _pil_to_rgb(img)
+
+
 def _open_pil(data: ImageInput, min_side: int | None) -> Image.Image:
     """Open, draft, load, EXIF-transpose and convert to RGB; raises ImageDecodeError."""
     name = _describe(data)
     if isinstance(data, (bytes, bytearray, memoryview)) and len(data) == 0:
         raise ImageDecodeError(f"{name}: empty buffer; the file holds no image data")
-    if isinstance(data, (str, os.PathLike)) and not os.path.exists(data):
-        raise ImageDecodeError(f"{name}: file not found; check the path")
+    if isinstance(data, (str, os.PathLike)):
+        if not os.path.exists(data):
+            raise ImageDecodeError(f"{name}: file not found; check the path")
+        if not os.path.isfile(data):
+            # Reading a FIFO or a device would block forever or never end.
+            raise ImageDecodeError(
+                f"{name}: not a regular file (a folder, FIFO or device); pass image files"
+            )
     try:
         if isinstance(data, Image.Image):
-            img = data
+            return _pillow_load(data, min_side, name)
+        if isinstance(data, (str, os.PathLike)):
+            with open(data, "rb") as fh:
+                raw = fh.read()
         else:
-            fp = io.BytesIO(bytes(data)) if not isinstance(data, (str, os.PathLike)) else data
-            img = Image.open(fp)
-        if min_side is not None and img.format == "JPEG" and min(img.size) > 2 * min_side:
-            # Draft mode decodes JPEG at 1/2, 1/4 or 1/8 scale: far cheaper than full size.
-            ratio = min_side / min(img.size)
-            img.draft(None, (max(1, int(img.size[0] * ratio)), max(1, int(img.size[1] * ratio))))
-        # load() inside the try: Pillow opens lazily, so truncation shows up only here
-        # (with Pillow's default ImageFile.LOAD_TRUNCATED_IMAGES = False it raises OSError).
-        img.load()
-        if img.size[0] == 0 or img.size[1] == 0:
-            raise ImageDecodeError(f"{name}: image has zero size")
-        # exif_transpose copies even unrotated images; only call it when there is a tag.
-        if img.getexif().get(_ORIENTATION, 1) != 1:
-            img = ImageOps.exif_transpose(img) or img
-        return _pil_to_rgb(img)
+            raw = bytes(data)
+        img = Image.open(io.BytesIO(raw))
+        if img.format == "JPEG":
+            return _strict_jpeg(raw, img, min_side, name)
+        return _pillow_load(img, min_side, name)
     except ImageDecodeError:
         raise
     except Exception as err:

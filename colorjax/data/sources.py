@@ -120,9 +120,11 @@ def _folder_source(path: str, split: str, val_fraction: float, seed: int) -> Fil
     """Build the source for 'folder:PATH'."""
     root = Path(path).expanduser()
     if not path or not root.is_dir():
+        where = "" if root.is_absolute() else f" (relative to the current folder, {Path.cwd()})"
         raise DataSourceError(
-            f"folder {path!r} does not exist or is not a directory; pass an existing folder "
-            f"of images. Accepted source forms: {ACCEPTED_FORMS}"
+            f"folder {path!r} does not exist or is not a directory{where}; pass an existing "
+            "folder of images (in a training config: --set data.source=folder:PATH and "
+            f"data.eval_source=...). Accepted source forms: {ACCEPTED_FORMS}"
         )
     files = list_image_files(root)
     if not files:

@@ -1,9 +1,10 @@
-"""`colorjax train --config experiments/NAME.py --workdir DIR [--set key=value ...]`."""
+"""`colorjax train --config experiments/NAME.py|PRESET --workdir DIR [--set key=value ...]`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 
 from colorjax.config import add_override_argument, load_config
 
@@ -13,7 +14,9 @@ logger = logging.getLogger(__name__)
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the train command's arguments."""
     parser.add_argument(
-        "--config", required=True, help="experiment file, e.g. experiments/demo_cpu.py"
+        "--config",
+        required=True,
+        help="experiment file (e.g. experiments/NAME.py) or a preset name (e.g. demo_cpu)",
     )
     parser.add_argument(
         "--workdir", required=True, help="directory for config, metrics, checkpoints"
@@ -49,8 +52,16 @@ def run(args: argparse.Namespace) -> int:
 
     from colorjax.train.loop import train
 
-    result = train(config, args.workdir, resume=args.resume)
+    argv = getattr(args, "argv", None)  # set by colorjax.cli.main
+    command = shlex.join(["colorjax", *argv]) if argv else None
+    result = train(config, args.workdir, resume=args.resume, command=command)
     if is_main_process():
+        if not result.last_metrics:
+            print(
+                f"{args.workdir} is already trained to step {result.step} (train.steps); nothing "
+                "to do. Raise it with --set train.steps=N to train further"
+            )
+            return 0
         summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.last_metrics.items()))
         print(f"trained {config.model.name} to step {result.step} in {args.workdir}: {summary}")
         if result.eval_metrics:

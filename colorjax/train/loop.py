@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from colorjax.checkpoint import CheckpointStore, has_checkpoint
 from colorjax.config import ExperimentConfig
-from colorjax.errors import ConfigError, ShardingError, TrainingDivergedError
-from colorjax.fileio import atomic_write_text
+from colorjax.errors import ConfigError, TrainingDivergedError
+from colorjax.fileio import atomic_write_text, ensure_output_dir
 from colorjax.parallel import (
     check_batch_divisible,
     global_batch_from_local,
@@ -32,6 +32,52 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
+RUN_INFO_FILE = "run.json"  # command, hardware, wall time: what `weights export` records
+
+
+def hardware_description() -> str:
+    """One line naming the devices and host a run used (for the weights manifest)."""
+    import os
+    import platform
+
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    return (
+        f"{len(devices)} x {', '.join(kinds)} ({jax.default_backend()} backend, "
+        f"{jax.process_count()} process(es)); host {platform.machine()} with "
+        f"{os.cpu_count()} CPU cores; JAX {jax.__version__}"
+    )
+
+
+class RunInfo:
+    """WORKDIR/run.json: the commands that trained the run, its hardware and wall time."""
+
+    def __init__(self, workdir: Path, command: str | None, enabled: bool, resumed: bool) -> None:
+        self.path = workdir / RUN_INFO_FILE
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        previous: dict[str, Any] = {}
+        if resumed and self.path.is_file():
+            try:
+                previous = json.loads(self.path.read_text())
+            except ValueError:
+                previous = {}  # a damaged file only loses the history, never the run
+        self.commands = [c for c in previous.get("commands", []) if isinstance(c, str)]
+        if command and command not in self.commands:
+            self.commands.append(command)
+        self.seconds_before = float(previous.get("seconds", 0.0) or 0.0)
+
+    def write(self, step: int) -> None:
+        """Record the state after `step` (called with each checkpoint)."""
+        if not self.enabled:
+            return
+        info = {
+            "commands": self.commands,
+            "hardware": hardware_description(),
+            "seconds": self.seconds_before + time.perf_counter() - self.start,
+            "step": step,
+        }
+        atomic_write_text(self.path, json.dumps(info, indent=2) + "\n")
 
 
 @dataclasses.dataclass
@@ -100,10 +146,7 @@ def _data_loader(config: ExperimentConfig, *, eval_: bool, per_process: int) -> 
 def _eval_batches(config: ExperimentConfig, mesh: Mesh) -> list[Any]:
     """A fixed validation set: the first `eval_batches` global batches of the eval split."""
     t = config.train
-    try:
-        per_process = check_batch_divisible(t.eval_batch_size, mesh)
-    except ShardingError as err:
-        raise ShardingError(f"train.eval_batch_size: {err}") from None
+    per_process = check_batch_divisible(t.eval_batch_size, mesh, "train.eval_batch_size")
     loader = _data_loader(config, eval_=True, per_process=per_process)
     try:
         return [global_batch_from_local(next(loader), mesh) for _ in range(t.eval_batches)]
@@ -113,15 +156,26 @@ def _eval_batches(config: ExperimentConfig, mesh: Mesh) -> list[Any]:
             close()
 
 
-def _compatible(a: ExperimentConfig, b: ExperimentConfig) -> bool:
-    """Whether a checkpoint of `a` can continue as `b` (same model and parameter shapes)."""
-    return (
-        a.model == b.model
-        and a.data.image_size == b.data.image_size
-        and (a.optim.ema_decay is None) == (b.optim.ema_decay is None)
-        and a.optim.optimizer == b.optim.optimizer
-        and bool(a.optim.grad_clip_norm) == bool(b.optim.grad_clip_norm)
-    )
+def _incompatible_fields(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
+    """Fields that stop a checkpoint of `a` continuing as `b` (they change the state's shapes)."""
+    checks = {
+        "model.name": (a.model.name, b.model.name),
+        "model.overrides": (a.model.overrides, b.model.overrides),
+        "data.image_size": (a.data.image_size, b.data.image_size),
+        "optim.optimizer": (a.optim.optimizer, b.optim.optimizer),
+        # Only on/off matters: the value of the decay or the clip norm does not change shapes.
+        "optim.ema_decay": (a.optim.ema_decay is None, b.optim.ema_decay is None),
+        "optim.grad_clip_norm": (bool(a.optim.grad_clip_norm), bool(b.optim.grad_clip_norm)),
+    }
+    shown = {
+        "optim.ema_decay": (a.optim.ema_decay, b.optim.ema_decay),
+        "optim.grad_clip_norm": (a.optim.grad_clip_norm, b.optim.grad_clip_norm),
+    }
+    return [
+        f"{key} {shown.get(key, pair)[0]!r} -> {shown.get(key, pair)[1]!r}"
+        for key, pair in checks.items()
+        if pair[0] != pair[1]
+    ]
 
 
 def train(
@@ -131,10 +185,21 @@ def train(
     resume: bool = True,
     mesh: Mesh | None = None,
     on_step: Callable[[int], None] | None = None,
+    command: str | None = None,
 ) -> TrainResult:
-    """Train to config.train.steps, resuming from DIR/checkpoints when allowed and present."""
+    """Train to config.train.steps, resuming from DIR/checkpoints when allowed and present.
+
+    `command` (the command line) is recorded in WORKDIR/run.json for `weights export`.
+    """
     workdir = Path(workdir).absolute()
     t = config.train
+    if config.optim.warmup_steps > t.steps:
+        logger.warning(
+            "train.steps=%d is below optim.warmup_steps=%d: the learning rate never reaches "
+            "optim.learning_rate; lower optim.warmup_steps or raise train.steps",
+            t.steps,
+            config.optim.warmup_steps,
+        )
     mesh = mesh if mesh is not None else make_mesh()
     # Fail on an impossible batch split before anything is compiled or loaded.
     per_process = check_batch_divisible(t.batch_size, mesh)
@@ -145,7 +210,7 @@ def train(
             f"{workdir} already holds checkpoints and --no-resume was given; pass a new --workdir "
             "or drop --no-resume to continue that run"
         )
-    workdir.mkdir(parents=True, exist_ok=True)
+    ensure_output_dir(workdir, "--workdir")
     task = make_task(config)
     store = CheckpointStore(
         workdir, keep=t.keep, keep_best=t.keep_best, async_save=t.async_checkpoint
@@ -156,22 +221,31 @@ def train(
         start = 0
         if existing:
             saved = store.read_config()
-            if not _compatible(saved, config):
+            differ = _incompatible_fields(saved, config)
+            if differ:
                 raise ConfigError(
-                    f"the checkpoint in {workdir} was trained with model {saved.model} at "
-                    f"{saved.data.image_size} px, which differs from this config; use a new "
-                    "--workdir or the original config"
+                    f"cannot resume {workdir}: its checkpoint was saved with other "
+                    f"{', '.join(differ)} (checkpoint -> this config), which changes the saved "
+                    "state; use a new --workdir or set those fields back"
                 )
             state, data_state, _ = store.restore(None, abstract_state(task, mesh))
             if data_state is not None:
                 loader.set_state(data_state)
             start = int(state.step)
+            if start > t.steps:
+                raise ConfigError(
+                    f"the checkpoint in {workdir} is at step {start}, past train.steps={t.steps}; "
+                    f"to train further pass --set train.steps=N with N > {start}, or use the run "
+                    "as it is (colorjax eval / weights export)"
+                )
             logger.info("resumed %s at step %d", workdir, start)
         else:
             state = create_state(task, mesh)
-        if main:
+        if main and start < t.steps:
+            # A finished run re-run as is trains nothing, so its config.json stays as it was.
             atomic_write_text(workdir / CONFIG_FILE, config.to_json() + "\n")
         writer = MetricsWriter(workdir / METRICS_FILE, main, start if existing else None)
+        run_info = RunInfo(workdir, command, main and start < t.steps, existing)
         eval_data = _eval_batches(config, mesh) if t.eval_every > 0 else None
         train_step = make_train_step(task, mesh)
         eval_step = make_eval_step(task, mesh) if eval_data is not None else None
@@ -188,6 +262,7 @@ def train(
             mesh,
             main,
             on_step,
+            run_info,
         )
     finally:
         if loader is not None and hasattr(loader, "close"):
@@ -208,6 +283,7 @@ def _run(
     mesh: Mesh,
     main: bool,
     on_step: Callable[[int], None] | None,
+    run_info: RunInfo,
 ) -> TrainResult:
     """The step loop; metrics are fetched one step late so the host never stalls the device."""
     t = config.train
@@ -285,6 +361,7 @@ def _run(
                 last_eval = eval_now
             if do_save:
                 store.save(step, state, data_state, config, metrics=eval_now)
+                run_info.write(step)
             if on_step is not None:
                 on_step(step)
         if pending is not None:
