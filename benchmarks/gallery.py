@@ -43,7 +43,7 @@ def gray_of(rgb: np.ndarray) -> np.ndarray:
     """The input's luminance as neutral RGB (what the networks see)."""
     from colorjax import color
 
-    lab = np.asarray(color.rgb_to_lab(rgb.astype(np.float32) / 255.0))
+    lab = np.array(color.rgb_to_lab(rgb.astype(np.float32) / 255.0))
     lab[..., 1:] = 0.0
     out = np.asarray(color.lab_to_rgb(lab)) * 255.0
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
