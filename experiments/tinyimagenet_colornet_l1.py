@@ -7,20 +7,14 @@ repository root; change them with `--set data.source=folder:PATH --set data.eval
 """
 
 from colorjax.config import ExperimentConfig
+from colorjax.configs.tinyimagenet import tinyimagenet_data
 
 
 def get_config() -> ExperimentConfig:
     """L1 on ab (the median: less wash-out than L2), warm-up + cosine, EMA weights."""
     c = ExperimentConfig()
     c.model.name = "colornet-tiny"
-    c.data.source = "folder:../shared/data/tiny-imagenet/train"
-    c.data.split = "train"
-    c.data.eval_source = "folder:../shared/data/tiny-imagenet/val"
-    c.data.eval_split = "all"
-    c.data.image_size = 64
-    # Near-gray photos (about 3% of Tiny ImageNet) teach nothing about colour.
-    c.data.drop_gray_threshold = 5.0
-    c.data.num_workers = 1
+    c.data = tinyimagenet_data()
     c.loss.regression = "l1"
     c.optim.optimizer = "adam"
     c.optim.learning_rate = 2e-3

@@ -5,20 +5,14 @@ be changed with `--set data.source=folder:PATH --set data.eval_source=folder:PAT
 """
 
 from colorjax.config import ExperimentConfig
+from colorjax.configs.tinyimagenet import tinyimagenet_data
 
 
 def get_config() -> ExperimentConfig:
     """pix2pix objective (vanilla GAN + 100 * L1, Adam 2e-4, beta1 0.5), shortened for CPU."""
     c = ExperimentConfig()
     c.model.name = "deepcolorization-small"
-    c.data.source = "folder:../shared/data/tiny-imagenet/train"
-    c.data.split = "train"
-    c.data.eval_source = "folder:../shared/data/tiny-imagenet/val"
-    c.data.eval_split = "all"
-    c.data.val_fraction = 0.0
-    c.data.image_size = 64
-    c.data.drop_gray_threshold = 5.0
-    c.data.num_workers = 1
+    c.data = tinyimagenet_data()
     c.optim.optimizer = "adam"
     c.optim.learning_rate = 2e-4
     c.optim.b1 = 0.5

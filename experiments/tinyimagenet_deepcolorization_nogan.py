@@ -10,19 +10,14 @@ the exported ColorNet weights:
 """
 
 from colorjax.config import ExperimentConfig
+from colorjax.configs.tinyimagenet import tinyimagenet_data
 
 
 def get_config() -> ExperimentConfig:
     """A few hundred steps at a low generator learning rate: D leads, G adapts."""
     c = ExperimentConfig()
     c.model.name = "deepcolorization-colornet"
-    c.data.source = "folder:../shared/data/tiny-imagenet/train"
-    c.data.split = "train"
-    c.data.eval_source = "folder:../shared/data/tiny-imagenet/val"
-    c.data.eval_split = "all"
-    c.data.image_size = 64
-    c.data.drop_gray_threshold = 5.0
-    c.data.num_workers = 1
+    c.data = tinyimagenet_data()
     c.loss.gan = "lsgan"  # bounded gradients: a fresh D cannot blow up a pretrained G
     c.loss.lambda_ce = 3.0  # ~10 with CE ~3.3 vs adversarial ~0.3-1: colour loss leads
     c.loss.lambda_l1 = 10.0

@@ -176,6 +176,15 @@ def _upconv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y.reshape(n, 2 * h, 2 * w, c)
 
 
+def _conv4x4_params(module: nn.Module, x: jax.Array) -> tuple[jax.Array, ...]:
+    """(x, kernel, bias) of a 4x4 conv layer, named and initialised as flax's, dtype-promoted."""
+    kernel = module.param(
+        "kernel", module.kernel_init, (4, 4, x.shape[-1], module.features), module.param_dtype
+    )
+    bias = module.param("bias", module.bias_init, (module.features,), module.param_dtype)
+    return nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
+
+
 class UpConv(nn.Module):
     """4x4 stride-2 transposed conv (exact 2x upsampling), a drop-in for nn.ConvTranspose.
 
@@ -194,11 +203,7 @@ class UpConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Upsample NHWC `x` to (N, 2H, 2W, features)."""
-        kernel = self.param(
-            "kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), self.param_dtype
-        )
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x, kernel, bias = _conv4x4_params(self, x)
         # Resolved when lowering for one platform, so each backend compiles only its branch.
         y = jax.lax.platform_dependent(x, kernel, cpu=_upconv_phases, default=_upconv_lax)
         return y + bias.reshape((1, 1, 1, -1))
@@ -279,10 +284,6 @@ class DownConv(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Downsample NHWC `x` to (N, H//2, W//2, features)."""
-        kernel = self.param(
-            "kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), self.param_dtype
-        )
-        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x, kernel, bias = _conv4x4_params(self, x)
         y = jax.lax.platform_dependent(x, kernel, cpu=_downconv_phases, default=_downconv_lax)
         return y + bias.reshape((1, 1, 1, -1))
