@@ -185,13 +185,11 @@ def _conv4x4_params(module: nn.Module, x: jax.Array) -> tuple[jax.Array, ...]:
     return nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
 
 
-class UpConv(nn.Module):
-    """4x4 stride-2 transposed conv (exact 2x upsampling), a drop-in for nn.ConvTranspose.
+class _PhaseConv4x4(nn.Module):
+    """A 4x4 conv layer whose CPU lowering is a phase form; subclasses name the two lowerings.
 
-    Same parameters ('kernel' (4, 4, in, out), 'bias' (out,)), initialisers and outputs as
-    `nn.ConvTranspose(features, (4, 4), (2, 2), padding=UPCONV_PADDING)`, so weights saved
-    from either load into the other. On CPU it runs as four output-phase convolutions
-    (`_upconv_phases`); elsewhere it stays XLA's transposed convolution (cuDNN on GPU).
+    Parameters are flax's ('kernel' (4, 4, in, out), 'bias' (out,)); `platform_dependent` is
+    resolved when lowering for one platform, so each backend compiles only its branch.
     """
 
     features: int
@@ -200,13 +198,35 @@ class UpConv(nn.Module):
     kernel_init: Any = nn.initializers.lecun_normal()
     bias_init: Any = nn.initializers.zeros_init()
 
+    @staticmethod
+    def cpu_form(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        """The convolution as run on CPU."""
+        raise NotImplementedError
+
+    @staticmethod
+    def default_form(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        """The convolution as run elsewhere (XLA's own; cuDNN on GPU)."""
+        raise NotImplementedError
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        """Upsample NHWC `x` to (N, 2H, 2W, features)."""
+        """Apply the conv (CPU: phase form) and add the bias."""
         x, kernel, bias = _conv4x4_params(self, x)
-        # Resolved when lowering for one platform, so each backend compiles only its branch.
-        y = jax.lax.platform_dependent(x, kernel, cpu=_upconv_phases, default=_upconv_lax)
+        y = jax.lax.platform_dependent(x, kernel, cpu=self.cpu_form, default=self.default_form)
         return y + bias.reshape((1, 1, 1, -1))
+
+
+class UpConv(_PhaseConv4x4):
+    """4x4 stride-2 transposed conv (exact 2x upsampling), a drop-in for nn.ConvTranspose.
+
+    Same parameters ('kernel' (4, 4, in, out), 'bias' (out,)), initialisers and outputs as
+    `nn.ConvTranspose(features, (4, 4), (2, 2), padding=UPCONV_PADDING)`, so weights saved
+    from either load into the other. On CPU it runs as four output-phase convolutions
+    (`_upconv_phases`); elsewhere it stays XLA's transposed convolution (cuDNN on GPU).
+    """
+
+    cpu_form = staticmethod(_upconv_phases)
+    default_form = staticmethod(_upconv_lax)
 
 
 # Padding of the 4x4 stride-2 encoder convs (U-Net down path, PatchGAN): exact 1/2 output.
@@ -267,7 +287,7 @@ def _downconv_bwd(res: tuple, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
 _downconv_phases.defvjp(_downconv_fwd, _downconv_bwd)
 
 
-class DownConv(nn.Module):
+class DownConv(_PhaseConv4x4):
     """4x4 stride-2 conv with padding 1 (exact 1/2 downsampling), a drop-in for nn.Conv.
 
     Same parameters, initialisers and outputs as
@@ -275,15 +295,5 @@ class DownConv(nn.Module):
     runs as four output-phase convolutions (`_downconv_input_grad`); elsewhere XLA's own.
     """
 
-    features: int
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-    kernel_init: Any = nn.initializers.lecun_normal()
-    bias_init: Any = nn.initializers.zeros_init()
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Downsample NHWC `x` to (N, H//2, W//2, features)."""
-        x, kernel, bias = _conv4x4_params(self, x)
-        y = jax.lax.platform_dependent(x, kernel, cpu=_downconv_phases, default=_downconv_lax)
-        return y + bias.reshape((1, 1, 1, -1))
+    cpu_form = staticmethod(_downconv_phases)
+    default_form = staticmethod(_downconv_lax)

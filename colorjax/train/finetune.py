@@ -19,7 +19,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from colorjax import color, gamut, losses
 from colorjax.config import ExperimentConfig
@@ -53,11 +52,10 @@ def zhang_class_weights(centers: jax.Array, lam: float) -> jax.Array:
 
 def zhang_classification_step(task: TrainTask) -> Callable:
     """Un-jitted step: rebalanced cross-entropy on zhang-eccv16's 313 logits at H/4."""
-    from colorjax.train.steps import _ema, _inject_nan
+    from colorjax.train.steps import _inject_nan, apply_gradients
 
     cfg = task.config.loss
     nan_step = task.config.train.inject_nan_step
-    decay = task.config.optim.ema_decay
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
         l_norm, ab_norm = color.rgb_uint8_to_lab_inputs(batch["rgb"])
@@ -80,18 +78,6 @@ def zhang_classification_step(task: TrainTask) -> Callable:
             return _inject_nan(loss, state.step, nan_step)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=params,
-            opt_state=opt_state,
-            ema_params=_ema(state.ema_params, params, decay),
-        )
-        return new_state, {
-            "loss": loss,
-            "grad_norm": optax.tree.norm(grads),
-            "learning_rate": jnp.asarray(task.schedule(state.step), jnp.float32),
-        }
+        return apply_gradients(task, state, loss, grads)
 
     return step

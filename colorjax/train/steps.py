@@ -68,11 +68,29 @@ def _colornet_loss_fn(task: TrainTask) -> Callable[..., jax.Array]:
     return regression
 
 
+def apply_gradients(
+    task: TrainTask, state: TrainState, loss: jax.Array, grads: Any
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer update of a single-network state (params, optimizer, EMA) and its metrics."""
+    updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=params,
+        opt_state=opt_state,
+        ema_params=_ema(state.ema_params, params, task.config.optim.ema_decay),
+    )
+    return new_state, {
+        "loss": loss,
+        "grad_norm": optax.tree.norm(grads),
+        "learning_rate": jnp.asarray(task.schedule(state.step), jnp.float32),
+    }
+
+
 def colornet_step(task: TrainTask) -> StepFn:
     """Un-jitted step for ColorNet (regression or classification head)."""
     loss_of = _colornet_loss_fn(task)
     nan_step = task.config.train.inject_nan_step
-    decay = task.config.optim.ema_decay
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
         rng = jax.random.fold_in(state.rng, state.step)
@@ -83,20 +101,7 @@ def colornet_step(task: TrainTask) -> StepFn:
             return _inject_nan(loss_of(out, ab_norm), state.step, nan_step)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=params,
-            opt_state=opt_state,
-            ema_params=_ema(state.ema_params, params, decay),
-        )
-        out = {
-            "loss": loss,
-            "grad_norm": optax.tree.norm(grads),
-            "learning_rate": jnp.asarray(task.schedule(state.step), jnp.float32),
-        }
-        return new_state, out
+        return apply_gradients(task, state, loss, grads)
 
     return step
 
