@@ -74,6 +74,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"colorjax {args.command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())
