@@ -7,10 +7,13 @@ same constants and piecewise definitions as ``skimage.color.rgb2lab``/``lab2rgb`
 (0.95047, 1.0, 1.08883), CIE Lab with the 0.008856 / 7.787 linear segment), so results
 agree with scikit-image to float32 precision.
 
-All functions are pure ``jax.numpy``: jittable, differentiable, batched over any leading
+The device functions are pure ``jax.numpy``: jittable, differentiable, batched over any leading
 dimensions (channels on the last axis) and computed in float32. Piecewise branches use the
 "safe where" pattern (feed the unused branch a harmless value) so that gradients are finite
-everywhere, including black (0) and the cube-root knee.
+everywhere, including black (0) and the cube-root knee. ``rgb_to_lab_np`` is the host twin
+(float64 NumPy, same constants) for work that must not depend on an accelerator's float32
+rounding (the bin set) or that runs in a data-loading worker (near-gray checks). Chroma and
+the "near-gray" rule are defined here once for the loader, the loss and the evaluation.
 """
 
 from __future__ import annotations
@@ -23,14 +26,19 @@ from colorjax.errors import InputShapeError
 
 __all__ = [
     "AB_SCALE",
+    "GRAY_CHROMA",
     "L_SCALE",
+    "chroma",
     "denormalize_ab",
     "denormalize_l",
+    "is_near_gray",
     "lab_inputs_to_rgb",
     "lab_to_rgb",
+    "max_chroma",
     "normalize_ab",
     "normalize_l",
     "rgb_to_lab",
+    "rgb_to_lab_np",
     "rgb_uint8_to_lab_inputs",
 ]
 
@@ -58,6 +66,10 @@ _LAB_EPSILON = 0.008856
 _LAB_KAPPA = 7.787
 _LAB_OFFSET = 16.0 / 116.0
 _LAB_INV_KNEE = 0.2068966
+
+# Largest CIE Lab chroma at which an image still counts as gray: JPEG rounding leaves ~1-2
+# units on true grayscale photos, and visible tints start near 10.
+GRAY_CHROMA = 5.0
 
 # Inputs to lab_to_rgb are clamped to this magnitude so cubes stay finite in float32.
 _LAB_CLAMP = 1.0e4
@@ -123,6 +135,42 @@ def _lab_f(t: jnp.ndarray) -> jnp.ndarray:
 def _lab_f_inv(f: jnp.ndarray) -> jnp.ndarray:
     """Inverse of :func:`_lab_f`."""
     return jnp.where(f > _LAB_INV_KNEE, f * f * f, (f - _LAB_OFFSET) / _LAB_KAPPA)
+
+
+def rgb_to_lab_np(rgb: np.ndarray) -> np.ndarray:
+    """Host twin of :func:`rgb_to_lab`: sRGB floats in [0, 1] (..., 3) to Lab, float64 NumPy."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    if rgb.ndim < 1 or rgb.shape[-1] != 3:
+        raise InputShapeError(
+            f"rgb must have 3 channels on the last axis, shape (..., 3); got shape {rgb.shape}."
+        )
+    linear = np.where(rgb > _SRGB_KNEE, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    t = linear @ _XYZ_FROM_RGB.T / _WHITE_D65
+    f = np.where(t > _LAB_EPSILON, np.cbrt(t), _LAB_KAPPA * t + _LAB_OFFSET)
+    fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
+    return np.stack([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], axis=-1)
+
+
+def chroma(ab: jnp.ndarray | np.ndarray) -> jnp.ndarray | np.ndarray:
+    """CIE chroma sqrt(a^2 + b^2) of ab in CIE units (..., 2); NumPy in, NumPy out."""
+    # Operators and array methods only, so host NumPy stays NumPy (no device round trip).
+    return (ab[..., 0] * ab[..., 0] + ab[..., 1] * ab[..., 1]) ** 0.5
+
+
+def max_chroma(ab: jnp.ndarray | np.ndarray) -> jnp.ndarray | np.ndarray:
+    """Largest chroma of each image: ab (..., H, W, 2) in CIE units -> (...)."""
+    return chroma(ab).max(axis=(-2, -1))
+
+
+def is_near_gray(
+    ab: jnp.ndarray | np.ndarray, threshold: float = GRAY_CHROMA
+) -> jnp.ndarray | np.ndarray:
+    """True for images (..., H, W, 2) whose largest chroma is at most ``threshold``.
+
+    The one rule for "this photo carries no colour": the loader drops such photos, the
+    classification loss gives them zero weight, and the evaluation leaves them out.
+    """
+    return max_chroma(ab) <= threshold
 
 
 def rgb_to_lab(rgb: jnp.ndarray) -> jnp.ndarray:

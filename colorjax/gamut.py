@@ -26,7 +26,7 @@ E_p[w] = 1, and softmax(log p / T) with T = 0.38.
 
 The shipped empirical prior (``colorjax/assets/ab_prior.json``) is produced by::
 
-    python -m colorjax.gamut --prior-from DIR --limit 5000 --out colorjax/assets/ab_prior.json
+    colorjax prior --from DIR --limit 5000 --out colorjax/assets/ab_prior.json
 
 with DIR = tiny-imagenet/train (5000 photos evenly spaced over the sorted file list, so all
 200 classes contribute; 20.5M pixels). 14 of the 261 bins are never hit by those photos.
@@ -34,22 +34,28 @@ with DIR = tiny-imagenet/train (5000 photos evenly spaced over the sorted file l
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
 import math
 import os
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
 from colorjax import color
-from colorjax.errors import ColorjaxError, ConfigError, DataSourceError, InputShapeError
+from colorjax.data.decode import decode_pil
+from colorjax.data.sources import IMAGE_EXTENSIONS, list_image_files
+from colorjax.errors import (
+    ColorjaxError,
+    ConfigError,
+    DataSourceError,
+    ImageDecodeError,
+    InputShapeError,
+)
 from colorjax.fileio import atomic_write_text
 
 __all__ = [
@@ -64,20 +70,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_PRIOR_PATH = Path(__file__).resolve().parent / "assets" / "ab_prior.json"
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-
-
-def _srgb_to_ab_np(rgb: np.ndarray) -> np.ndarray:
-    """Return the (..., 2) ab of sRGB floats in [0, 1], in float64 NumPy.
-
-    Host-side twin of :func:`colorjax.color.rgb_to_lab` (same constants): the bin set must
-    not depend on which accelerator's float32 cube root happened to compute it.
-    """
-    rgb = np.asarray(rgb, dtype=np.float64)
-    lin = np.where(rgb > color._SRGB_KNEE, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
-    t = lin @ color._XYZ_FROM_RGB.T / color._WHITE_D65
-    f = np.where(t > color._LAB_EPSILON, np.cbrt(t), color._LAB_KAPPA * t + color._LAB_OFFSET)
-    return np.stack([500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])], axis=-1)
 
 
 def _cube_sample() -> np.ndarray:
@@ -98,7 +90,7 @@ def _cube_sample() -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _bin_centers_cached(grid: float) -> np.ndarray:
     """Compute the in-gamut bin centres for one grid size (cached)."""
-    ab = _srgb_to_ab_np(_cube_sample())
+    ab = color.rgb_to_lab_np(_cube_sample())[..., 1:]
     keys = np.unique(np.round(ab / grid).astype(np.int64), axis=0)  # sorted by a, then b
     centers = (keys * grid).astype(np.float32)
     centers.setflags(write=False)  # cached and shared: nobody may mutate it
@@ -222,13 +214,13 @@ def _read_prior_json(path: Path) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ColorjaxError(
             f"cannot read the ab prior {path}: {exc}; reinstall colorjax or regenerate it with "
-            "`python -m colorjax.gamut --prior-from DIR --out PATH`."
+            "`colorjax prior --from DIR --out PATH`."
         ) from exc
     expected = ab_bin_centers(grid)
     if centers.shape != expected.shape or not np.array_equal(centers, expected):
         raise ColorjaxError(
             f"the ab prior {path} was made for {len(centers)} bins, but this version of colorjax "
-            f"has {len(expected)}; regenerate it with `python -m colorjax.gamut --prior-from DIR`."
+            f"has {len(expected)}; regenerate it with `colorjax prior --from DIR`."
         )
     return {"prior": prior, "grid": grid}
 
@@ -248,38 +240,30 @@ def default_prior() -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------
-# `python -m colorjax.gamut --prior-from DIR`: compute the empirical prior from photos.
+# The empirical prior of a folder of photos (`colorjax prior --from DIR`).
 
 
-def _list_images(root: Path, limit: int | None) -> list[Path]:
-    """Return image files under root in sorted order, evenly thinned to at most ``limit``."""
-    if not root.is_dir():
-        raise DataSourceError(f"--prior-from {root} is not a directory; pass a folder of photos.")
-    files = sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()
-    )
-    if not files:
-        raise DataSourceError(f"no images ({', '.join(sorted(_IMAGE_SUFFIXES))}) under {root}.")
-    if limit is not None and limit < len(files):
-        # Evenly spaced over the sorted list, so a class-per-folder dataset is covered by every
-        # class instead of only the first few folders.
-        picks = (np.arange(limit) * len(files)) // limit
-        files = [files[i] for i in picks]
-    return files
+def _thin(files: list, limit: int | None) -> list:
+    """Evenly spaced subset of at most ``limit`` files of a sorted list.
+
+    Evenly spaced, not the first ``limit``, so a class-per-folder dataset is covered by every
+    class instead of only the first few folders.
+    """
+    if limit is None or limit >= len(files):
+        return files
+    picks = (np.arange(limit) * len(files)) // limit
+    return [files[i] for i in picks]
 
 
 def _load_rgb(path: Path, max_side: int) -> np.ndarray | None:
     """Decode one image to uint8 RGB with its longer side at most max_side; None if unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        logger.warning("skipping unreadable image %s: %s", path, exc)
+        img = decode_pil(path, min_side=max_side)
+    except ImageDecodeError as exc:
+        logger.warning("skipping unreadable image: %s", exc)
         return None
+    img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
 
 
 @jax.jit
@@ -295,8 +279,13 @@ def compute_prior_from_folder(
     """Return (counts (Q,), images used, pixels used) of the photos under ``root``."""
     from tqdm import tqdm
 
+    root = Path(root)
+    if not root.is_dir():
+        raise DataSourceError(f"{root} is not a directory; pass a folder of photos.")
+    files = _thin(list_image_files(root), limit)
+    if not files:
+        raise DataSourceError(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) under {root}.")
     centers = jnp.asarray(ab_bin_centers(grid))
-    files = _list_images(Path(root), limit)
     chunk = 1 << 16
     counts = np.zeros(len(centers), dtype=np.float64)
     buffer: list[np.ndarray] = []
@@ -356,39 +345,3 @@ def write_prior_json(
         "prior": [_round_sig(p) for p in prior.tolist()],
     }
     atomic_write_text(path, json.dumps(payload, separators=(",", ":")) + "\n")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m colorjax.gamut``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m colorjax.gamut", description="Compute the empirical ab-bin prior."
-    )
-    parser.add_argument(
-        "--prior-from", required=True, help="folder of photos (searched recursively)"
-    )
-    parser.add_argument("--limit", type=int, default=5000, help="number of photos (evenly spaced)")
-    parser.add_argument("--max-side", type=int, default=128, help="downscale larger photos to this")
-    parser.add_argument("--grid", type=float, default=10.0, help="ab bin size")
-    parser.add_argument("--source", default=None, help="source name stored in the JSON")
-    parser.add_argument("--out", default=str(DEFAULT_PRIOR_PATH), help="output JSON path")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        counts, n_images, n_pixels = compute_prior_from_folder(
-            args.prior_from, args.limit, args.max_side, args.grid
-        )
-    except ColorjaxError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    root = Path(args.prior_from).resolve()
-    source = args.source or f"{root.parent.name}/{root.name}"
-    write_prior_json(args.out, counts, source, n_images, n_pixels, args.grid)
-    print(
-        f"wrote {args.out}: Q={len(counts)} bins from {n_images} images ({n_pixels} pixels), "
-        f"{int((counts == 0).sum())} empty bins"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from colorjax import color
+
 
 def l1_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
     """Mean absolute error."""
@@ -54,10 +56,10 @@ def area_downsample(x: jax.Array, size: tuple[int, int]) -> jax.Array:
 
 
 def colorful_image_mask(ab_cie: jax.Array, threshold: float) -> jax.Array:
-    """1.0 for images whose maximum chroma reaches `threshold` (CIE units), else 0.0; shape (N,)."""
-    chroma = jnp.sqrt(jnp.sum(jnp.square(ab_cie.astype(jnp.float32)), axis=-1) + 1e-12)
-    max_chroma = jnp.max(chroma.reshape(chroma.shape[0], -1), axis=-1)
-    return (max_chroma >= threshold).astype(jnp.float32)
+    """1.0 for images (N,H,W,2) that are not near-gray (colorjax.color.is_near_gray), else 0.0."""
+    # A mask, not a value to differentiate: the sqrt at ab = 0 never enters the gradient.
+    gray = color.is_near_gray(jax.lax.stop_gradient(ab_cie.astype(jnp.float32)), threshold)
+    return 1.0 - gray.astype(jnp.float32)
 
 
 def soft_encode_sparse(
@@ -94,7 +96,7 @@ def rebalanced_cross_entropy(
     *,
     sigma: float = 5.0,
     neighbors: int = 5,
-    gray_threshold: float = 5.0,
+    gray_threshold: float = color.GRAY_CHROMA,
 ) -> jax.Array:
     """Zhang et al. multinomial loss: soft-encoded targets, per-pixel rebalancing, gray masking.
 

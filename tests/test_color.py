@@ -241,3 +241,31 @@ def test_fit_ab_to_gamut_keeps_l_and_hue_and_shrinks_chroma_only_as_needed():
     assert shrunk.mean() > 0.3 and (scale > 0.999).mean() > 0.05
     more = np.concatenate([lab[:, :1], fitted * 1.03], -1)[shrunk]
     assert np.all(np.abs(_sk_round_trip(more) - more).max(axis=-1) > 0.01)
+
+
+def test_numpy_twin_matches_skimage_and_the_device_path(cube):
+    lab_np = color.rgb_to_lab_np(cube)
+    assert lab_np.dtype == np.float64
+    np.testing.assert_allclose(lab_np, skcolor.rgb2lab(cube), atol=1e-9)
+    np.testing.assert_allclose(lab_np, np.asarray(color.rgb_to_lab(cube)), atol=2e-3)
+    with pytest.raises(InputShapeError, match="3 channels"):
+        color.rgb_to_lab_np(np.zeros((4, 4)))
+
+
+def test_near_gray_rule_is_the_same_on_host_and_device():
+    rng = np.random.default_rng(3)
+    ab = rng.normal(0.0, 3.0, (6, 5, 7, 2))
+    ab[0] = 0.0  # exactly gray
+    ab[1, 2, 3] = (3.0, 4.0)  # chroma exactly 5 = GRAY_CHROMA: still gray (at most)
+    ab[1] = np.clip(ab[1], -1.0, 1.0)
+    ab[1, 2, 3] = (3.0, 4.0)
+    ab[2, 0, 0] = (0.0, -30.0)  # one vivid pixel makes the image colourful
+    expected = np.sqrt((ab**2).sum(-1)).max(axis=(1, 2))
+    np.testing.assert_allclose(color.max_chroma(ab), expected, rtol=1e-12)
+    np.testing.assert_allclose(color.max_chroma(jnp.asarray(ab, jnp.float32)), expected, rtol=1e-6)
+    host = color.is_near_gray(ab)
+    device = np.asarray(color.is_near_gray(jnp.asarray(ab, jnp.float32)))
+    assert isinstance(host, np.ndarray)
+    np.testing.assert_array_equal(host, device)
+    np.testing.assert_array_equal(host, expected <= color.GRAY_CHROMA)
+    assert host[0] and host[1] and not host[2]

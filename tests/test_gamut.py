@@ -12,7 +12,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 from skimage import color as skcolor
 
-from colorjax import gamut
+from colorjax import cli, gamut
 from colorjax.errors import ConfigError, InputShapeError
 
 
@@ -193,7 +193,7 @@ def test_prior_cli_on_a_small_folder(tmp_path, centers):
         Image.fromarray(arr).save(path)
     (folder / "b" / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "prior.json"
-    rc = gamut.main(["--prior-from", str(folder), "--limit", "10", "--out", str(out)])
+    rc = cli.main(["prior", "--from", str(folder), "--limit", "10", "--out", str(out)])
     assert rc == 0
     meta = json.loads(out.read_text())
     assert meta["count"] == 3 and meta["Q"] == len(centers)  # the broken file is skipped
@@ -206,10 +206,10 @@ def test_prior_cli_on_a_small_folder(tmp_path, centers):
     assert not list(tmp_path.glob("*.tmp"))
 
     # --limit thins the sorted list evenly.
-    rc = gamut.main(["--prior-from", str(folder), "--limit", "2", "--out", str(out)])
+    rc = cli.main(["prior", "--from", str(folder), "--limit", "2", "--out", str(out)])
     assert rc == 0 and json.loads(out.read_text())["count"] == 2
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert gamut.main(["--prior-from", str(empty), "--out", str(tmp_path / "x.json")]) == 2
+    assert cli.main(["prior", "--from", str(empty), "--out", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("colorjax.demo", "colorize a sample with the bundled weights, train the CPU demo"),
     "models": ("colorjax.models.cli", "list the registered models"),
     "data": ("colorjax.data.cli", "check a data source: count unreadable and near-gray images"),
+    "prior": ("colorjax.cli.prior", "compute the empirical ab-bin prior of a folder of photos"),
 }
 
 

@@ -9,6 +9,7 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
+from colorjax import color
 from colorjax.errors import ImageDecodeError
 
 ImageInput = bytes | bytearray | memoryview | str | os.PathLike | Image.Image | np.ndarray
@@ -301,24 +302,9 @@ def preprocess_train(
 
 
 def max_chroma(rgb_u8: np.ndarray | Image.Image, thumb: int = 32) -> float:
-    """Largest CIE Lab chroma sqrt(a^2 + b^2) over a small thumbnail of the image."""
+    """Largest CIE Lab chroma over a small thumbnail of the image (host-side, for the loader)."""
     img = _as_pil(rgb_u8)
     # Nearest-neighbour reduce keeps original pixel colours (no blending toward gray).
     small = img.resize((min(thumb, img.size[0]), min(thumb, img.size[1])), Image.Resampling.NEAREST)
-    rgb = np.asarray(small, dtype=np.float32).reshape(-1, 3) / 255.0
-    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    # sRGB (D65) -> XYZ, normalised by the D65 white point.
-    m = np.array(
-        [
-            [0.4124564 / 0.95047, 0.3575761 / 0.95047, 0.1804375 / 0.95047],
-            [0.2126729, 0.7151522, 0.0721750],
-            [0.0193339 / 1.08883, 0.1191920 / 1.08883, 0.9503041 / 1.08883],
-        ],
-        dtype=np.float32,
-    )
-    xyz = linear @ m.T
-    eps, kappa = 216.0 / 24389.0, 24389.0 / 27.0
-    f = np.where(xyz > eps, np.cbrt(xyz), (kappa * xyz + 16.0) / 116.0)
-    a = 500.0 * (f[:, 0] - f[:, 1])
-    b = 200.0 * (f[:, 1] - f[:, 2])
-    return float(np.sqrt(a * a + b * b).max(initial=0.0))
+    lab = color.rgb_to_lab_np(np.asarray(small, dtype=np.float64) / 255.0)
+    return float(color.max_chroma(lab[..., 1:]))
