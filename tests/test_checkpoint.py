@@ -11,12 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colorjax.checkpoint import CheckpointStore, has_checkpoint, load_inference_params
+from colorjax.checkpoint import (
+    CheckpointStore,
+    has_checkpoint,
+    load_inference_params,
+    tree_is_finite,
+)
 from colorjax.config import ExperimentConfig
 from colorjax.errors import ConfigError, TrainingDivergedError
 from colorjax.parallel import make_mesh
 from colorjax.train.loop import train
-from colorjax.train.state import abstract_state, make_task, tree_is_finite
+from colorjax.train.state import abstract_state, make_task
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_worker import flat_params  # noqa: E402
