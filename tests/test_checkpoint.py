@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _train_worker import flat_params
 
 from colorjax.checkpoint import (
     CheckpointStore,
@@ -22,10 +23,6 @@ from colorjax.errors import ConfigError, TrainingDivergedError
 from colorjax.parallel import make_mesh
 from colorjax.train.loop import train
 from colorjax.train.state import abstract_state, make_task
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _train_worker import flat_params  # noqa: E402
-from test_parallel import WORKER, worker_env  # noqa: E402
 
 
 def _config(steps: int) -> ExperimentConfig:
@@ -54,7 +51,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 900) -> None:
 
 
 @pytest.mark.multiprocess
-def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, train_worker, worker_env):
     config = _config(steps=6)
     cfg_path = tmp_path / "config.json"
     cfg_path.write_text(config.to_json())
@@ -63,7 +60,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(WORKER),
+            str(train_worker),
             "train",
             str(cfg_path),
             str(workdir),
@@ -85,7 +82,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     subprocess.run(
         [
             sys.executable,
-            str(WORKER),
+            str(train_worker),
             "train",
             str(cfg_path),
             str(workdir),
