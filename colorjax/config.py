@@ -87,7 +87,7 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"  # float32 | bfloat16 (compute dtype; params stay float32)
     log_every: int = 10
-    eval_every: int = 0  # 0 disables periodic eval (a final eval still runs if eval_batches > 0)
+    eval_every: int = 0  # 0 disables evaluation (no eval data is read)
     eval_batch_size: int = 16
     eval_batches: int = 1
     checkpoint_every: int = 500

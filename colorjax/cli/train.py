@@ -6,7 +6,7 @@ import argparse
 import logging
 import shlex
 
-from colorjax.config import add_override_argument, load_config
+from colorjax.config import add_override_argument, list_presets, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -16,7 +16,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         required=True,
-        help="experiment file (e.g. experiments/NAME.py) or a preset name (e.g. demo_cpu)",
+        help="experiment file (e.g. experiments/NAME.py) or the name of a preset shipped in "
+        f"the package: {', '.join(list_presets())}",
     )
     parser.add_argument(
         "--workdir", required=True, help="directory for config, metrics, checkpoints"
