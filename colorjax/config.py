@@ -1,4 +1,4 @@
-"""Typed experiment configs, JSON round trip, and `--set a.b=value` command-line overrides."""
+"""Typed experiment configs: JSON round trip, `--set a.b=value` overrides, files and presets."""
 
 from __future__ import annotations
 
