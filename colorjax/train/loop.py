@@ -1,8 +1,8 @@
 """The training loop: `train_and_evaluate(config, workdir)`, one function in big_vision sections.
 
-mesh -> model -> checkpoint (resume) -> input -> shard -> update -> evals -> loop. Every
-periodic action (log, eval, checkpoint, the save after the last step) asks one rule,
-`records.due(step, every, total)`.
+mesh -> model -> checkpoint -> input -> shard (create or resume) -> records -> update -> evals
+-> loop. Every periodic action (log, eval, checkpoint, the save after the last step) asks one
+rule, `records.due(step, every, total)`.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def train_and_evaluate(
             config.optim.warmup_steps,
         )
 
-    # ------------------------------------------------------------------------------- mesh
+    # ------------------------------------------------------------------------------------- mesh
     mesh = mesh if mesh is not None else make_mesh()
     # An impossible batch split fails here, before anything is compiled or loaded.
     per_process = check_batch_divisible(t.batch_size, mesh)
@@ -90,19 +90,21 @@ def train_and_evaluate(
         )
     ensure_output_dir(workdir, "--workdir")
 
-    # ------------------------------------------------------------------------------ model
+    # ------------------------------------------------------------------------------------ model
     task = make_task(config)
 
     with contextlib.ExitStack() as cleanup:
-        # ------------------------------------------------------------------- checkpoint
+        # --------------------------------------------------------------------------- checkpoint
         store = CheckpointStore(
             workdir, keep=t.keep, keep_best=t.keep_best, async_save=t.async_checkpoint
         )
         cleanup.callback(store.close)  # runs last: it waits for the final async save
+
+        # -------------------------------------------------------------------------------- input
         loader = make_data_loader(config, train=True, per_process=per_process)
         cleanup.callback(loader.close)
 
-        # ------------------------------------------------------------------- shard
+        # -------------------------------------------------------------------------------- shard
         # The state lives replicated on the mesh; batches are sharded over its data axis.
         if resuming:
             state, data_state = _resume(store, task, mesh, workdir)
@@ -114,7 +116,7 @@ def train_and_evaluate(
         if resuming:
             logger.info("resumed %s at step %d", workdir, start)
 
-        # ------------------------------------------------------------------- records
+        # ------------------------------------------------------------------------------ records
         if main and start < t.steps:
             # A finished run re-run as is trains nothing, so its config.json stays as it was.
             atomic_write_text(workdir / CONFIG_FILE, config.to_json() + "\n")
@@ -130,15 +132,15 @@ def train_and_evaluate(
         )
         cleanup.callback(report.close)
 
-        # ------------------------------------------------------------------- update
+        # ------------------------------------------------------------------------------- update
         train_step = make_train_step(task, mesh)
 
-        # ------------------------------------------------------------------- evals
+        # -------------------------------------------------------------------------------- evals
         # eval_every=0 turns evaluation off: no eval data is read and nothing compiled.
         eval_data = eval_batches(config, mesh) if t.eval_every > 0 else None
         eval_step = make_eval_step(task, mesh) if eval_data is not None else None
 
-        # ------------------------------------------------------------------- loop
+        # --------------------------------------------------------------------------------- loop
         last_train: dict[str, float] = {}
         last_eval: dict[str, float] | None = None
         # Metrics are read one step late, so the host queues step N+1 before waiting on N.
