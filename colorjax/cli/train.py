@@ -8,8 +8,6 @@ import shlex
 
 from colorjax.config import add_override_argument, list_presets, load_config
 
-logger = logging.getLogger(__name__)
-
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the train command's arguments."""
@@ -51,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
     if not is_main_process():
         logging.getLogger().setLevel(logging.WARNING)
 
-    from colorjax.train.loop import train
+    from colorjax.train.loop import train_and_evaluate
 
     argv = getattr(args, "argv", None)  # set by colorjax.cli.main
     command = shlex.join(["colorjax", *argv]) if argv else None
-    result = train(config, args.workdir, resume=args.resume, command=command)
+    result = train_and_evaluate(config, args.workdir, resume=args.resume, command=command)
     if is_main_process():
         if not result.last_metrics:
             print(
