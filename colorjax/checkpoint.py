@@ -1,4 +1,8 @@
-"""Orbax checkpoints: async saves, keep latest N and best PSNR, exact restore, params export."""
+"""Orbax checkpoints of a run: async saves, keep latest N and best PSNR, exact restore.
+
+The store saves whatever state pytree it is given (with the data iterators' positions and the
+config); it knows nothing of training, which imports it, never the reverse.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
@@ -224,15 +229,12 @@ class CheckpointStore:
         config: ExperimentConfig,
         metrics: dict[str, float] | None = None,
     ) -> None:
-        """Save one step; refuses (TrainingDivergedError) if any parameter is non-finite."""
-        from colorjax.train.state import tree_is_finite
-
-        finite = bool(tree_is_finite((state.params, state.ema_params)))
-        if not finite:
+        """Save one step; refuses (TrainingDivergedError) if a float in the state is not finite."""
+        if not bool(tree_is_finite(state)):
             raise TrainingDivergedError(
-                f"parameters at step {step} are not finite; not saving a checkpoint so the last "
-                "good one stays intact. Lower optim.learning_rate or set optim.grad_clip_norm, "
-                "then resume"
+                f"the state at step {step} is not finite (parameters or optimizer); not saving a "
+                "checkpoint so the last good one stays intact. Lower optim.learning_rate or set "
+                "optim.grad_clip_norm, then resume"
             )
         data = {"processes": _gather_json(data_state)}
         args = ocp.args.Composite(
@@ -302,6 +304,25 @@ class CheckpointStore:
             self.manager.close()
 
 
+def tree_is_finite(tree: Any) -> jax.Array:
+    """Scalar bool: every floating leaf of `tree` is finite."""
+    leaves = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree_util.tree_leaves(tree)
+        if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+# Why not Grain's own Orbax handler (grain.checkpoint.CheckpointSave/Restore, grain 0.2.18)?
+# It writes one process_I-of-N.json per process, which would replace this all-gather, but:
+# (1) it restores only into the same process count: any other count raises inside the
+#     Composite restore, so the model state could not be restored either, where we log a
+#     warning and restart the data iterators (a 2-host run resumed on 1 host);
+# (2) it saves `get_state()` of a grain DatasetIterator (else it expects bytes) and restores
+#     into a live iterator; our DataIterator wraps Grain's with skip counters and a version,
+#     and `restore` returns the state so the caller decides what to do with it.
+# One all-gather of a few hundred bytes per checkpoint is the price of both.
 def _gather_json(value: Any) -> list[Any]:
     """Every process's JSON-serialisable value, in process order (only process 0 writes JSON)."""
     if jax.process_count() == 1:

@@ -1,4 +1,4 @@
-"""Typed experiment configs, JSON round trip, and `--set a.b=value` command-line overrides."""
+"""Typed experiment configs: JSON round trip, `--set a.b=value` overrides, files and presets."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ class TrainConfig:
     seed: int = 0
     dtype: str = "float32"  # float32 | bfloat16 (compute dtype; params stay float32)
     log_every: int = 10
-    eval_every: int = 0  # 0 disables periodic eval (a final eval still runs if eval_batches > 0)
+    eval_every: int = 0  # 0 disables evaluation (no eval data is read)
     eval_batch_size: int = 16
     eval_batches: int = 1
     checkpoint_every: int = 500
@@ -364,6 +364,28 @@ def validate(config: ExperimentConfig) -> None:
             raise ConfigError(f"{key} must be positive, got {value}")
     if o.ema_decay is not None and not 0.0 < o.ema_decay < 1.0:
         raise ConfigError(f"optim.ema_decay must be in (0, 1) or none, got {o.ema_decay}")
+
+
+def incompatible_fields(saved: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """Fields that stop a checkpoint of `saved` continuing as `new` (they change the state)."""
+    checks = {
+        "model.name": (saved.model.name, new.model.name),
+        "model.overrides": (saved.model.overrides, new.model.overrides),
+        "data.image_size": (saved.data.image_size, new.data.image_size),
+        "optim.optimizer": (saved.optim.optimizer, new.optim.optimizer),
+        # Only on/off matters: the value of the decay or the clip norm does not change shapes.
+        "optim.ema_decay": (saved.optim.ema_decay is None, new.optim.ema_decay is None),
+        "optim.grad_clip_norm": (bool(saved.optim.grad_clip_norm), bool(new.optim.grad_clip_norm)),
+    }
+    shown = {
+        "optim.ema_decay": (saved.optim.ema_decay, new.optim.ema_decay),
+        "optim.grad_clip_norm": (saved.optim.grad_clip_norm, new.optim.grad_clip_norm),
+    }
+    return [
+        f"{key} {shown.get(key, pair)[0]!r} -> {shown.get(key, pair)[1]!r}"
+        for key, pair in checks.items()
+        if pair[0] != pair[1]
+    ]
 
 
 def add_override_argument(parser: argparse.ArgumentParser) -> None:

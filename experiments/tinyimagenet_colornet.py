@@ -5,15 +5,13 @@ be changed with `--set data.source=folder:PATH --set data.eval_source=folder:PAT
 """
 
 from colorjax.config import ExperimentConfig
-from colorjax.configs.tinyimagenet import tinyimagenet_data
+from colorjax.configs import tinyimagenet
 
 
 def get_config() -> ExperimentConfig:
     """Zhang et al.-style rebalanced classification, shortened for a CPU budget."""
-    c = ExperimentConfig()
+    c = tinyimagenet.get_config()
     c.model.name = "colornet-tiny-cls"
-    c.data = tinyimagenet_data()
-    c.optim.optimizer = "adam"
     c.optim.learning_rate = 1e-3  # far above Zhang et al.'s 3e-5: a few thousand steps, not 450k
     c.optim.b2 = 0.99
     c.optim.schedule = "cosine"
@@ -28,8 +26,6 @@ def get_config() -> ExperimentConfig:
     c.train.steps = 2000
     c.train.log_every = 20
     c.train.eval_every = 500
-    c.train.eval_batch_size = 64
-    c.train.eval_batches = 2
     c.train.checkpoint_every = 500
     c.train.keep = 2
     return c

@@ -9,16 +9,14 @@ Data paths are relative to the repository root; change them with `--set data.sou
 """
 
 from colorjax.config import ExperimentConfig
-from colorjax.configs.tinyimagenet import tinyimagenet_data
+from colorjax.configs import tinyimagenet
 
 
 def get_config() -> ExperimentConfig:
     """About 1.2 s a step at batch 32 on a free 2-core CPU; 2,000 steps is ~1.3 epochs."""
-    c = ExperimentConfig()
+    c = tinyimagenet.get_config()
     c.model.name = "colornet-small-cls4"
-    c.data = tinyimagenet_data()
     c.loss.rebalance_lambda = 0.5
-    c.optim.optimizer = "adam"
     c.optim.learning_rate = 1e-3
     c.optim.b2 = 0.99
     c.optim.schedule = "cosine"
@@ -30,8 +28,6 @@ def get_config() -> ExperimentConfig:
     c.train.steps = 2000
     c.train.log_every = 50
     c.train.eval_every = 500
-    c.train.eval_batch_size = 64
-    c.train.eval_batches = 2
     c.train.checkpoint_every = 250
     c.train.keep = 3
     return c

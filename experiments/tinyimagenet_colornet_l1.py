@@ -7,16 +7,14 @@ repository root; change them with `--set data.source=folder:PATH --set data.eval
 """
 
 from colorjax.config import ExperimentConfig
-from colorjax.configs.tinyimagenet import tinyimagenet_data
+from colorjax.configs import tinyimagenet
 
 
 def get_config() -> ExperimentConfig:
     """L1 on ab (the median: less wash-out than L2), warm-up + cosine, EMA weights."""
-    c = ExperimentConfig()
+    c = tinyimagenet.get_config()
     c.model.name = "colornet-tiny"
-    c.data = tinyimagenet_data()
     c.loss.regression = "l1"
-    c.optim.optimizer = "adam"
     c.optim.learning_rate = 2e-3
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 200
@@ -27,8 +25,6 @@ def get_config() -> ExperimentConfig:
     c.train.steps = 6000
     c.train.log_every = 50
     c.train.eval_every = 1000
-    c.train.eval_batch_size = 64
-    c.train.eval_batches = 2
     c.train.checkpoint_every = 500
     c.train.keep = 2
     return c

@@ -5,15 +5,13 @@ be changed with `--set data.source=folder:PATH --set data.eval_source=folder:PAT
 """
 
 from colorjax.config import ExperimentConfig
-from colorjax.configs.tinyimagenet import tinyimagenet_data
+from colorjax.configs import tinyimagenet
 
 
 def get_config() -> ExperimentConfig:
     """pix2pix objective (vanilla GAN + 100 * L1, Adam 2e-4, beta1 0.5), shortened for CPU."""
-    c = ExperimentConfig()
+    c = tinyimagenet.get_config()
     c.model.name = "deepcolorization-small"
-    c.data = tinyimagenet_data()
-    c.optim.optimizer = "adam"
     c.optim.learning_rate = 2e-4
     c.optim.b1 = 0.5
     c.optim.b2 = 0.999
@@ -28,8 +26,6 @@ def get_config() -> ExperimentConfig:
     c.train.steps = 2000
     c.train.log_every = 20
     c.train.eval_every = 500
-    c.train.eval_batch_size = 64
-    c.train.eval_batches = 2
     c.train.checkpoint_every = 500
     c.train.keep = 2
     return c

@@ -10,18 +10,16 @@ the exported ColorNet weights:
 """
 
 from colorjax.config import ExperimentConfig
-from colorjax.configs.tinyimagenet import tinyimagenet_data
+from colorjax.configs import tinyimagenet
 
 
 def get_config() -> ExperimentConfig:
     """A few hundred steps at a low generator learning rate: D leads, G adapts."""
-    c = ExperimentConfig()
+    c = tinyimagenet.get_config()
     c.model.name = "deepcolorization-colornet"
-    c.data = tinyimagenet_data()
     c.loss.gan = "lsgan"  # bounded gradients: a fresh D cannot blow up a pretrained G
     c.loss.lambda_ce = 3.0  # ~10 with CE ~3.3 vs adversarial ~0.3-1: colour loss leads
     c.loss.lambda_l1 = 10.0
-    c.optim.optimizer = "adam"
     c.optim.learning_rate = 5e-5
     c.optim.d_learning_rate = 2e-4
     c.optim.b1 = 0.5
@@ -32,8 +30,6 @@ def get_config() -> ExperimentConfig:
     c.train.steps = 400
     c.train.log_every = 25
     c.train.eval_every = 200
-    c.train.eval_batch_size = 64
-    c.train.eval_batches = 2
     c.train.checkpoint_every = 100
     c.train.keep = 2
     return c

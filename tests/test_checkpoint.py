@@ -10,17 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _train_worker import flat_params
 
-from colorjax.checkpoint import CheckpointStore, has_checkpoint, load_inference_params
+from colorjax.checkpoint import (
+    CheckpointStore,
+    has_checkpoint,
+    load_inference_params,
+    tree_is_finite,
+)
 from colorjax.config import ExperimentConfig
 from colorjax.errors import ConfigError, TrainingDivergedError
 from colorjax.parallel import make_mesh
 from colorjax.train.loop import train
-from colorjax.train.state import abstract_state, make_task, tree_is_finite
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _train_worker import flat_params  # noqa: E402
-from test_parallel import WORKER, worker_env  # noqa: E402
+from colorjax.train.state import abstract_state, make_task
 
 
 def _config(steps: int) -> ExperimentConfig:
@@ -49,7 +51,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 900) -> None:
 
 
 @pytest.mark.multiprocess
-def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, train_worker, worker_env):
     config = _config(steps=6)
     cfg_path = tmp_path / "config.json"
     cfg_path.write_text(config.to_json())
@@ -58,7 +60,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     proc = subprocess.Popen(
         [
             sys.executable,
-            str(WORKER),
+            str(train_worker),
             "train",
             str(cfg_path),
             str(workdir),
@@ -80,7 +82,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     subprocess.run(
         [
             sys.executable,
-            str(WORKER),
+            str(train_worker),
             "train",
             str(cfg_path),
             str(workdir),

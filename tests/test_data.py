@@ -492,7 +492,7 @@ def test_workers_are_deterministic_and_resumable(worker_type, tmp_path):
 def test_data_cli_check_lists_unreadable_files(photo_folder, capsys):
     import argparse
 
-    from colorjax.data import cli
+    from colorjax.cli import data as cli
 
     root, good = photo_folder
     parser = argparse.ArgumentParser()

@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-WORKER = Path(__file__).with_name("_train_worker.py")
-
-
-def worker_env(devices: int) -> dict[str, str]:
-    """Environment for a JAX subprocess with `devices` fake CPU devices."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    env["JAX_PLATFORMS"] = "cpu"
-    env["PYTHONPATH"] = os.pathsep.join([str(WORKER.parents[1]), str(WORKER.parent)])
-    return env
-
 
 @pytest.mark.multiprocess
-def test_eight_devices_match_one_device_and_bad_batches_fail_early(tmp_path):
+def test_eight_devices_match_one_device_and_bad_batches_fail_early(
+    tmp_path, train_worker, worker_env
+):
     out = tmp_path / "devices.json"
     subprocess.run(
-        [sys.executable, str(WORKER), "devices", str(out)],
+        [sys.executable, str(train_worker), "devices", str(out)],
         env=worker_env(8),
         check=True,
         timeout=900,

@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from colorjax.config import ExperimentConfig, apply_override, load_config, valid_keys
+from colorjax.config import (
+    ExperimentConfig,
+    apply_override,
+    list_presets,
+    load_config,
+    valid_keys,
+)
 from colorjax.errors import ConfigError
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.py"))
+PRESETS = list_presets()
 
 
 def test_round_trip_through_json():
@@ -81,7 +88,7 @@ def test_valid_keys_cover_every_section():
         assert key in keys
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [*EXPERIMENTS, *PRESETS], ids=lambda p: getattr(p, "stem", p))
 def test_every_experiment_loads_and_names_a_registered_model(path):
     from colorjax.models import get_spec
 
@@ -96,3 +103,30 @@ def test_load_config_validates_choices(tmp_path):
         load_config(EXPERIMENTS[0], ["train.dtype=float16"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.py")
+
+
+def test_presets_ship_in_the_package_and_derive_from_the_base():
+    from colorjax.configs import default
+
+    for name in ("default", "demo_cpu", "colornet_imagenet", "zhang_eccv16_finetune"):
+        assert name in PRESETS
+    assert load_config("default") == default.get_config() == ExperimentConfig()
+    # Every Tiny ImageNet experiment shares the base's data block and evaluation set.
+    base = load_config("tinyimagenet")
+    runs = [load_config(p) for p in EXPERIMENTS if p.stem.startswith("tinyimagenet_")]
+    assert len(runs) == 5
+    for c in runs:
+        assert c.data == base.data and c.data.source.endswith("tiny-imagenet/train")
+        assert (c.train.eval_batch_size, c.train.eval_batches) == (64, 2)
+
+
+def test_train_a_preset_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    from colorjax import cli
+
+    monkeypatch.chdir(tmp_path)  # no experiments/ folder here: the name must come from the package
+    args = ["train", "--config", "demo_cpu", "--workdir", "run", "--no-progress"]
+    small = ["train.steps=2", "train.batch_size=2", "data.image_size=16", "train.eval_every=0"]
+    assert cli.main(args + [f"--set={item}" for item in small]) == 0
+    assert "trained colornet-tiny to step 2" in capsys.readouterr().out
+    saved = ExperimentConfig.from_dict(json.loads((tmp_path / "run" / "config.json").read_text()))
+    assert saved == load_config("demo_cpu", [*small, "train.progress=false"])

@@ -6,15 +6,11 @@ import json
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from _train_worker import flat_params, run_steps, tiny_config  # noqa: E402
-from test_parallel import WORKER, worker_env  # noqa: E402
+from _train_worker import flat_params, run_steps, tiny_config
 
 
 def _free_port() -> int:
@@ -24,7 +20,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.multiprocess
-def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path):
+def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path, train_worker, worker_env):
     from colorjax.checkpoint import CheckpointStore
     from colorjax.parallel import make_mesh
     from colorjax.train.state import abstract_state
@@ -35,7 +31,7 @@ def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path):
         subprocess.Popen(
             [
                 sys.executable,
-                str(WORKER),
+                str(train_worker),
                 "multihost",
                 str(pid),
                 "2",

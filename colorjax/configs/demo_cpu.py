@@ -1,11 +1,12 @@
 """Demo: colornet-tiny on the embedded photos at 64 px; a few minutes on a 2-core CPU."""
 
 from colorjax.config import ExperimentConfig
+from colorjax.configs import default
 
 
 def get_config() -> ExperimentConfig:
     """Small regression run that shows the loss falling and colours appearing."""
-    c = ExperimentConfig()
+    c = default.get_config()
     c.model.name = "colornet-tiny"
     c.data.source = "embedded"
     c.data.split = "train"

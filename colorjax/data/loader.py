@@ -37,7 +37,7 @@ except ImportError as _err:  # one clear error instead of a traceback deep in an
         "`bash benchmarks/device_run.sh` there installs them (see README 'Running on a GPU')"
     ) from _err
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 WORKER_TYPES = ("thread", "process")
@@ -85,7 +85,9 @@ class _Prepare:
         try:
             img = decode_pil(self.source[record_index], min_side=self.min_side)
         except (ColorjaxError, OSError) as err:
-            log.warning("skipping unreadable image %s: %s", self.source.describe(record_index), err)
+            logger.warning(
+                "skipping unreadable image %s: %s", self.source.describe(record_index), err
+            )
             img = None
         chroma = 0.0
         if img is not None and self.drop_gray_threshold is not None:
@@ -119,7 +121,7 @@ class _Prepare:
         if img is None:
             return {"skip": _SKIP_BAD}
         if self.drop_gray_threshold is not None and chroma <= self.drop_gray_threshold:
-            log.debug("skipping near-gray image %s", self.source.describe(record_index))
+            logger.debug("skipping near-gray image %s", self.source.describe(record_index))
             return {"skip": _SKIP_GRAY}
         if self.train:
             # The crop depends only on (seed, record, epoch): identical across worker counts,
@@ -242,9 +244,9 @@ class DataIterator(Iterator):
                 batch = next(self._it)
             except StopIteration:
                 if self.skipped_unreadable:
-                    log.warning("end of data: %s", self._summary())
+                    logger.warning("end of data: %s", self._summary())
                 else:
-                    log.info("end of data: %s", self._summary())
+                    logger.info("end of data: %s", self._summary())
                 raise
             self.skipped_unreadable += int(batch["skipped_unreadable"])
             self.skipped_gray += int(batch["skipped_gray"])
@@ -253,7 +255,7 @@ class DataIterator(Iterator):
                 # Warn when this epoch met new unreadable files; otherwise the summary is
                 # debug-level, since a tiny source (the embedded photos) ends an epoch per batch.
                 new_bad = self.skipped_unreadable > self._reported_unreadable
-                log_fn = log.warning if new_bad else log.debug
+                log_fn = logger.warning if new_bad else logger.debug
                 log_fn("epoch %d done: %s", self.epoch, self._summary())
                 self._reported_unreadable = self.skipped_unreadable
                 self.epoch = epoch

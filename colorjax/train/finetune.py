@@ -21,24 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from colorjax import color, gamut, losses
-from colorjax.config import ExperimentConfig
-from colorjax.errors import ConfigError
-from colorjax.train.state import TrainState, TrainTask
-
-ZHANG_CLASSIFICATION = "zhang-classification"
-
-
-def training_mode(config: ExperimentConfig, family: str, head: str) -> str | None:
-    """The step kind for models this module handles (None: the default rule applies)."""
-    if family != "zhang-eccv16" or config.loss.zhang_head != "classification":
-        return None
-    if not config.model.init_weights:
-        raise ConfigError(
-            "zhang-eccv16 cross-entropy training needs the 313 bin centres that come with the "
-            "weights: set model.init_weights=zhang-eccv16 (or a weights file), or train the "
-            "decoded ab with loss.zhang_head=regression"
-        )
-    return ZHANG_CLASSIFICATION
+from colorjax.train.state import TrainState, TrainTask, apply_gradients, inject_nan
 
 
 def zhang_class_weights(centers: jax.Array, lam: float) -> jax.Array:
@@ -52,8 +35,6 @@ def zhang_class_weights(centers: jax.Array, lam: float) -> jax.Array:
 
 def zhang_classification_step(task: TrainTask) -> Callable:
     """Un-jitted step: rebalanced cross-entropy on zhang-eccv16's 313 logits at H/4."""
-    from colorjax.train.steps import _inject_nan, apply_gradients
-
     cfg = task.config.loss
     nan_step = task.config.train.inject_nan_step
 
@@ -75,7 +56,7 @@ def zhang_classification_step(task: TrainTask) -> Callable:
                 neighbors=cfg.soft_neighbors,
                 gray_threshold=cfg.gray_chroma_threshold,
             )
-            return _inject_nan(loss, state.step, nan_step)
+            return inject_nan(loss, state.step, nan_step)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         return apply_gradients(task, state, loss, grads)

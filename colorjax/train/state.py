@@ -1,4 +1,9 @@
-"""Training state (params, optimizer state, step, RNG, EMA), optimizers and schedules."""
+"""Training state (params, optimizer state, step, RNG, EMA): its creation and its update rule.
+
+The task (model, mode, optimizers, schedules) is built here from the config; the step
+functions in `steps` and `finetune` compute losses and gradients and hand them to
+`apply_gradients`, the one place an optimizer update and the EMA happen.
+"""
 
 from __future__ import annotations
 
@@ -89,6 +94,22 @@ def make_optimizer(optim: OptimConfig, schedule: optax.Schedule) -> optax.Gradie
     return base
 
 
+ZHANG_CLASSIFICATION = "zhang-classification"
+
+
+def training_mode(config: ExperimentConfig, family: str, head: str) -> str | None:
+    """The step kind of zhang-eccv16's cross-entropy fine-tuning (None: the default rule)."""
+    if family != "zhang-eccv16" or config.loss.zhang_head != "classification":
+        return None
+    if not config.model.init_weights:
+        raise ConfigError(
+            "zhang-eccv16 cross-entropy training needs the 313 bin centres that come with the "
+            "weights: set model.init_weights=zhang-eccv16 (or a weights file), or train the "
+            "decoded ab with loss.zhang_head=regression"
+        )
+    return ZHANG_CLASSIFICATION
+
+
 def make_task(config: ExperimentConfig) -> TrainTask:
     """Build the model (in the configured compute dtype), optimizers and schedules."""
     spec = get_spec(config.model.name)
@@ -101,8 +122,6 @@ def make_task(config: ExperimentConfig) -> TrainTask:
             f"loss.lambda_ce={config.loss.lambda_ce} needs a GAN with a ColorNet generator "
             f"(generator_arch='colornet'); {config.model.name!r} has none: set loss.lambda_ce=0."
         )
-    from colorjax.train.finetune import training_mode  # deferred: it imports this module
-
     mode = training_mode(config, spec.family, mode) or mode
     schedule = make_schedule(config.optim, config.train.steps, config.optim.learning_rate)
     tx = make_optimizer(config.optim, schedule)
@@ -210,11 +229,34 @@ def inference_params(task: TrainTask, state: TrainState) -> Any:
     return state.ema_params
 
 
-def tree_is_finite(tree: Any) -> jax.Array:
-    """Scalar bool: every floating leaf of `tree` is finite."""
-    leaves = [
-        jnp.all(jnp.isfinite(x))
-        for x in jax.tree_util.tree_leaves(tree)
-        if jnp.issubdtype(x.dtype, jnp.floating)
-    ]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+def inject_nan(loss: jax.Array, step: jax.Array, nan_step: int | None) -> jax.Array:
+    """Testing aid: multiply the loss by NaN at one step so params and loss both go bad."""
+    if nan_step is None:
+        return loss
+    return loss * jnp.where(step == nan_step, jnp.nan, 1.0)
+
+
+def ema_update(old: Any, new: Any, decay: float | None) -> Any:
+    """The exponential moving average after one step (None when the run keeps no EMA)."""
+    if old is None or decay is None:
+        return old
+    return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, old, new)
+
+
+def apply_gradients(
+    task: TrainTask, state: TrainState, loss: jax.Array, grads: Any
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer update of a single-network state (params, optimizer, EMA) and its metrics."""
+    updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=params,
+        opt_state=opt_state,
+        ema_params=ema_update(state.ema_params, params, task.config.optim.ema_decay),
+    )
+    return new_state, {
+        "loss": loss,
+        "grad_norm": optax.tree.norm(grads),
+        "learning_rate": jnp.asarray(task.schedule(state.step), jnp.float32),
+    }

@@ -14,22 +14,18 @@ from jax.sharding import Mesh
 from colorjax import color, gamut, losses, metrics
 from colorjax.models import predict_ab
 from colorjax.parallel import data_sharding, replicated
-from colorjax.train.state import TrainState, TrainTask, inference_params
+from colorjax.train.finetune import zhang_classification_step
+from colorjax.train.state import (
+    ZHANG_CLASSIFICATION,
+    TrainState,
+    TrainTask,
+    apply_gradients,
+    ema_update,
+    inference_params,
+    inject_nan,
+)
 
 StepFn = Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict[str, jax.Array]]]
-
-
-def _inject_nan(loss: jax.Array, step: jax.Array, nan_step: int | None) -> jax.Array:
-    """Testing aid: multiply the loss by NaN at one step so params and loss both go bad."""
-    if nan_step is None:
-        return loss
-    return loss * jnp.where(step == nan_step, jnp.nan, 1.0)
-
-
-def _ema(old: Any, new: Any, decay: float | None) -> Any:
-    if old is None or decay is None:
-        return old
-    return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, old, new)
 
 
 def _classification_loss_fn(task: TrainTask) -> Callable[..., jax.Array]:
@@ -68,25 +64,6 @@ def _colornet_loss_fn(task: TrainTask) -> Callable[..., jax.Array]:
     return regression
 
 
-def apply_gradients(
-    task: TrainTask, state: TrainState, loss: jax.Array, grads: Any
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer update of a single-network state (params, optimizer, EMA) and its metrics."""
-    updates, opt_state = task.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=params,
-        opt_state=opt_state,
-        ema_params=_ema(state.ema_params, params, task.config.optim.ema_decay),
-    )
-    return new_state, {
-        "loss": loss,
-        "grad_norm": optax.tree.norm(grads),
-        "learning_rate": jnp.asarray(task.schedule(state.step), jnp.float32),
-    }
-
-
 def colornet_step(task: TrainTask) -> StepFn:
     """Un-jitted step for ColorNet (regression or classification head)."""
     loss_of = _colornet_loss_fn(task)
@@ -98,7 +75,7 @@ def colornet_step(task: TrainTask) -> StepFn:
 
         def loss_fn(params: Any) -> jax.Array:
             out = task.model.apply({"params": params}, l_norm, train=True, rngs={"dropout": rng})
-            return _inject_nan(loss_of(out, ab_norm), state.step, nan_step)
+            return inject_nan(loss_of(out, ab_norm), state.step, nan_step)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         return apply_gradients(task, state, loss, grads)
@@ -155,7 +132,7 @@ def gan_step(task: TrainTask) -> StepFn:
             l1 = losses.l1_loss(fake_ab, ab_norm)
             ce = ce_of(logits, ab_norm) if ce_of is not None else jnp.zeros((), jnp.float32)
             total = adv + cfg.lambda_l1 * l1 + cfg.lambda_ce * ce
-            return _inject_nan(total, state.step, nan_step), (adv, l1, ce)
+            return inject_nan(total, state.step, nan_step), (adv, l1, ce)
 
         (g_loss, (g_adv, g_l1, g_ce)), out_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(
             (fake, gen_logits)
@@ -168,7 +145,7 @@ def gan_step(task: TrainTask) -> StepFn:
             params={"generator": g_params, "discriminator": d_params},
             opt_state=opt_state,
             d_opt_state=d_opt_state,
-            ema_params=_ema(state.ema_params, g_params, decay),
+            ema_params=ema_update(state.ema_params, g_params, decay),
         )
         out = {
             "loss": g_loss,
@@ -189,11 +166,12 @@ def gan_step(task: TrainTask) -> StepFn:
 
 def make_train_step(task: TrainTask, mesh: Mesh) -> StepFn:
     """The task's step, jitted once: state replicated and donated, batch sharded on 'data'."""
-    fn = gan_step(task) if task.mode == "gan" else colornet_step(task)
-    if task.mode == "zhang-classification":
-        from colorjax.train.finetune import zhang_classification_step
-
+    if task.mode == "gan":
+        fn = gan_step(task)
+    elif task.mode == ZHANG_CLASSIFICATION:
         fn = zhang_classification_step(task)
+    else:
+        fn = colornet_step(task)
     return jax.jit(
         fn,
         in_shardings=(replicated(mesh), data_sharding(mesh)),

@@ -8,11 +8,12 @@ decay to 0.1x), 256x256 inputs. ImageNet must be prepared for TFDS manually.
 """
 
 from colorjax.config import ExperimentConfig
+from colorjax.configs import default
 
 
 def get_config() -> ExperimentConfig:
     """Full-scale classification run for accelerators."""
-    c = ExperimentConfig()
+    c = default.get_config()
     c.model.name = "colornet-base-cls"
     c.data.source = "tfds:imagenet2012"
     c.data.split = "train"

@@ -1,7 +1,7 @@
 """Fine-tune Zhang et al.'s ECCV16 colorizer on your own photos (class-rebalanced CE, 313 bins).
 
     colorjax weights download zhang-eccv16      # or: colorjax weights import FILE --name ...
-    colorjax train --config experiments/zhang_eccv16_finetune.py --workdir runs/zhang-ft \
+    colorjax train --config zhang_eccv16_finetune --workdir runs/zhang-ft \
         --set data.source=folder:PHOTOS_DIR
 
 Starts from the official weights (model.init_weights) with a small constant learning rate, as
@@ -10,11 +10,12 @@ fine-tuning a network trained for days on ImageNet should; use
 """
 
 from colorjax.config import ExperimentConfig
+from colorjax.configs import default
 
 
 def get_config() -> ExperimentConfig:
     """ECCV16 from its official weights, 256 px photos, Adam 1e-5."""
-    c = ExperimentConfig()
+    c = default.get_config()
     c.model.name = "zhang-eccv16"
     c.model.init_weights = "zhang-eccv16"
     c.data.source = "folder:photos"

@@ -6,9 +6,7 @@ import argparse
 import logging
 import shlex
 
-from colorjax.config import add_override_argument, load_config
-
-logger = logging.getLogger(__name__)
+from colorjax.config import add_override_argument, list_presets, load_config
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +14,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         required=True,
-        help="experiment file (e.g. experiments/NAME.py) or a preset name (e.g. demo_cpu)",
+        help="experiment file (e.g. experiments/NAME.py) or the name of a preset shipped in "
+        f"the package: {', '.join(list_presets())}",
     )
     parser.add_argument(
         "--workdir", required=True, help="directory for config, metrics, checkpoints"
@@ -50,11 +49,11 @@ def run(args: argparse.Namespace) -> int:
     if not is_main_process():
         logging.getLogger().setLevel(logging.WARNING)
 
-    from colorjax.train.loop import train
+    from colorjax.train.loop import train_and_evaluate
 
     argv = getattr(args, "argv", None)  # set by colorjax.cli.main
     command = shlex.join(["colorjax", *argv]) if argv else None
-    result = train(config, args.workdir, resume=args.resume, command=command)
+    result = train_and_evaluate(config, args.workdir, resume=args.resume, command=command)
     if is_main_process():
         if not result.last_metrics:
             print(

@@ -7,11 +7,12 @@ ImageNet must be prepared for TFDS manually (see the TFDS imagenet2012 page); pa
 """
 
 from colorjax.config import ExperimentConfig
+from colorjax.configs import default
 
 
 def get_config() -> ExperimentConfig:
     """Full-scale regression run for accelerators."""
-    c = ExperimentConfig()
+    c = default.get_config()
     c.model.name = "colornet-base"
     c.data.source = "tfds:imagenet2012"
     c.data.split = "train"

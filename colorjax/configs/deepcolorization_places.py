@@ -7,11 +7,12 @@ here spreads over data-parallel devices.
 """
 
 from colorjax.config import ExperimentConfig
+from colorjax.configs import default
 
 
 def get_config() -> ExperimentConfig:
     """Full-scale conditional-GAN run for accelerators."""
-    c = ExperimentConfig()
+    c = default.get_config()
     c.model.name = "deepcolorization-unet256"
     c.data.source = "tfds:places365_small"
     c.data.split = "train"

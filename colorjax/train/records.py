@@ -1,0 +1,151 @@
+"""What a run writes besides checkpoints: metrics JSON lines, the progress bar, WORKDIR/run.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+from tqdm.auto import tqdm
+
+from colorjax.fileio import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+RUN_INFO_FILE = "run.json"  # command, hardware, wall time: what `weights export` records
+
+
+def due(step: int, every: int, total: int) -> bool:
+    """Whether a periodic action runs after update `step` of `total` (steps count from 1).
+
+    Every `every` steps and always after the last one; never when `every` <= 0 (disabled),
+    and never at step 0, before any update (a resumed run does not redo what it saved).
+    """
+    if every <= 0 or step <= 0:
+        return False
+    return step % every == 0 or step == total
+
+
+def hardware_description() -> str:
+    """One line naming the devices and host a run used (for the weights manifest)."""
+    devices = jax.devices()
+    kinds = sorted({d.device_kind for d in devices})
+    return (
+        f"{len(devices)} x {', '.join(kinds)} ({jax.default_backend()} backend, "
+        f"{jax.process_count()} process(es)); host {platform.machine()} with "
+        f"{os.cpu_count()} CPU cores; JAX {jax.__version__}"
+    )
+
+
+class RunInfo:
+    """WORKDIR/run.json: the commands that trained the run, its hardware and wall time."""
+
+    def __init__(self, workdir: Path, command: str | None, enabled: bool, resumed: bool) -> None:
+        self.path = workdir / RUN_INFO_FILE
+        self.enabled = enabled
+        self.start = time.perf_counter()
+        previous: dict[str, Any] = {}
+        if resumed and self.path.is_file():
+            try:
+                previous = json.loads(self.path.read_text())
+            except ValueError:
+                previous = {}  # a damaged file only loses the history, never the run
+        self.commands = [c for c in previous.get("commands", []) if isinstance(c, str)]
+        if command and command not in self.commands:
+            self.commands.append(command)
+        self.seconds_before = float(previous.get("seconds", 0.0) or 0.0)
+
+    def write(self, step: int) -> None:
+        """Record the state after `step` (called with each checkpoint)."""
+        if not self.enabled:
+            return
+        info = {
+            "commands": self.commands,
+            "hardware": hardware_description(),
+            "seconds": self.seconds_before + time.perf_counter() - self.start,
+            "step": step,
+        }
+        atomic_write_text(self.path, json.dumps(info, indent=2) + "\n")
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to DIR/metrics.jsonl (process 0 only)."""
+
+    def __init__(self, path: Path, enabled: bool, resume_step: int | None) -> None:
+        """Open for appending; on resume drop records from steps after the checkpoint."""
+        self.path = path
+        self.enabled = enabled
+        if not enabled:
+            return
+        if resume_step is not None and path.exists():
+            kept = [
+                line
+                for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            atomic_write_text(path, "".join(line + "\n" for line in kept))
+        elif resume_step is None and path.exists():
+            path.unlink()
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one record and flush (so a crash loses at most the current line)."""
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+class Reporter:
+    """Shows and records training and eval metrics: progress bar, images/s, metrics.jsonl."""
+
+    def __init__(
+        self,
+        writer: MetricsWriter,
+        *,
+        start: int,
+        total: int,
+        log_every: int,
+        batch_size: int,
+        show: bool,
+    ) -> None:
+        self.writer = writer
+        self.total = total
+        self.log_every = log_every
+        self.batch_size = batch_size
+        self.show = show
+        self.bar = tqdm(
+            total=total, initial=start, disable=not show, unit="step", dynamic_ncols=True
+        )
+        self._clock = (time.perf_counter(), start)  # throughput since the last logged step
+
+    def train(self, step: int, values: dict[str, float]) -> dict[str, float]:
+        """Advance the bar to `step`; at logging steps add images/s and write a record."""
+        self.bar.update(step - self.bar.n)
+        if due(step, self.log_every, self.total):
+            now = time.perf_counter()
+            then, then_step = self._clock
+            ips = (step - then_step) * self.batch_size / max(now - then, 1e-9)
+            self._clock = (now, step)
+            self.bar.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{ips:.1f}")
+            record = {"step": step, "kind": "train", **values, "images_per_sec": ips}
+            self.writer.write({**record, "time": time.time()})
+        return values
+
+    def eval(self, step: int, values: dict[str, float]) -> dict[str, float]:
+        """Write an eval record and log it (process 0)."""
+        self.writer.write({"step": step, "kind": "eval", **values, "time": time.time()})
+        if self.writer.enabled:
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(values.items()))
+            logger.info("step %d eval: %s", step, shown)
+        return values
+
+    def close(self) -> None:
+        """Close the progress bar."""
+        self.bar.close()

@@ -1,0 +1,36 @@
+"""Shared test set-up: JAX subprocesses with N fake CPU devices, and the training worker script."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+
+
+def fake_device_env(devices: int) -> dict[str, str]:
+    """Environment for a JAX subprocess with `devices` fake CPU devices.
+
+    The device count is fixed when JAX starts, so it is set for a fresh process, never in
+    this one; PYTHONPATH lets the subprocess import colorjax and the tests' helpers.
+    """
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS.parent), str(TESTS)])
+    return env
+
+
+@pytest.fixture
+def worker_env() -> Callable[[int], dict[str, str]]:
+    """`worker_env(n)`: the environment of a JAX subprocess with n fake CPU devices."""
+    return fake_device_env
+
+
+@pytest.fixture
+def train_worker() -> Path:
+    """The subprocess script of the training tests (tests/_train_worker.py)."""
+    return TESTS / "_train_worker.py"

@@ -1,0 +1,148 @@
+"""The package's import graph (module-level and deferred imports alike) has no cycles."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "colorjax"
+
+# (module, function) whose imports are left out of the graph, each with the reason and the
+# change that removes it. Keep this list shrinking: an entry that no longer matches an import
+# fails the test, so it is deleted together with the code it excused.
+KNOWN: dict[tuple[str, str], str] = {
+    # Issue #12: the weights branch moves these two out of checkpoint.py (inference params
+    # for export and colorize), which leaves checkpoint.py with no import of colorjax.train.
+    ("colorjax.checkpoint", "load_inference_params"): "moves to colorjax.weights",
+    ("colorjax.checkpoint", "debiased_ema"): "moves with load_inference_params",
+    # Issue #12, weights branch: hub.py is split and its CLI moves to colorjax/cli/weights.py;
+    # hints and inference become one inference package.
+    ("colorjax.hub", "_resolve_entry"): "hub split: the registry resolves .pth entries",
+    ("colorjax.hub", "verify_weights"): "hub split: the registry verifies .pth entries",
+    ("colorjax.hub", "configure_parser"): "CLI moves to colorjax/cli/weights.py",
+    ("colorjax.hub", "run"): "CLI moves to colorjax/cli/weights.py",
+    ("colorjax.inference", "colorize"): "inference becomes a package holding hints",
+    ("colorjax.inference", "run"): "CLI moves to colorjax/cli/colorize.py",
+}
+
+
+def module_name(path: Path) -> str:
+    """Dotted module name of a file under the package ('colorjax.train' for its __init__)."""
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _resolve(target: str, modules: set[str]) -> str | None:
+    """The colorjax module an imported name lives in: the longest known dotted prefix."""
+    while target and target not in modules:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def import_edges(modules: dict[str, Path]) -> tuple[dict[str, set[str]], set[tuple[str, str]]]:
+    """(module -> modules it imports, the KNOWN entries used); imports of a package's own
+    submodules from its __init__ count, the implicit import of parent packages does not."""
+    graph: dict[str, set[str]] = {name: set() for name in modules}
+    used: set[tuple[str, str]] = set()
+    names = set(modules)
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        is_package = path.name == "__init__.py"
+        # Map every import node to its enclosing top-level function (or "" at module level).
+        owner: dict[int, str] = {}
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                for inner in ast.walk(node):
+                    owner[id(inner)] = node.name
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    package = name if is_package else name.rpartition(".")[0]
+                    for _ in range(node.level - 1):
+                        package = package.rpartition(".")[0]
+                    base = f"{package}.{base}".rstrip(".")
+                targets = [f"{base}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            key = (name, owner.get(id(node), ""))
+            if key in KNOWN:
+                used.add(key)
+                continue
+            for target in targets:
+                found = _resolve(target, names)
+                if found is not None and found != name:
+                    graph[name].add(found)
+    return graph, used
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of the directed graph as a list of nodes (first repeated at the end), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt) :] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state:
+            found = visit(start)
+            if found:
+                return found
+    return None
+
+
+def package_modules() -> dict[str, Path]:
+    """Every module of the colorjax package by dotted name."""
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def test_find_cycle_finds_cycles_and_only_cycles():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "d"}, "b": set(), "d": {"d2"}, "d2": {"d"}}) == ["d", "d2", "d"]
+
+
+def test_import_edges_see_deferred_and_relative_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "colorjax"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from colorjax.sub import b\n")
+    (pkg / "sub" / "__init__.py").write_text("from .b import g\n")
+    (pkg / "sub" / "b.py").write_text("import colorjax.a\n\ndef g():\n    pass\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", pkg)
+    graph, _ = import_edges(package_modules())
+    assert graph["colorjax.a"] == {"colorjax.sub.b"}
+    assert graph["colorjax.sub"] == {"colorjax.sub.b"}
+    assert graph["colorjax.sub.b"] == {"colorjax.a"}
+    assert find_cycle(graph) == ["colorjax.a", "colorjax.sub.b", "colorjax.a"]
+
+
+def test_colorjax_has_no_import_cycle():
+    graph, used = import_edges(package_modules())
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+    stale = sorted(set(KNOWN) - used)
+    assert not stale, f"KNOWN entries that no longer import anything, delete them: {stale}"
+
+
+def test_checkpoint_does_not_import_training():
+    # Checkpoints store whatever state they are given; the training code depends on them,
+    # never the other way round.
+    graph, _ = import_edges(package_modules())
+    assert not {m for m in graph["colorjax.checkpoint"] if m.startswith("colorjax.train")}
