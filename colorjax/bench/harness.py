@@ -49,7 +49,8 @@ def load_module(path: str | os.PathLike, name: str = "colorjax_torch_bench") -> 
     if not path.is_file():
         raise ConfigError(
             f"--torch needs {path} (the PyTorch reference nets live in a source checkout's "
-            "benchmarks/, not in the wheel); run from a colorjax checkout or pass --torch-module"
+            "benchmarks/, not in the wheel); run from a colorjax checkout or pass "
+            "--torch-module PATH"
         )
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
