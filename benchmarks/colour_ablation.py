@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from colorjax import data, evaluate, gamut, inference
+from colorjax.table import render_table
 
 METRICS = ("colorfulness_pred", "colorfulness_true", "psnr", "ssim", "auc")
 
@@ -93,29 +94,36 @@ def _rows(args: argparse.Namespace) -> list[dict]:
 
 
 HEADER = (
-    "| run | beta | T | working size | colourfulness (x truth) | PSNR (vs gray) | SSIM (vs gray) "
-    "| AuC (vs gray) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-)
+    "run", "beta", "T", "working size", "colourfulness (x truth)", "PSNR (vs gray)",
+    "SSIM (vs gray)", "AuC (vs gray)",
+)  # fmt: skip
+RIGHT = tuple(range(1, len(HEADER)))
+
+
+def _cells(r: dict) -> list[str]:
+    """One table row: model value and, in brackets, its margin over the baseline."""
+    ratio = r["model_colorfulness_pred"] / max(r["model_colorfulness_true"], 1e-9)
+    return [
+        r["label"],
+        f"{r.get('beta', 0.0):g}",
+        f"{r['temperature']:g}",
+        str(r["working_size"]),
+        f"{r['model_colorfulness_pred']:.1f} ({ratio:.2f}x)",
+        f"{r['model_psnr']:.2f} ({r['model_psnr'] - r['baseline_psnr']:+.2f})",
+        f"{r['model_ssim']:.4f} ({r['model_ssim'] - r['baseline_ssim']:+.4f})",
+        f"{r['model_auc']:.4f} ({r['model_auc'] - r['baseline_auc']:+.4f})",
+    ]
 
 
 def markdown_row(r: dict) -> str:
-    """One Markdown table row: model value and, in brackets, its margin over the baseline."""
-    ratio = r["model_colorfulness_pred"] / max(r["model_colorfulness_true"], 1e-9)
-    return (
-        f"| {r['label']} | {r.get('beta', 0.0):g} | {r['temperature']:g} | {r['working_size']} "
-        f"| {r['model_colorfulness_pred']:.1f} ({ratio:.2f}x) "
-        f"| {r['model_psnr']:.2f} ({r['model_psnr'] - r['baseline_psnr']:+.2f}) "
-        f"| {r['model_ssim']:.4f} ({r['model_ssim'] - r['baseline_ssim']:+.4f}) "
-        f"| {r['model_auc']:.4f} ({r['model_auc'] - r['baseline_auc']:+.4f}) |"
-    )
+    """One Markdown table row (printed as each run finishes)."""
+    return render_table(HEADER, [_cells(r)], right=RIGHT).splitlines()[-1]
 
 
 def render(rows_path: Path) -> str:
     """The Markdown ablation table of every row in a JSON-lines file, with its command."""
     rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
-    lines = [HEADER]
-    for r in rows:
-        lines.append(markdown_row(r))
+    lines = [render_table(HEADER, [_cells(r) for r in rows], right=RIGHT).rstrip("\n")]
     commands = sorted({r["command"] for r in rows})
     lines += ["", "Commands (each row's `label` names its run):", ""]
     lines += [f"    python {c}" for c in commands]
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", default="run")
     parser.add_argument("--out", type=Path, default=None, help="JSON-lines file to append to")
     args = parser.parse_args(argv)
-    print(HEADER)
+    print(render_table(HEADER, [], right=RIGHT), end="")
     rows = _rows(args)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from report import speedup_table, write_plots  # a sibling: this script runs from benchmarks/
+
+from colorjax.table import render_table
+
 MAX_FILES = 8
 
 
@@ -50,26 +54,21 @@ def loader_records(scratch: Path) -> list[dict[str, Any]]:
 
 def loader_table(records: list[dict[str, Any]]) -> str:
     """Markdown: loader images/s against the train-step rate per worker setting."""
+    header = ("config", "model", "size", "batch", "workers", "loader img/s", "step img/s")
+    keys = ("config", "model", "image_size", "batch_size", None, "loader_images_per_s")
+    keys += ("train_step_images_per_s", "loader_to_step_ratio")
+    # Numbers as loader_bench wrote them (already rounded), not re-formatted.
     rows = [
-        "| config | model | size | batch | workers | loader img/s | step img/s | loader/step |",
-        "|---|---|---|---|---|---|---|---|",
+        [str(r[k]) if k else f"{r['worker_type']} x{r['num_workers']}" for k in keys]
+        for r in records
     ]
-    for r in records:
-        rows.append(
-            f"| {r['config']} | {r['model']} | {r['image_size']} | {r['batch_size']} "
-            f"| {r['worker_type']} x{r['num_workers']} | {r['loader_images_per_s']} "
-            f"| {r['train_step_images_per_s']} | {r['loader_to_step_ratio']} |"
-        )
-    return "\n".join(rows) + "\n"
+    return render_table((*header, "loader/step"), rows)
 
 
 def write_report(scratch: Path, out: Path, plots: bool = True) -> list[Path]:
     """Write the merged files into out; returns their paths."""
     from colorjax import bench
     from colorjax.fileio import atomic_write_text
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from plot import speedup_table
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -88,7 +87,7 @@ def write_report(scratch: Path, out: Path, plots: bool = True) -> list[Path]:
             f"- error: {r['model']} {r['kind']} {r['batch_size']}: {r['note']}" for r in errors
         ]
         if plots:
-            written += bench.write_plots(records, out)
+            written += write_plots(records, out)
     parts += [f"- note: {n}" for n in notes]
     profiles = sorted(scratch.glob("*/profile.md")) if scratch.is_dir() else []
     for i, path in enumerate(profiles):

@@ -108,7 +108,7 @@ step() {  # step NAME MIN_SECONDS CMD...: run CMD if MIN_SECONDS are left, stopp
 }
 bench() {  # bench NAME MIN_SECONDS ARGS...: one colorjax bench run into scratch/NAME
   local name="$1" need="$2"; shift 2
-  step "$name" "$need" "$py" -m colorjax.bench --no-plots --out "$scratch/$name" "$@"
+  step "$name" "$need" "$py" -m colorjax.cli bench --out "$scratch/$name" "$@"
 }
 loader_args=()
 [ "$has_grain" = 1 ] || loader_args=(--kinds train infer colorize)

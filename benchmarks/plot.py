@@ -1,6 +1,6 @@
-"""Redraw the Markdown table and PNG plots from a results.jsonl (e.g. merged from several runs).
+"""Write the Markdown report and PNG plots of one or more `colorjax bench` results.jsonl files.
 
-python benchmarks/plot.py benchmarks/results/cpu-2026-11-24/results.jsonl [--out DIR]
+python benchmarks/plot.py benchmarks/results/cpu-2026-11-24/results.jsonl [--out DIR] [--no-plots]
 """
 
 from __future__ import annotations
@@ -8,38 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from colorjax import bench
+from report import speedup_table, write_markdown, write_plots
 
-
-def speedup_table(records: list[dict]) -> str:
-    """Markdown: colorjax vs PyTorch eager / torch.compile images/s per configuration."""
-    rows = [
-        "| kind | model | res | batch | dtype | colorjax img/s | torch eager | torch.compile "
-        "| x eager | x compile | MFU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    ok = [r for r in records if r["status"] == "ok"]
-    by_mode = {
-        (r["kind"], r["model"], r["resolution"], r["batch_size"], r["dtype"], r["mode"]): r
-        for r in ok
-        if r["framework"] == "torch"
-    }
-    for r in ok:
-        if r["framework"] != "colorjax" or r["speedup_vs_torch_eager"] is None:
-            continue
-        key = (r["kind"], r["model"], r["resolution"], r["batch_size"], r["dtype"])
-        eager, comp = by_mode.get((*key, "eager")), by_mode.get((*key, "compile"))
-        cells = [
-            *map(str, key),
-            f"{r['images_per_s']:.4g}",
-            f"{eager['images_per_s']:.4g}" if eager else "-",
-            f"{comp['images_per_s']:.4g}" if comp else "-",
-            f"{r['speedup_vs_torch_eager']:.2f}",
-            f"{r['speedup_vs_torch_compile']:.2f}" if r["speedup_vs_torch_compile"] else "-",
-            f"{r['mfu']:.3g}" if r["mfu"] is not None else "n/a",
-        ]
-        rows.append("| " + " | ".join(cells) + " |")
-    return "\n".join(rows) + "\n"
+from colorjax.bench import read_jsonl
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,11 +19,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("results", nargs="+", help="results.jsonl files (concatenated)")
     parser.add_argument("--out", help="output folder (default: folder of the first file)")
     parser.add_argument("--summary", action="store_true", help="print the speedup table")
+    parser.add_argument("--no-plots", action="store_true", help="only results.md (no matplotlib)")
     args = parser.parse_args(argv)
-    records = [rec for path in args.results for rec in bench.read_jsonl(path)]
+    records = [rec for path in args.results for rec in read_jsonl(path)]
     out = Path(args.out or Path(args.results[0]).parent)
-    bench.write_markdown(records, out / "results.md")
-    for path in [out / "results.md", *bench.write_plots(records, out)]:
+    write_markdown(records, out / "results.md")
+    plots = [] if args.no_plots else write_plots(records, out)
+    for path in [out / "results.md", *plots]:
         print(f"wrote {path}")
     if args.summary:
         print(speedup_table(records))

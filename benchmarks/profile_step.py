@@ -26,6 +26,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from colorjax.table import render_table
+
 # Kernel-name patterns per category, first match wins (lower-case substrings / regexes).
 CATEGORIES: tuple[tuple[str, str], ...] = (
     ("transpose/copy", r"transpose|copy|layout"),
@@ -157,20 +159,24 @@ def markdown(summary: dict[str, Any], hlo: dict[str, Any] | None, meta: dict[str
         f"- device time per step: {summary['device_time_per_step_ms']:.3f} ms; step wall times "
         f"(ms): {', '.join(f'{w:.3f}' for w in walls) or '-'}",
         "",
-        "| category | ms | share |",
-        "|---|---|---|",
     ]
     total = summary["device_time_ms"] or 1.0
-    for cat, ms in summary["categories_ms"].items():
-        lines.append(f"| {cat} | {ms:.3f} | {ms / total:.1%} |")
-    lines += ["", "| kernel | category | count | total ms | mean us | share |"]
-    lines.append("|---|---|---|---|---|---|")
-    for r in summary["top"]:
-        name = r["name"] if len(r["name"]) <= 90 else r["name"][:87] + "..."
-        lines.append(
-            f"| `{name}` | {r['category']} | {r['count']} | {r['total_ms']:.3f} "
-            f"| {r['mean_us']:.1f} | {r['share']:.1%} |"
-        )
+    shares = summary["categories_ms"].items()
+    categories = [[c, f"{ms:.3f}", f"{ms / total:.1%}"] for c, ms in shares]
+    lines.append(render_table(("category", "ms", "share"), categories))
+    kernels = [
+        [
+            f"`{r['name'] if len(r['name']) <= 90 else r['name'][:87] + '...'}`",
+            r["category"],
+            str(r["count"]),
+            f"{r['total_ms']:.3f}",
+            f"{r['mean_us']:.1f}",
+            f"{r['share']:.1%}",
+        ]
+        for r in summary["top"]
+    ]
+    header = ("kernel", "category", "count", "total ms", "mean us", "share")
+    lines.append(render_table(header, kernels).rstrip("\n"))
     if hlo:
         lines += ["", "Optimized HLO: " + ", ".join(f"{k}={v}" for k, v in hlo.items())]
     return "\n".join(lines) + "\n"

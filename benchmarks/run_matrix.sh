@@ -4,7 +4,8 @@
 #                                        # BENCH_NOTE env vars: torch modes, a meta note)
 #   bash benchmarks/run_matrix.sh gpu    # H100/H200: every model, 64/256/512 px, bf16 and f32
 #   bash benchmarks/run_matrix.sh gpu-core  # the two flagship nets at 256 px (~15 min of GPU)
-# Results go to benchmarks/results/<device>-<date>/[<dtype>/] (JSONL + Markdown + PNGs).
+# Results go to benchmarks/results/<device>-<date>/[<dtype>/]: results.jsonl from the bench,
+# results.md + PNGs from benchmarks/plot.py.
 set -euo pipefail
 preset="${1:-cpu}"
 cd "$(dirname "$0")/.."
@@ -21,28 +22,31 @@ case "$preset" in
     ncpu="$(python -c 'import os; print(len(os.sched_getaffinity(0)))')"
     for threads in 1 "$ncpu"; do
       OMP_NUM_THREADS="$threads" TORCHINDUCTOR_COMPILE_THREADS=1 \
-      python -m colorjax.bench --threads "$threads" \
+      python -m colorjax.cli bench --threads "$threads" \
         --models colornet-tiny deepcolorization-small --resolutions 64 128 --batch-sizes 4 8 \
         --dtype f32 --trials 5 --iters 2 --warmup 2 --latency-samples 20 \
         --kinds train infer --torch --torch-modes ${TORCH_MODES:-eager} \
         --note "${BENCH_NOTE:-}" --out "$root/threads-$threads"
+      python benchmarks/plot.py "$root/threads-$threads/results.jsonl"
     done
     ;;
   gpu)
     for dtype in bf16 f32; do
-      python -m colorjax.bench --resolutions 64 256 512 --batch-sizes 16 64 256 \
+      python -m colorjax.cli bench --resolutions 64 256 512 --batch-sizes 16 64 256 \
         --dtype "$dtype" --trials 5 --iters 10 --warmup 3 --latency-samples 200 \
         --photo-sizes 1024x1024 4000x3000 --torch --out "$root/$dtype" ||
         echo "some $dtype configurations failed (status=error rows, e.g. out of memory)" >&2
+      python benchmarks/plot.py "$root/$dtype/results.jsonl"
     done
     ;;
   gpu-core)
     for dtype in bf16 f32; do
-      python -m colorjax.bench --models colornet-base deepcolorization-unet256 \
+      python -m colorjax.cli bench --models colornet-base deepcolorization-unet256 \
         --resolutions 256 --batch-sizes 16 64 --dtype "$dtype" --trials 5 --iters 10 \
         --warmup 3 --latency-samples 100 --photo-sizes 1024x1024 4000x3000 --torch \
         --out "$root/$dtype" ||
         echo "some $dtype configurations failed (status=error rows)" >&2
+      python benchmarks/plot.py "$root/$dtype/results.jsonl"
     done
     ;;
   *)

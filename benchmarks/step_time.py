@@ -16,15 +16,16 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from report import load_torch_bench
 
-from colorjax.bench import _real_train_step, load_torch_bench
+from colorjax.bench import real_train_step
 from colorjax.parallel import make_mesh
 
 
 def time_step(name: str, batch: int, size: int, steps: int, warmup: int) -> dict:
     """Median wall seconds per step and the process CPU/wall ratio over the timed steps."""
     mesh = make_mesh(1)
-    tb = _real_train_step(name, size, batch, "f32", mesh)
+    tb = real_train_step(name, size, batch, "f32", mesh)
     rgb = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     data = {"rgb": jax.device_put(rgb)}
     state = tb.state

@@ -1,7 +1,8 @@
 """PyTorch side of the benchmark: the same train step / inference as colorjax, eager or compiled.
 
-Loaded by `colorjax bench --torch` from the source checkout. Each function returns a dict of
-raw timings (seconds per call) and metadata; colorjax.bench turns it into a result record.
+Loaded by file path (`colorjax bench --torch [--torch-module PATH]`, benchmarks/report.py's
+`load_torch_bench`). Each function returns a dict of raw timings (seconds per call) and
+metadata; colorjax.bench turns it into a result record.
 The train step does the same work as colorjax's: uint8 RGB -> Lab on the device, forward,
 loss (L1 regression / rebalanced soft-encoded cross-entropy / pix2pix D + G), backward, Adam.
 `mode='compile'` wraps the network in torch.compile (backward and Adam stay eager, fused where
@@ -18,15 +19,31 @@ batch size gets its own static-shape compile.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torch_models
+
+
+def _sibling(name: str) -> Any:
+    """Import benchmarks/<name>.py, which sits next to this file, whatever sys.path holds."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # one copy, shared with scripts that import it by name
+    spec.loader.exec_module(module)
+    return module
+
+
+torch_models = _sibling("torch_models")
 
 _XYZ_FROM_RGB = (
     (0.412453, 0.357580, 0.180423),

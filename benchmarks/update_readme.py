@@ -27,30 +27,32 @@ def section(text: str, name: str) -> str:
 
 def models_markdown() -> str:
     """The registered-models table, as `colorjax models --markdown` prints it."""
-    from colorjax.models.cli import model_rows, render_markdown
+    from colorjax.cli.models import model_rows, render_markdown
 
     return render_markdown(model_rows())
 
 
 def weights_markdown(manifest_path: Path) -> str:
     """A table of the manifest's weights with their `colorjax eval` numbers vs the baseline."""
+    from colorjax.table import render_table
+
     manifest = json.loads(manifest_path.read_text())
-    lines = [
-        "| weights | eval photos | PSNR (gray) | SSIM (gray) | colourfulness (truth) "
-        "| AuC (gray) |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
-    ]
+    header = ("weights", "eval photos", "PSNR (gray)", "SSIM (gray)", "colourfulness (truth)")
+    rows = []
     for entry in manifest.get("weights", []):
         for ev in entry.get("evaluations") or []:
             m, b = ev["model"], ev["baseline"]
-            lines.append(
-                f"| {entry['name']} ({entry['model']}, {entry['size'] / 1e6:.1f} MB)"
-                f" | {ev['data']}: {ev['count']} at {ev['resolution']} px"
-                f" | {m['psnr']:.2f} ({b['psnr']:.2f}) | {m['ssim']:.3f} ({b['ssim']:.3f})"
-                f" | {m['colorfulness_pred']:.1f} ({m['colorfulness_true']:.1f})"
-                f" | {m['auc']:.3f} ({b['auc']:.3f}) |"
+            rows.append(
+                [
+                    f"{entry['name']} ({entry['model']}, {entry['size'] / 1e6:.1f} MB)",
+                    f"{ev['data']}: {ev['count']} at {ev['resolution']} px",
+                    f"{m['psnr']:.2f} ({b['psnr']:.2f})",
+                    f"{m['ssim']:.3f} ({b['ssim']:.3f})",
+                    f"{m['colorfulness_pred']:.1f} ({m['colorfulness_true']:.1f})",
+                    f"{m['auc']:.3f} ({b['auc']:.3f})",
+                ]
             )
-    return "\n".join(lines) + "\n"
+    return render_table((*header, "AuC (gray)"), rows, right=(2, 3, 4, 5))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         new, "weights-table", weights_markdown(ROOT / "colorjax/weights/manifest.json")
     )
     if args.bench:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from plot import speedup_table
+        from report import speedup_table  # a sibling: this script runs from benchmarks/
 
         records = [json.loads(line) for line in args.bench.read_text().splitlines() if line]
         new = replace_section(new, "bench-summary", speedup_table(records))

@@ -1,4 +1,7 @@
-"""Tests for the benchmark harness: quick-mode output, FLOP counting, PyTorch mirrors."""
+"""Tests for `colorjax bench` and its harness: quick-run output, reports, PyTorch mirrors.
+
+FLOP counting itself is tested in test_cost.py.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import numpy as np
 import pytest
 
 from colorjax import bench
+from colorjax.cli import bench as bench_cli
+from colorjax.cli import main as cli_main
 from colorjax.errors import ConfigError
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -30,9 +35,18 @@ def _positive_finite(value: object) -> bool:
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     """One CI-sized `colorjax bench --quick` run shared by the output tests."""
     out = tmp_path_factory.mktemp("bench")
-    argv = ["--quick", "--models", "colornet-tiny", "--resolutions", "32", "--batch-sizes", "2"]
+    argv = [
+        "bench",
+        "--quick",
+        "--models",
+        "colornet-tiny",
+        "--resolutions",
+        "32",
+        "--batch-sizes",
+        "2",
+    ]
     argv += ["--latency-samples", "6", "--photo-sizes", "80x48", "--out", str(out)]
-    rc = bench.main(argv)
+    rc = cli_main(argv)
     return out, rc
 
 
@@ -77,9 +91,53 @@ def test_quick_run_writes_complete_sane_records(quick_run: tuple[Path, int]) -> 
     assert _positive_finite(train["loader_images_per_s"])
     latency = next(r for r in records if r["kind"] == "infer_latency")
     assert latency["batch_size"] == 1 and latency["trials"] == 6
-    assert (out / "results.md").read_text().count("| train |") == 1
-    assert (out / "throughput_vs_batch.png").stat().st_size > 0
-    assert (out / "latency.png").stat().st_size > 0
+
+
+@pytest.fixture(scope="module")
+def report():  # noqa: ANN201 - benchmarks/report.py, a script module outside the package
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import report as module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def test_report_and_plots_from_the_quick_run(quick_run: tuple[Path, int], report, tmp_path) -> None:  # noqa: ANN001
+    out, _ = quick_run
+    records = bench.read_jsonl(out / "results.jsonl")
+    report.write_markdown(records, tmp_path / "results.md")
+    text = (tmp_path / "results.md").read_text()
+    assert text.count("| train |") == 1
+    assert "- threads: `" in text and "- device_kind: `" in text
+    written = report.write_plots(records, tmp_path)
+    assert [p.name for p in written] == ["throughput_vs_batch.png", "latency.png"]
+    assert (tmp_path / "throughput_vs_batch.png").stat().st_size > 0
+    assert (tmp_path / "latency.png").stat().st_size > 0
+
+
+def test_models_table_and_bench_report_the_same_flops(quick_run: tuple[Path, int]) -> None:
+    # One cost reader (colorjax.models.cost) behind both: the `colorjax models` GFLOPs of one
+    # forward pass equals the bench's cost-analysis FLOPs of a batch-1 predict_ab (a forward
+    # pass for a regression model), and the analytic count of both agrees too.
+    from colorjax.cli.models import model_rows
+    from colorjax.models import create_model
+    from colorjax.models.cost import abstract_variables, analytic_flops
+
+    out, _ = quick_run
+    records = bench.read_jsonl(out / "results.jsonl")
+    latency = next(r for r in records if r["kind"] == "infer_latency")
+    assert (latency["model"], latency["resolution"], latency["batch_size"]) == (
+        "colornet-tiny", 32, 1,
+    )  # fmt: skip
+    (row,) = model_rows(["colornet-tiny"], 32)
+    assert latency["flops_per_step_cost_analysis"] == pytest.approx(row["gflops"] * 1e9, rel=1e-6)
+    model = create_model("colornet-tiny")
+    x = jnp.zeros((1, 32, 32, 1), jnp.float32)
+    forward = analytic_flops(
+        lambda v, l_norm: model.apply(v, l_norm), abstract_variables(model, 32), x
+    )
+    assert latency["flops_per_step_analytic"] == forward
 
 
 def test_train_flops_agree_with_cost_analysis(quick_run: tuple[Path, int]) -> None:
@@ -89,74 +147,6 @@ def test_train_flops_agree_with_cost_analysis(quick_run: tuple[Path, int]) -> No
         if rec["kind"] in COMPILED_KINDS and rec["flops_per_step_cost_analysis"] is not None:
             # XLA also counts elementwise work (norms, Adam, Lab): a little above the conv count.
             assert 0.9 <= rec["flops_ratio_cost_to_analytic"] <= 1.5, rec
-
-
-def _conv(x: jax.Array, w: jax.Array, stride: int, padding: str, lhs_dil: int = 1) -> jax.Array:
-    return jax.lax.conv_general_dilated(
-        x, w, (stride, stride), padding, lhs_dilation=(lhs_dil, lhs_dil),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )  # fmt: skip
-
-
-def _brute_force_conv_flops(n: int, h: int, k: int, cin: int, cout: int, stride: int) -> int:
-    """2 x multiply-adds that touch a real (unpadded) input pixel, by explicit enumeration."""
-    out = -(-h // stride)
-    total_pad = max((out - 1) * stride + k - h, 0)
-    lo = total_pad // 2
-    hits = 0
-    for oy in range(out):
-        for ox in range(out):
-            for ky in range(k):
-                for kx in range(k):
-                    iy, ix = oy * stride + ky - lo, ox * stride + kx - lo
-                    hits += 0 <= iy < h and 0 <= ix < h
-    return 2 * n * cout * cin * hits
-
-
-@pytest.mark.parametrize(("h", "k", "stride"), [(16, 3, 1), (15, 3, 2), (8, 4, 2), (9, 1, 1)])
-def test_conv_flops_match_hand_count_and_xla(h: int, k: int, stride: int) -> None:
-    x = jnp.ones((2, h, h, 3))
-    w = jnp.ones((k, k, 3, 5))
-    counted = bench.analytic_flops(lambda a, b: _conv(a, b, stride, "SAME"), x, w)
-    assert counted == _brute_force_conv_flops(2, h, k, 3, 5, stride)
-    compiled = jax.jit(lambda a, b: _conv(a, b, stride, "SAME")).lower(x, w).compile()
-    cost = bench.cost_analysis_flops(compiled)
-    if cost is not None:
-        assert cost == pytest.approx(counted, rel=0.02)
-
-
-def test_flops_of_gradient_and_dense_layers() -> None:
-    x = jnp.ones((4, 8, 8, 3))
-    w = jnp.ones((3, 3, 3, 6))
-    dense = jnp.ones((6, 10))
-
-    def loss(w: jax.Array, dense: jax.Array) -> jax.Array:
-        y = _conv(x, w, 1, "SAME").mean(axis=(1, 2))
-        return (y @ dense).sum()
-
-    fwd = bench.analytic_flops(loss, w, dense)
-    assert fwd == _brute_force_conv_flops(4, 8, 3, 3, 6, 1) + 2 * 4 * 6 * 10
-    # Backward of a conv w.r.t. its weights costs one more conv-sized contraction (the input
-    # gradient is not needed), and the dense layer adds one more matmul for d/dW (and d/dy).
-    grads = bench.analytic_flops(jax.grad(loss, argnums=(0, 1)), w, dense)
-    assert grads > fwd
-    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(w, dense).compile()
-    cost = bench.cost_analysis_flops(compiled)
-    if cost is not None:
-        assert 0.9 <= cost / grads <= 1.5
-
-
-def test_transposed_conv_skips_dilation_holes() -> None:
-    x = jnp.ones((1, 4, 4, 2))
-    w = jnp.ones((4, 4, 2, 3))
-    # A stride-2 transposed conv is a conv over the input dilated by 2: 3 of 4 taps hit holes.
-    fn = lambda a, b: _conv(a, b, 1, ((2, 2), (2, 2)), lhs_dil=2)  # noqa: E731
-    counted = bench.analytic_flops(fn, x, w)
-    naive = 2 * 8 * 8 * 3 * 2 * 16
-    assert counted < naive / 2
-    cost = bench.cost_analysis_flops(jax.jit(fn).lower(x, w).compile())
-    if cost is not None:
-        assert cost == pytest.approx(counted, rel=0.02)
 
 
 def test_summarize_times_percentiles_ordered() -> None:
@@ -181,10 +171,16 @@ def test_unknown_model_is_a_config_error() -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
-    bench.configure_parser(parser)
+    bench_cli.configure_parser(parser)
     args = parser.parse_args(["--models", "no-such-model"])
     with pytest.raises(ConfigError, match="no-such-model"):
-        bench.config_from_args(args)
+        bench_cli.config_from_args(args)
+
+
+def test_torch_without_the_module_file_is_one_clear_error(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    with pytest.raises(ConfigError, match="--torch-module"):
+        bench.load_module(tmp_path / "no_torch_bench.py")
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +196,7 @@ def torch_models():  # noqa: ANN201 - returns a module loaded from the benchmark
 
 def test_torch_param_counts_equal_flax(torch_models) -> None:  # noqa: ANN001
     from colorjax import models
-    from colorjax.models.registry import abstract_variables
+    from colorjax.models.cost import abstract_variables
 
     for name in models.list_models():
         model = models.create_model(name)
@@ -255,7 +251,7 @@ def test_torch_lab_conversion_matches_colorjax() -> None:
 
 def test_speedups_pair_rows_of_the_same_configuration() -> None:
     def row(framework: str, mode: str, seconds: float, batch: int = 8) -> dict:
-        fields = bench._throughput_fields([seconds, seconds * 1.1, seconds * 0.9], batch)
+        fields = bench.throughput_fields([seconds, seconds * 1.1, seconds * 0.9], batch)
         base = dict(kind="train", framework=framework, mode=mode, model="m", resolution=64)
         return bench.make_record(**base, batch_size=batch, dtype="f32", **fields)
 
@@ -291,7 +287,7 @@ def test_pinning_more_threads_than_allowed_is_a_config_error() -> None:
 
 def test_speedups_refused_when_a_row_fails_the_thread_check() -> None:
     def row(framework: str, mode: str, seconds: float, check: str | None) -> dict:
-        fields = bench._throughput_fields([seconds], 8)
+        fields = bench.throughput_fields([seconds], 8)
         base = dict(kind="train", framework=framework, mode=mode, model="m", resolution=64)
         return bench.make_record(**base, batch_size=8, dtype="f32", thread_check=check, **fields)
 

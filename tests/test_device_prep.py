@@ -20,6 +20,7 @@ BENCHMARKS = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import device_report  # noqa: E402
 import profile_step  # noqa: E402
+import report  # noqa: E402
 
 sys.path.remove(str(BENCHMARKS))
 
@@ -105,7 +106,7 @@ def test_hlo_summary_sees_nhwc_convolutions_of_a_real_compile() -> None:
 
 
 def _row(framework: str, mode: str, seconds: float, model: str = "m") -> dict:
-    fields = bench._throughput_fields([seconds, seconds], 8)
+    fields = bench.throughput_fields([seconds, seconds], 8)
     base = dict(kind="train", framework=framework, mode=mode, model=model, resolution=64)
     return bench.make_record(**base, batch_size=8, dtype="bf16", **fields, meta={"jax": "x"})
 
@@ -160,7 +161,7 @@ def test_device_run_rejects_an_unknown_preset(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def torch_bench():  # noqa: ANN201 - a module loaded from the benchmarks folder
     pytest.importorskip("torch")
-    return bench.load_torch_bench()
+    return report.load_torch_bench()
 
 
 @pytest.mark.parametrize("name", ["colornet-tiny", "colornet-tiny-cls", "deepcolorization-small"])

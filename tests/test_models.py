@@ -8,7 +8,6 @@ Inputs are numpy arrays for the same reason.
 
 from __future__ import annotations
 
-import argparse
 import functools
 
 import flax.linen as nn
@@ -25,14 +24,12 @@ from colorjax.models import (
     PatchDiscriminator,
     count_params,
     create_model,
-    forward_flops,
     get_spec,
     list_models,
     param_breakdown,
     patchgan_receptive_field,
     predict_ab,
 )
-from colorjax.models import cli as models_cli
 
 SMALL_MODELS = ["colornet-tiny", "colornet-tiny-cls", "deepcolorization-small"]
 
@@ -47,7 +44,7 @@ X = np.random.default_rng(0).uniform(-1, 1, (2, 32, 64, 1)).astype(np.float32)
 
 def _channels(name: str) -> int:
     """Expected output channels: Q logits for classification heads, else 2 (ab)."""
-    return len(ab_bin_centers()) if get_spec(name).head == "classification" else 2
+    return len(ab_bin_centers()) if get_spec(name).task == "classification" else 2
 
 
 def _numpy_params(module: nn.Module, x: np.ndarray, seed: int = 0) -> dict:
@@ -103,6 +100,51 @@ def test_registry_has_required_variants() -> None:
     assert create_model("deepcolorization-small").stride == 32
     assert create_model("deepcolorization-unet256").stride == 256
     assert create_model("colornet-base").stride == 8
+
+
+def test_each_variant_stores_its_head_once_and_derives_its_task() -> None:
+    from colorjax.models import model_task
+
+    expected = {
+        "colornet-tiny": "regression",
+        "colornet-tiny-cls": "classification",
+        "colornet-small-cls4": "classification",
+        "colornet-base": "regression",
+        "colornet-base-cls": "classification",
+        "deepcolorization-small": "gan",
+        "deepcolorization-colornet": "gan",
+        "deepcolorization-unet256": "gan",
+        "zhang-eccv16": "regression",
+        "zhang-siggraph17": "regression",
+    }
+    assert {name: get_spec(name).task for name in list_models()} == expected
+    for name in list_models():
+        spec = get_spec(name)
+        assert not hasattr(spec, "head")  # the head lives in kwargs only (it shapes the params)
+        assert model_task(create_model(name)) == spec.task
+        if spec.family == "colornet":
+            assert spec.kwargs["head"] == spec.task
+    # An override of the head changes the task of the built model, from the one place.
+    assert model_task(create_model("colornet-tiny", head="classification")) == "classification"
+
+
+def test_variants_are_registered_beside_their_architecture() -> None:
+    from colorjax.models import register_model
+
+    families = {get_spec(n).family: get_spec(n).cls.__module__ for n in list_models()}
+    assert families == {
+        "colornet": "colorjax.models.colornet",
+        "deepcolorization": "colorjax.models.deepcolorization",
+        "zhang-eccv16": "colorjax.models.zhang",
+        "zhang-siggraph17": "colorjax.models.zhang",
+    }
+    with pytest.raises(ConfigError, match="already registered"):
+        register_model("colornet-tiny", "colornet", get_spec("colornet-tiny").cls, "again")
+    with pytest.raises(ConfigError, match="family 'colornet' is ColorNet"):
+        register_model("odd", "colornet", DeepColorization, "a GAN under the ColorNet family")
+    with pytest.raises(ConfigError, match="unknown override"):
+        register_model("odd", "deepcolorization", DeepColorization, "bad key", widths=3)
+    assert "odd" not in list_models()
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -369,40 +411,6 @@ def test_predict_ab_heads(small_variables) -> None:
     np.testing.assert_allclose(
         np.asarray(ab), np.broadcast_to(centers[k] / 110.0, ab.shape), atol=1e-4
     )
-
-
-def test_count_params_and_forward_flops_on_a_single_conv() -> None:
-    class OneConv(nn.Module):
-        @nn.compact
-        def __call__(self, x, train=False):
-            return nn.Conv(8, (3, 3), use_bias=False)(x)
-
-    model = OneConv()
-    variables = _numpy_params(model, X[:1, :16, :16])
-    assert count_params(variables) == 3 * 3 * 1 * 8
-    # a 3x3 conv, 1 -> 8 channels, over 32x32 outputs: 2 FLOPs per multiply-accumulate
-    expected = 2 * 32 * 32 * 3 * 3 * 1 * 8
-    assert forward_flops(model, 32) == pytest.approx(expected, rel=0.05)
-
-
-def test_models_cli_markdown_table(capsys) -> None:
-    parser = argparse.ArgumentParser()
-    models_cli.configure_parser(parser)
-    args = parser.parse_args(
-        ["colornet-tiny", "deepcolorization-small", "--markdown", "--resolution", "8"]
-    )
-    assert models_cli.run(args) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| model | family | head | parameters | GFLOPs @ 8x8 |"
-    tiny = param_breakdown(create_model("colornet-tiny"))["total"]
-    gan = param_breakdown(create_model("deepcolorization-small"))
-    assert lines[2].startswith(f"| colornet-tiny | colornet | regression | {tiny:,} | ")
-    assert float(lines[2].rstrip(" |").rsplit("|", 1)[1]) > 0
-    split = f"{gan['total']:,} (G {gan['generator']:,} + D {gan['discriminator']:,})"
-    # 8 px is not a multiple of the GAN's stride (32): no FLOPs, shown as '-'
-    assert lines[3] == f"| deepcolorization-small | deepcolorization | gan | {split} | - |"
-    with pytest.raises(ConfigError):
-        models_cli.run(parser.parse_args(["no-such-model"]))
 
 
 def test_quarter_resolution_head_keeps_the_decoder_and_upsamples_decoded_ab() -> None:

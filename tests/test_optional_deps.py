@@ -114,7 +114,7 @@ def test_synthetic_bench_runs_and_loader_kinds_are_skipped(tmp_path: Path) -> No
     out = tmp_path / "bench"
     args = ["-m", "colorjax.cli", "bench", "--models", "colornet-tiny", "--resolutions", "32"]
     args += ["--batch-sizes", "2", "--kinds", "train", "loader", "train_e2e", "--trials", "1"]
-    args += ["--iters", "1", "--warmup", "0", "--no-plots", "--out", str(out)]
+    args += ["--iters", "1", "--warmup", "0", "--out", str(out)]
     proc = _run(tmp_path, args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]

@@ -16,10 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("colorjax.cli.train", "train a model from an experiment config"),
     "eval": ("colorjax.evaluate", "evaluate weights or a run against the grayscale baseline"),
     "colorize": ("colorjax.inference", "colorize image files, folders or globs"),
-    "bench": ("colorjax.bench", "benchmark throughput, latency, compile time, memory and MFU"),
+    "bench": ("colorjax.cli.bench", "benchmark throughput, latency, compile time, memory and MFU"),
     "weights": ("colorjax.hub", "list, download, verify or export pretrained weights"),
     "demo": ("colorjax.demo", "colorize a sample with the bundled weights, train the CPU demo"),
-    "models": ("colorjax.models.cli", "list the registered models"),
+    "models": ("colorjax.cli.models", "list the registered models"),
     "data": ("colorjax.cli.data", "check a data source: count unreadable and near-gray images"),
     "prior": ("colorjax.cli.prior", "compute the empirical ab-bin prior of a folder of photos"),
 }

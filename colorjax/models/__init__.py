@@ -1,24 +1,26 @@
-"""Colorization networks (ColorNet, DeepColorization, Zhang et al.) and the registry of variants."""
+"""Colorization networks (ColorNet, DeepColorization, Zhang et al.) and the registry of variants.
 
+Importing the family modules registers their variants (each registers its own, at its bottom).
+"""
+
+from colorjax.models.registry import (  # noqa: I001 - the mechanism first, then the families
+    ModelSpec,
+    create_model,
+    get_spec,
+    list_models,
+    model_task,
+    predict_ab,
+    register,
+    register_model,
+)
 from colorjax.models.colornet import ColorNet
+from colorjax.models.cost import count_params, forward_flops, param_breakdown
 from colorjax.models.deepcolorization import (
     DeepColorization,
     PatchDiscriminator,
     UNetGenerator,
     patchgan_output_size,
     patchgan_receptive_field,
-)
-from colorjax.models.registry import (
-    ModelSpec,
-    count_params,
-    create_model,
-    forward_flops,
-    get_spec,
-    list_models,
-    model_head,
-    param_breakdown,
-    predict_ab,
-    register,
 )
 from colorjax.models.zhang import ZhangECCV16, ZhangSIGGRAPH17
 
@@ -33,12 +35,13 @@ __all__ = [
     "forward_flops",
     "get_spec",
     "list_models",
-    "model_head",
+    "model_task",
     "param_breakdown",
     "patchgan_output_size",
     "patchgan_receptive_field",
     "predict_ab",
     "register",
+    "register_model",
     "ZhangECCV16",
     "ZhangSIGGRAPH17",
 ]

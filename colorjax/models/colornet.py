@@ -34,6 +34,7 @@ from colorjax.models.layers import (
     check_upsample_method,
     upsample2x,
 )
+from colorjax.models.registry import register_model
 
 HEADS = ("regression", "classification")
 
@@ -155,3 +156,64 @@ class ColorNet(nn.Module):
         q = self.num_classes if self.num_classes is not None else num_ab_bins()
         logits = nn.Conv(q, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)
         return logits.astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------- registered variants
+
+# Widths of the small variants; the defaults above are the Iizuka et al. widths ("base").
+TINY_WIDTHS = {
+    "low_features": (16, 32, 64, 128),
+    "mid_features": (128, 64),
+    "global_features": (64, 64, 128, 128),
+    "global_dense": (256, 128, 64),
+    "fusion_features": 64,
+    "decoder_features": (64, 32, 16),
+}
+SMALL_WIDTHS = {
+    "low_features": (32, 64, 128, 256),
+    "mid_features": (256, 128),
+    "global_features": (128, 128, 256, 256),
+    "global_dense": (512, 256, 128),
+    "fusion_features": 128,
+    "decoder_features": (128, 64, 64),
+}
+
+register_model(
+    "colornet-tiny",
+    "colornet",
+    ColorNet,
+    "ColorNet, tiny widths, ab regression; trains on a laptop CPU at 64 px",
+    head="regression",
+    **TINY_WIDTHS,
+)
+register_model(
+    "colornet-tiny-cls",
+    "colornet",
+    ColorNet,
+    "ColorNet, tiny widths, logits over the in-gamut ab bins (annealed-mean decoding)",
+    head="classification",
+    **TINY_WIDTHS,
+)
+register_model(
+    "colornet-small-cls4",
+    "colornet",
+    ColorNet,
+    "ColorNet, small widths, ab-bin logits at H/4 (Zhang et al.), upsampled after decoding",
+    head="classification",
+    head_stride=4,
+    **SMALL_WIDTHS,
+)
+register_model(
+    "colornet-base",
+    "colornet",
+    ColorNet,
+    "ColorNet with Iizuka et al. 2016 widths, ab regression",
+    head="regression",
+)
+register_model(
+    "colornet-base-cls",
+    "colornet",
+    ColorNet,
+    "ColorNet with Iizuka et al. 2016 widths, Zhang et al. 2016 ab-bin classification",
+    head="classification",
+)

@@ -20,12 +20,14 @@ from scratch with L1 + GAN on a CPU budget gives pastel, blotchy colour.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from colorjax.errors import ConfigError
-from colorjax.models.colornet import ColorNet
+from colorjax.models.colornet import SMALL_WIDTHS, ColorNet
 from colorjax.models.layers import (
     DownConv,
     Dtype,
@@ -34,6 +36,7 @@ from colorjax.models.layers import (
     check_l_input,
     conv_receptive_field,
 )
+from colorjax.models.registry import register_model
 
 GENERATORS = ("unet", "colornet")
 
@@ -149,6 +152,8 @@ class DeepColorization(nn.Module):
     temperature: float = 0.38  # annealed-mean temperature of the 'colornet' generator
     dtype: Dtype = jnp.float32
 
+    task: ClassVar[str] = "gan"  # see colorjax.models.registry.model_task
+
     def __post_init__(self) -> None:
         """Validate the configuration so a bad override fails at construction, not in apply."""
         if self.generator_arch not in GENERATORS:
@@ -247,3 +252,34 @@ class DeepColorization(nn.Module):
         check_ab_input(ab_norm, tuple(l_norm.shape), "DeepColorization discriminator")
         pair = jnp.concatenate([l_norm.astype(jnp.float32), ab_norm.astype(jnp.float32)], axis=-1)
         return self.discriminator(pair)
+
+
+# ----------------------------------------------------------------------------- registered variants
+
+register_model(
+    "deepcolorization-small",
+    "deepcolorization",
+    DeepColorization,
+    "pix2pix GAN, U-Net ngf=16 with 5 downsamplings (stride 32) + PatchGAN ndf=16",
+    ngf=16,
+    ndf=16,
+    num_downs=5,
+)
+register_model(
+    "deepcolorization-colornet",
+    "deepcolorization",
+    DeepColorization,
+    "GAN with a ColorNet generator (colornet-small-cls4) + PatchGAN ndf=32; NoGAN recipe",
+    generator_arch="colornet",
+    colornet=tuple({"head_stride": 4, **SMALL_WIDTHS}.items()),
+    ndf=32,
+)
+register_model(
+    "deepcolorization-unet256",
+    "deepcolorization",
+    DeepColorization,
+    "pix2pix reference: U-Net ngf=64 with 8 downsamplings (stride 256) + 70x70 PatchGAN",
+    ngf=64,
+    ndf=64,
+    num_downs=8,
+)

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from colorjax.errors import InputShapeError
 from colorjax.models.layers import Dtype, check_l_input
+from colorjax.models.registry import register_model
 
 __all__ = ["ZHANG_NUM_BINS", "ZhangECCV16", "ZhangSIGGRAPH17", "bilinear_upsample"]
 
@@ -224,3 +225,21 @@ class ZhangSIGGRAPH17(nn.Module):
         x = nn.leaky_relu(_conv(128, "model10_1", dt)(nn.relu(x)), negative_slope=0.2)
         out = _conv(2, "model_out_0", dt, kernel=1)(x)
         return jnp.tanh(out.astype(jnp.float32))
+
+
+# ----------------------------------------------------------------------------- registered variants
+
+register_model(
+    "zhang-eccv16",
+    "zhang-eccv16",
+    ZhangECCV16,
+    "Zhang et al. ECCV 2016: VGG-style net, 313 ab bins decoded by softmax mean inside the "
+    "net; official ImageNet weights convert from PyTorch",
+)
+register_model(
+    "zhang-siggraph17",
+    "zhang-siggraph17",
+    ZhangSIGGRAPH17,
+    "Zhang et al. SIGGRAPH 2017: U-Net-style net taking L plus user colour hints, tanh ab; "
+    "official ImageNet weights convert from PyTorch",
+)

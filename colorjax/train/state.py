@@ -116,7 +116,7 @@ def make_task(config: ExperimentConfig) -> TrainTask:
     overrides = dict(config.model.overrides)
     overrides.setdefault("dtype", config.train.dtype)
     model = create_model(config.model.name, **overrides)
-    mode = "gan" if spec.family == "deepcolorization" else spec.head
+    mode = spec.task
     if config.loss.lambda_ce and getattr(model, "generator_arch", None) != "colornet":
         raise ConfigError(
             f"loss.lambda_ce={config.loss.lambda_ce} needs a GAN with a ColorNet generator "

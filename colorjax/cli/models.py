@@ -1,0 +1,92 @@
+"""`colorjax models`: table of every registered model with parameter counts and forward GFLOPs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+HEADER = ("model", "family", "task", "parameters")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the `models` subcommand's arguments."""
+    parser.add_argument(
+        "names",
+        nargs="*",
+        metavar="MODEL",
+        help="only these models (default: every registered one)",
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="print a Markdown table (as in the README)"
+    )
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        default=256,
+        help="square input size in pixels for the GFLOPs column (default 256)",
+    )
+
+
+def _format_params(counts: dict[str, int]) -> str:
+    """Exact parameter count, with the generator/discriminator split for GANs."""
+    text = f"{counts['total']:,}"
+    if "generator" in counts:
+        text += f" (G {counts['generator']:,} + D {counts['discriminator']:,})"
+    return text
+
+
+def model_rows(names: list[str] | None = None, resolution: int = 256) -> list[dict[str, Any]]:
+    """One row per model: name, family, task, parameter counts and forward GFLOPs (or None)."""
+    from colorjax.models import create_model, get_spec, list_models
+    from colorjax.models.cost import forward_flops, param_breakdown
+
+    rows = []
+    for name in names or list_models():
+        spec = get_spec(name)
+        model = create_model(name)
+        flops = None
+        if resolution > 0 and resolution % model.stride == 0:
+            logger.debug("compiling %s at %dx%d for cost analysis", name, resolution, resolution)
+            flops = forward_flops(model, resolution)
+        rows.append(
+            {
+                "model": name,
+                "family": spec.family,
+                "task": spec.task,
+                "params": param_breakdown(model),
+                "gflops": None if flops is None else flops / 1e9,
+            }
+        )
+    return rows
+
+
+def render(rows: list[dict[str, Any]], resolution: int = 256, markdown: bool = False) -> str:
+    """The table of `rows` (Markdown or plain) followed by a note on how it was computed."""
+    from colorjax.table import render_table
+
+    header = (*HEADER, f"GFLOPs @ {resolution}x{resolution}")
+    cells = [
+        [r["model"], r["family"], r["task"], _format_params(r["params"]), r["gflops"]] for r in rows
+    ]
+    note = (
+        f"GFLOPs: XLA cost analysis of one forward pass on one {resolution}x{resolution} image "
+        "(GANs: generator only; '-' where the size is not a multiple of the model's stride or "
+        "the backend reports no FLOPs). Parameters for GANs: total (G generator + D "
+        "discriminator)."
+    )
+    return render_table(header, cells, markdown=markdown, right=(3, 4)) + "\n" + note + "\n"
+
+
+def render_markdown(rows: list[dict[str, Any]], resolution: int = 256) -> str:
+    """Markdown table of `rows` (as in the README) with its note."""
+    return render(rows, resolution, markdown=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the model table (plain or Markdown)."""
+    rows = model_rows(args.names or None, args.resolution)
+    print(render(rows, args.resolution, markdown=args.markdown), end="")
+    return 0
