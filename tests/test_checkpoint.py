@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from colorjax.checkpoint import CheckpointStore, has_checkpoint, load_inference_params
+from colorjax.checkpoint import CheckpointStore, has_checkpoint
 from colorjax.config import ExperimentConfig
 from colorjax.errors import ConfigError, TrainingDivergedError
 from colorjax.parallel import make_mesh
 from colorjax.train.loop import train
 from colorjax.train.state import abstract_state, make_task, tree_is_finite
+from colorjax.weights.export import load_inference_params
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _train_worker import flat_params  # noqa: E402

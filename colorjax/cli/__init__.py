@@ -14,11 +14,11 @@ from colorjax.errors import ColorjaxError
 # `configure_parser(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("colorjax.train.cli", "train a model from an experiment config"),
-    "eval": ("colorjax.evaluate", "evaluate weights or a run against the grayscale baseline"),
-    "colorize": ("colorjax.inference", "colorize image files, folders or globs"),
+    "eval": ("colorjax.cli.eval", "evaluate weights or a run against the grayscale baseline"),
+    "colorize": ("colorjax.cli.colorize", "colorize image files, folders or globs"),
     "bench": ("colorjax.bench", "benchmark throughput, latency, compile time, memory and MFU"),
-    "weights": ("colorjax.hub", "list, download, verify or export pretrained weights"),
-    "demo": ("colorjax.demo", "colorize a sample with the bundled weights, train the CPU demo"),
+    "weights": ("colorjax.cli.weights", "list, download, verify or export pretrained weights"),
+    "demo": ("colorjax.cli.demo", "colorize a sample with the bundled weights, train the CPU demo"),
     "models": ("colorjax.models.cli", "list the registered models"),
     "data": ("colorjax.data.cli", "check a data source: count unreadable and near-gray images"),
     "prior": ("colorjax.cli.prior", "compute the empirical ab-bin prior of a folder of photos"),
@@ -74,4 +74,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"colorjax {args.command}: interrupted", file=sys.stderr)
         return 130
-

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 from colorjax.errors import ConfigError
 from colorjax.models.colornet import ColorNet
 from colorjax.models.deepcolorization import DeepColorization
-from colorjax.models.layers import resize_to
 from colorjax.models.zhang import ZhangECCV16, ZhangSIGGRAPH17
 
 FAMILIES: dict[str, type[nn.Module]] = {
@@ -115,36 +114,11 @@ def model_head(model: nn.Module) -> str:
     return getattr(model, "head", "regression")
 
 
-def predict_ab(
-    model: nn.Module,
-    variables: Any,
-    l_norm: jax.Array,
-    temperature: float = 0.38,
-    hints: tuple[jax.Array, jax.Array] | None = None,
-) -> jax.Array:
-    """Normalised ab (N,H,W,2) for any registered model in eval mode (annealed mean for bins).
+def predict_ab(*args: Any, **kwargs: Any) -> jax.Array:
+    """Thin re-export of colorjax.inference.predict_ab (its home), kept for bench's call sites."""
+    from colorjax.inference.predict import predict_ab as _predict_ab
 
-    `hints` is (hint_ab / 110 (N,H,W,2), hint_mask (N,H,W,1)) for models that take colour hints
-    (``model.accepts_hints``, e.g. zhang-siggraph17); see colorjax.hints.
-    """
-    if hints is not None:
-        if not getattr(model, "accepts_hints", False):
-            raise ConfigError(
-                f"{type(model).__name__} takes no colour hints; drop the hints or use a model "
-                "that takes them (zhang-siggraph17)."
-            )
-        return model.apply(variables, l_norm, *hints, train=False)
-    if getattr(model, "generator_arch", None) == "colornet":
-        # A GAN with a ColorNet generator decodes its bins itself, at the requested T.
-        return model.apply(variables, l_norm, train=False, temperature=temperature)
-    out = model.apply(variables, l_norm, train=False)
-    if model_head(model) == "classification":
-        from colorjax.color import AB_SCALE
-        from colorjax.gamut import ab_bin_centers, annealed_mean
-
-        centers = jnp.asarray(ab_bin_centers(), dtype=jnp.float32)
-        out = (annealed_mean(out, centers, temperature) / AB_SCALE).astype(jnp.float32)
-    return resize_to(out, l_norm.shape[1:3])
+    return _predict_ab(*args, **kwargs)
 
 
 def count_params(tree: Any) -> int:

@@ -162,11 +162,11 @@ def read_init_params(task: TrainTask) -> Any:
     """
     from flax import traverse_util
 
-    from colorjax.hub import load_weights, resolve_weights
+    from colorjax.weights import load_weights, resolve_weights
 
     source = task.config.model.init_weights
     if str(source).endswith(".pth"):  # a ported model's PyTorch state dict (zhang-*)
-        from colorjax.pth_weights import load_pth_params
+        from colorjax.weights.pth_convert import load_pth_params
 
         loaded = load_pth_params(source, task.config.model.name)
     else:
