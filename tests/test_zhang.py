@@ -401,7 +401,7 @@ def test_packaged_manifest_lists_the_official_files() -> None:
 def test_reference_tensors_fill_the_published_file_sizes(torch_zhang) -> None:  # noqa: ANN001
     # The official files cannot be fetched here; their sizes can still check the architecture:
     # the tensors must account for all but a little pickle metadata (~160 B per tensor).
-    sizes = {e["name"]: e["size"] for e in weights.load_manifest()["weights"]}
+    sizes = {e["model"]: e["size"] for e in weights.load_manifest()["weights"]}
     nets = {
         "zhang-eccv16": torch_zhang.ECCV16Reference(),
         "zhang-siggraph17": torch_zhang.SIGGRAPH17Reference(),
