@@ -20,9 +20,10 @@ from pathlib import Path
 
 from colour_ablation import undo_rebalancing
 
-from colorjax import hub
-from colorjax.checkpoint import load_inference_params
+from colorjax import weights as hub
 from colorjax.fileio import atomic_write_text
+from colorjax.weights.export import checkpoint_steps, load_inference_params
+from colorjax.weights.manifest import entry_family
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "colorjax" / "weights"
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     variables = undo_rebalancing(
         {**variables, "params": params}, args.beta, config.loss.rebalance_lambda
     )
-    step = args.step if args.step is not None else hub._latest_step(args.workdir)
+    step = args.step if args.step is not None else checkpoint_steps(args.workdir)[-1]
     training = {
         "data": config.data.source,
         "step": step,
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     manifest_path = WEIGHTS / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    family = hub._entry_family({"model": config.model.name})
+    family = entry_family({"model": config.model.name})
     gone = {args.name, *args.replaces}
     weights = [e for e in manifest["weights"] if e["name"] not in gone]
     if args.default:

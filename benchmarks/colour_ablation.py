@@ -24,6 +24,7 @@ import numpy as np
 
 from colorjax import data, evaluate, gamut, inference
 from colorjax.table import render_table
+from colorjax.weights import load_pretrained
 
 METRICS = ("colorfulness_pred", "colorfulness_true", "psnr", "ssim", "auc")
 
@@ -47,7 +48,7 @@ def undo_rebalancing(variables: dict, beta: float, lam: float = 0.5) -> dict:
 
 def _rows(args: argparse.Namespace) -> list[dict]:
     """Evaluate every (beta, temperature, working size) choice; one summary row each."""
-    model, base_variables, meta = evaluate.load_model(args)
+    model, base_variables, meta = load_pretrained(args.workdir or args.weights, step=args.step)
     source = data.make_source(args.data, split="all")
     limit = min(len(source), args.limit or len(source))
     photos = [(source.describe(i), source[i]) for i in range(limit)]

@@ -1,4 +1,4 @@
-"""`colorjax eval`: score a colorizer against the grayscale baseline, by numbers and by eye.
+"""The evaluation protocol: score a colorizer against the grayscale baseline, by numbers and eye.
 
 Protocol (the common ImageNet colorization protocol): every photo is resized so its shorter
 side is ``resolution`` and centre-cropped to ``resolution`` x ``resolution``
@@ -12,7 +12,6 @@ jitted and batched; with several devices the batch is sharded over the mesh's da
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
@@ -32,15 +31,14 @@ from PIL import Image
 
 from colorjax import __version__, color, data, inference, metrics, parallel
 from colorjax.errors import ConfigError, DataSourceError, ImageDecodeError
-from colorjax.fileio import atomic_write_bytes, ensure_output_dir
+from colorjax.fileio import atomic_write_bytes
 
 __all__ = [
     "DEFAULT_GRAY_THRESHOLD",
     "DEFAULT_RESOLUTION",
     "EvalResult",
-    "configure_parser",
     "evaluate",
-    "run",
+    "format_report",
     "run_evaluation",
     "write_outputs",
 ]
@@ -286,107 +284,3 @@ def format_report(summary: dict[str, Any]) -> str:
         f"{c['unreadable']} unreadable, of {c['seen']} read"
     )
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- command line
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the `colorjax eval` arguments."""
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--weights", help="weights name or .safetensors path (default: the bundled ColorNet)"
-    )
-    which.add_argument("--workdir", help="training run folder (uses its latest checkpoint)")
-    parser.add_argument("--step", type=int, default=None, help="checkpoint step (with --workdir)")
-    parser.add_argument(
-        "--manifest", default=None, help="manifest.json to look --weights names up in"
-    )
-    parser.add_argument(
-        "--no-ema",
-        dest="ema",
-        action="store_false",
-        help="with --workdir: the last trained parameters, not their (debiased) moving average",
-    )
-    parser.add_argument(
-        "--data",
-        default="embedded",
-        help="source: embedded (default) | folder:PATH | tfds:NAME[/CONFIG]",
-    )
-    parser.add_argument(
-        "--split", default=None, help="split (default: 'all' for folders, 'validation' for tfds)"
-    )
-    parser.add_argument("--data-dir", default=None, help="TFDS data_dir")
-    parser.add_argument(
-        "--val-fraction", type=float, default=0.0, help="held-out share for --split validation"
-    )
-    parser.add_argument(
-        "--resolution",
-        type=int,
-        default=DEFAULT_RESOLUTION,
-        help="shorter side resize and centre crop size (default 256)",
-    )
-    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N photos")
-    parser.add_argument("--batch-size", type=int, default=16, help="photos per step (default 16)")
-    parser.add_argument("--out", default="eval_results", help="output folder")
-    parser.add_argument(
-        "--contact-sheet", type=int, default=8, help="photos in the contact sheet (0: none)"
-    )
-    parser.add_argument(
-        "--gray-threshold", type=float, default=DEFAULT_GRAY_THRESHOLD, help="max chroma of gray"
-    )
-    parser.add_argument("--keep-gray", action="store_true", help="evaluate near-gray photos too")
-    inference.add_knob_arguments(parser)
-
-
-def load_model(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
-    """Return (model, variables, meta) from --weights or --workdir."""
-    if args.workdir is None:
-        # None: the bundled default, as colorize uses.
-        return inference.resolve_weights(args.weights, getattr(args, "manifest", None))
-    from colorjax import checkpoint, models
-
-    config, variables = checkpoint.load_inference_params(
-        args.workdir, step=args.step, ema=getattr(args, "ema", True)
-    )
-    model = models.create_model(config.model.name, **dict(config.model.overrides))
-    meta = {
-        "model": config.model.name,
-        "workdir": os.fspath(args.workdir),
-        "working_size": int(config.data.image_size),
-    }
-    return model, variables, meta
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run `colorjax eval`: print the report and write JSON, CSV and contact sheet."""
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    ensure_output_dir(args.out, "--out")  # before the evaluation, not after it
-    model, variables, meta = load_model(args)
-    split = args.split or ("validation" if args.data.startswith("tfds:") else "all")
-    source = data.make_source(
-        args.data, split=split, data_dir=args.data_dir, val_fraction=args.val_fraction
-    )
-    records = ((source.describe(i), source[i]) for i in range(len(source)))
-    result = run_evaluation(
-        model,
-        variables,
-        meta,
-        records,
-        resolution=args.resolution,
-        batch_size=args.batch_size,
-        limit=args.limit,
-        gray_threshold=args.gray_threshold,
-        keep_gray=args.keep_gray,
-        contact_sheet=args.contact_sheet,
-        progress=True,
-        total=len(source),
-        working_size=args.working_size,
-        temperature=args.temperature,
-    )
-    result.summary["protocol"].update({"data": args.data, "split": split})
-    paths = write_outputs(result, args.out)
-    print(format_report(result.summary))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0

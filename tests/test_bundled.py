@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from colorjax import hub
+from colorjax import weights
 from colorjax.data import make_source
 from colorjax.evaluate import evaluate
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_VAL = DATA / "tiny-imagenet" / "val"
 BSDS = DATA / "bsds500"
-BUNDLED = [e["name"] for e in hub.load_manifest()["weights"] if e["urls"][0].startswith("bundled:")]
+BUNDLED = [
+    e["name"] for e in weights.load_manifest()["weights"] if e["urls"][0].startswith("bundled:")
+]
 
 # Gates per evaluation set: colourfulness >= share x truth's; PSNR >= gray + psnr (dB);
 # AuC >= gray; SSIM >= gray - ssim. The targets (0.6x / 0.75x colourfulness, PSNR
@@ -43,13 +45,13 @@ def _check(where: str, summary: dict) -> None:
 
 
 def test_each_family_has_a_bundled_default():
-    families = {hub.default_entry(f)["family"] for f in ("colornet", "deepcolorization")}
+    families = {weights.default_entry(f).family for f in ("colornet", "deepcolorization")}
     assert families == {"colornet", "deepcolorization"}
-    assert all(hub.default_entry(f)["name"] in BUNDLED for f in families)
+    assert all(weights.default_entry(f).name in BUNDLED for f in families)
 
 
 def test_bundled_weights_fit_the_size_budget():
-    sizes = [e["size"] for e in hub.load_manifest()["weights"] if e["name"] in BUNDLED]
+    sizes = [e["size"] for e in weights.load_manifest()["weights"] if e["name"] in BUNDLED]
     assert sum(sizes) <= 25 * 10**6
 
 
@@ -58,7 +60,7 @@ def test_bundled_weights_colour_the_embedded_photos(name, monkeypatch, tmp_path)
     # Offline and with an empty cache: bundled weights need neither network nor cache.
     monkeypatch.setenv("COLORJAX_OFFLINE", "1")
     monkeypatch.setenv("COLORJAX_HOME", str(tmp_path))
-    model, variables, meta = hub.load_pretrained(name)
+    model, variables, meta = weights.load_pretrained(name)
     photos = make_source("embedded", split="all")
     _check("embedded", evaluate(model, variables, meta, [photos[i] for i in range(len(photos))]))
 
@@ -66,7 +68,7 @@ def test_bundled_weights_colour_the_embedded_photos(name, monkeypatch, tmp_path)
 @pytest.mark.skipif(not BSDS.is_dir(), reason="needs ../shared/data/bsds500")
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_weights_colour_full_size_bsds500_photos(name):
-    model, variables, meta = hub.load_pretrained(name)
+    model, variables, meta = weights.load_pretrained(name)
     photos = make_source(f"folder:{BSDS / 'test'}", split="all")
     _check("bsds500", evaluate(model, variables, meta, (photos[i] for i in range(100))))
 
@@ -74,7 +76,7 @@ def test_bundled_weights_colour_full_size_bsds500_photos(name):
 @pytest.mark.skipif(not TINY_VAL.is_dir(), reason="needs ../shared/data/tiny-imagenet")
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_weights_on_held_out_tiny_imagenet(name):
-    model, variables, meta = hub.load_pretrained(name)
+    model, variables, meta = weights.load_pretrained(name)
     photos = make_source(f"folder:{TINY_VAL}", split="all")
     summary = evaluate(model, variables, meta, (photos[i] for i in range(256)), resolution=64)
     _check("tinyimagenet", summary)

@@ -12,17 +12,13 @@ import numpy as np
 import pytest
 from _train_worker import flat_params
 
-from colorjax.checkpoint import (
-    CheckpointStore,
-    has_checkpoint,
-    load_inference_params,
-    tree_is_finite,
-)
+from colorjax.checkpoint import CheckpointStore, has_checkpoint, tree_is_finite
 from colorjax.config import ExperimentConfig
 from colorjax.errors import ConfigError, TrainingDivergedError
 from colorjax.parallel import make_mesh
 from colorjax.train.loop import train
 from colorjax.train.state import abstract_state, make_task
+from colorjax.weights.export import load_inference_params
 
 
 def _config(steps: int) -> ExperimentConfig:
@@ -135,7 +131,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     # The exported inference params are the finite (debiased) EMA weights of step 4.
     cfg, variables = load_inference_params(workdir)
     assert cfg == config
-    from colorjax.checkpoint import debiased_ema
+    from colorjax.train.state import debiased_ema
 
     ema = flat_params(debiased_ema(make_task(config), state))
     got = flat_params(variables["params"])

@@ -1,4 +1,4 @@
-"""Tests for colorjax.evaluate: outputs, grayscale baseline, gray exclusion, sharding."""
+"""Tests for colorjax.evaluate and `colorjax eval`: outputs, baseline, gray exclusion, sharding."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from helpers import random_variables
 from PIL import Image
 
 from colorjax import data, evaluate, models
+from colorjax.cli import eval as eval_cli
 
 RES = 32
 METRICS = {
@@ -61,14 +62,14 @@ def folder(tmp_path_factory):
 
 
 def test_eval_cli_writes_every_output(tiny, folder, tmp_path, capsys):
-    from colorjax import hub
+    from colorjax.weights import save_weights
 
     model, variables, meta = tiny
     weights = tmp_path / "tiny.safetensors"
-    hub.save_weights(weights, "colornet-tiny", {}, variables, {"working_size": RES})
+    save_weights(weights, "colornet-tiny", {}, variables, {"working_size": RES})
     out = tmp_path / "report"
     parser = argparse.ArgumentParser()
-    evaluate.configure_parser(parser)
+    eval_cli.configure_parser(parser)
     args = parser.parse_args(
         [
             "--weights",
@@ -85,7 +86,7 @@ def test_eval_cli_writes_every_output(tiny, folder, tmp_path, capsys):
             str(out),
         ]
     )
-    assert evaluate.run(args) == 0
+    assert eval_cli.run(args) == 0
     printed = capsys.readouterr().out
     assert "gray baseline" in printed and "psnr" in printed
 

@@ -17,8 +17,9 @@ import pytest
 from helpers import random_variables
 from PIL import Image
 
-from colorjax import cli, hub, inference, models
-from colorjax.errors import ImageDecodeError, PredictionError, WeightsError
+from colorjax import cli, inference, models, weights
+from colorjax import data as colorjax_data
+from colorjax.errors import ImageDecodeError, OfflineError, PredictionError, WeightsError
 
 SIZE = 32
 
@@ -68,7 +69,7 @@ def tiny():
 def weights_file(tiny, tmp_path_factory) -> Path:
     _, variables, meta = tiny
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    hub.save_weights(path, "colornet-tiny", {}, variables, {"working_size": SIZE})
+    weights.save_weights(path, "colornet-tiny", {}, variables, {"working_size": SIZE})
     return path
 
 
@@ -92,7 +93,7 @@ def test_weights_with_one_nan_are_refused_by_every_command(weights_file, tmp_pat
     bad.write_bytes(weights_file.read_bytes())
     key = _poke_tensor(bad, "scale", float("nan"))
     with pytest.raises(WeightsError, match="non-finite") as info:
-        hub.load_weights(bad)
+        weights.load_weights(bad)
     assert key in str(info.value)
 
     photos = tmp_path / "in"
@@ -114,15 +115,15 @@ def test_weights_with_one_nan_are_refused_by_every_command(weights_file, tmp_pat
 def test_saving_non_finite_weights_is_refused(tiny, tmp_path):
     _, variables, _ = tiny
     broken = {"params": dict(variables["params"])}
-    leaf_path = next(iter(hub.flatten_variables(broken)))
-    flat = hub.flatten_variables(broken)
+    leaf_path = next(iter(weights.flatten_variables(broken)))
+    flat = weights.flatten_variables(broken)
     flat[leaf_path] = np.full_like(flat[leaf_path], np.inf)
     with pytest.raises(WeightsError, match="non-finite"):
-        hub.save_weights(
+        weights.save_weights(
             tmp_path / "x.safetensors",
             "colornet-tiny",
             {},
-            hub.unflatten_variables(flat),
+            weights.unflatten_variables(flat),
             {"working_size": SIZE},
         )
     assert not list(tmp_path.iterdir())
@@ -130,11 +131,11 @@ def test_saving_non_finite_weights_is_refused(tiny, tmp_path):
 
 def test_non_finite_prediction_raises_and_writes_nothing(tiny):
     model, variables, _ = tiny
-    flat = hub.flatten_variables(variables)
+    flat = weights.flatten_variables(variables)
     head = next(k for k in sorted(flat) if k.endswith("kernel"))
     flat[head] = flat[head].copy()
     flat[head].flat[0] = np.nan  # a NaN that survives loading checks, as from a bad conversion
-    broken = hub.unflatten_variables(flat)
+    broken = weights.unflatten_variables(flat)
     photo = _photo(24, 40)
     with pytest.raises(PredictionError, match="non-finite"):
         inference.Colorizer(model, broken, SIZE).colorize(photo)
@@ -173,7 +174,7 @@ def test_corrupt_jpeg_is_unreadable_in_decode_colorize_data_and_training(
 
     bad = _corrupt_jpeg()
     with pytest.raises(ImageDecodeError, match="corrupt JPEG"):
-        inference.data.decode_image(bad)
+        colorjax_data.decode_image(bad)
     folder = tmp_path / "photos"
     folder.mkdir()
     (folder / "bad.jpg").write_bytes(bad)
@@ -208,7 +209,7 @@ def test_fifo_input_is_skipped_not_read(weights_file, tmp_path, capsys):
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     with pytest.raises(ImageDecodeError, match="not a regular file"):
-        inference.data.decode_image(fifo)
+        colorjax_data.decode_image(fifo)
     rc, _, err = _main(
         ["colorize", str(fifo), "-o", str(tmp_path / "o"), "--weights", str(weights_file)], capsys
     )
@@ -329,7 +330,7 @@ def test_export_refuses_to_replace_weights_without_overwrite(finished_run, tmp_p
     assert rc == 2 and "--overwrite" in _one_error_line(err, "weights")
     assert _files(out) == before
     assert _main([*argv, "--overwrite"], capsys)[0] == 0
-    assert hub.read_metadata(out / "mine.safetensors")["model"] == "colornet-tiny"
+    assert weights.read_metadata(out / "mine.safetensors")["model"] == "colornet-tiny"
 
 
 _KILLED_WRITER = """
@@ -391,7 +392,7 @@ def test_outputs_that_are_files_fail_before_any_work(finished_run, tmp_path, cap
 
     photo = tmp_path / "p.png"
     Image.fromarray(_photo(10, 10)).save(photo)
-    monkeypatch.setattr(inference, "resolve_weights", no_evaluation)
+    monkeypatch.setattr(inference, "as_pretrained", no_evaluation)
     rc, _, err = _main(["colorize", str(photo), "-o", str(a_file)], capsys)
     assert rc == 2 and "-o" in _one_error_line(err, "colorize")
     assert a_file.read_text() == "a file, not a folder"
@@ -425,7 +426,7 @@ def test_cache_that_is_a_file_is_one_clear_error(weights_file, tmp_path, capsys,
     entry = {
         "name": "remote",
         "model": "colornet-tiny",
-        "sha256": hub.sha256_file(weights_file),
+        "sha256": weights.sha256_file(weights_file),
         "urls": [weights_file.resolve().as_uri()],
     }
     manifest = tmp_path / "manifest.json"
@@ -442,14 +443,14 @@ def test_corrupt_cache_is_kept_and_named_when_offline(weights_file, tmp_path, mo
     entry = {
         "name": "remote",
         "model": "colornet-tiny",
-        "sha256": hub.sha256_file(weights_file),
+        "sha256": weights.sha256_file(weights_file),
         "urls": ["https://example.invalid/remote.safetensors"],
     }
-    cached = hub.cache_path(entry)
+    cached = weights.cache_path(entry)
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"corrupt")
-    with pytest.raises(hub.OfflineError, match="corrupt") as info:
-        hub.resolve_weights("remote", {"weights": [entry]})
+    with pytest.raises(OfflineError, match="corrupt") as info:
+        weights.resolve_weights("remote", {"weights": [entry]})
     assert "downloading" not in str(info.value) and cached.read_bytes() == b"corrupt"
 
 
@@ -458,7 +459,9 @@ def test_download_failure_mentions_a_partial_file_only_when_one_exists(tmp_path)
 
     missing_host = "http://127.0.0.1:9/none.safetensors"  # port 9 (discard): refused at once
     with pytest.raises(DownloadError) as info:
-        hub.download(missing_host, tmp_path / "w.safetensors", retries=0, backoff=0.0, timeout=2)
+        weights.download.download(
+            missing_host, tmp_path / "w.safetensors", retries=0, backoff=0.0, timeout=2
+        )
     assert "partial file" not in str(info.value)
     assert not (tmp_path / "w.safetensors.part").exists()
 
@@ -555,27 +558,28 @@ def test_batch_sharding_error_names_the_field_it_came_from():
 
 
 def test_exported_ema_is_debiased_and_no_ema_gives_the_live_weights(finished_run):
-    from colorjax.checkpoint import CheckpointStore, load_inference_params
+    from colorjax.checkpoint import CheckpointStore
     from colorjax.train.state import abstract_state, make_task
+    from colorjax.weights.export import load_inference_params
 
     config = _train_config(2)
     store = CheckpointStore(finished_run, read_only=True, async_save=False)
     try:
         target = abstract_state(make_task(config), jax_single_device())
-        p1 = hub.flatten_variables(store.restore(1, target)[0].params)
-        p2 = hub.flatten_variables(store.restore(2, target)[0].params)
+        p1 = weights.flatten_variables(store.restore(1, target)[0].params)
+        p2 = weights.flatten_variables(store.restore(2, target)[0].params)
     finally:
         store.close()
     # EMA after two steps from p0: d^2 p0 + (1 - d)(d p1 + p2); debiased: (d p1 + p2) / (1 + d).
     decay = config.optim.ema_decay
     _, ema = load_inference_params(finished_run)
-    got = hub.flatten_variables(ema["params"])
+    got = weights.flatten_variables(ema["params"])
     assert sorted(got) == sorted(p1)
     for key in p1:
         expected = (decay * p1[key].astype(np.float64) + p2[key]) / (1.0 + decay)
         np.testing.assert_allclose(got[key], expected, rtol=1e-4, atol=1e-5, err_msg=key)
     _, live = load_inference_params(finished_run, ema=False)
-    for key, value in hub.flatten_variables(live["params"]).items():
+    for key, value in weights.flatten_variables(live["params"]).items():
         np.testing.assert_array_equal(value, p2[key], err_msg=key)
 
 
@@ -604,7 +608,7 @@ def test_export_defaults_and_colorize_by_name_through_its_manifest(
     rc, out, _ = _main(["weights", "export", "--workdir", str(finished_run)], capsys)
     assert rc == 0 and "--manifest" in out
     # The name defaults to the work dir's, the output folder to the current one.
-    (entry,) = hub.load_manifest(tmp_path / "manifest.json")["weights"]
+    (entry,) = weights.load_manifest(tmp_path / "manifest.json")["weights"]
     assert entry["name"] == "run" and (tmp_path / "run.safetensors").is_file()
     assert entry["training_command"].startswith("colorjax train --config")
     assert "colorjax weights export" in entry["training_command"]
@@ -664,7 +668,7 @@ def test_import_from_the_folder_holding_the_clone(tmp_path):
     import colorjax
 
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == [colorjax.__version__, "colorjax.inference"]
+    assert proc.stdout.split() == [colorjax.__version__, "colorjax.inference.colorizer"]
 
 
 def test_version_and_weights_legend(capsys):

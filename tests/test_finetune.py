@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from colorjax import gamut, hub
+from colorjax import gamut, weights
 from colorjax.config import ExperimentConfig
 from colorjax.errors import ConfigError
 from colorjax.models import create_model
@@ -44,7 +44,7 @@ def eccv_file(tmp_path_factory) -> tuple[Path, dict]:
     model = create_model("zhang-eccv16")
     variables = _variables(model, 0)
     path = tmp_path_factory.mktemp("w") / "eccv.safetensors"
-    hub.save_weights(path, "zhang-eccv16", {}, variables, {"working_size": 256})
+    weights.save_weights(path, "zhang-eccv16", {}, variables, {"working_size": 256})
     return path, variables
 
 

@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 from skimage import color as skcolor
 
-from colorjax import hints, hub
 from colorjax.errors import ConfigError
-from colorjax.inference import Colorizer, colorize
+from colorjax.inference import Colorizer, colorize, hints
 from colorjax.models import create_model
+from colorjax.weights import save_weights
 
 WORKING = 64
 
@@ -112,13 +112,13 @@ def test_cli_hint(tmp_path: Path, siggraph, capsys) -> None:  # noqa: ANN001
     from colorjax import cli
 
     model, variables, _ = siggraph
-    weights = hub.save_weights(
+    weights_file = save_weights(
         tmp_path / "sig.safetensors", "zhang-siggraph17", {}, variables, {"working_size": WORKING}
     )
     src = tmp_path / "in.png"
     Image.fromarray(_photo()).save(src)
     out = tmp_path / "out"
-    argv = ["colorize", str(src), "-o", str(out), "--weights", str(weights)]
+    argv = ["colorize", str(src), "-o", str(out), "--weights", str(weights_file)]
     assert cli.main([*argv, "--hint", "40,24,#ff0000", "--hint", "5,5,#00ff00"]) == 0
     written = np.asarray(Image.open(out / "in.png"))
     expected = colorize(
@@ -128,6 +128,6 @@ def test_cli_hint(tmp_path: Path, siggraph, capsys) -> None:  # noqa: ANN001
     capsys.readouterr()
     assert cli.main([*argv, "--hint", "400,24,#ff0000", "--overwrite"]) == 2
     assert "outside the 80x48 image" in capsys.readouterr().err
-    two = ["colorize", str(src), str(src), "-o", str(out), "--weights", str(weights)]
+    two = ["colorize", str(src), str(src), "-o", str(out), "--weights", str(weights_file)]
     assert cli.main([*two, "--hint", "4,4,#ff0000", "--overwrite"]) == 2
     assert "exactly one input image" in capsys.readouterr().err

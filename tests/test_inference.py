@@ -12,6 +12,7 @@ from skimage import color as skcolor
 
 import colorjax
 from colorjax import inference, models
+from colorjax.cli import colorize as colorize_cli
 
 WORKING_SIZE = 64
 
@@ -184,18 +185,18 @@ def test_mixed_sizes_compile_a_few_times(tiny):
 
 @pytest.fixture(scope="module")
 def weights_file(tiny, tmp_path_factory):
-    from colorjax import hub
+    from colorjax import weights
 
     model, variables, meta = tiny
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    hub.save_weights(path, "colornet-tiny", {}, variables, {"working_size": WORKING_SIZE})
+    weights.save_weights(path, "colornet-tiny", {}, variables, {"working_size": WORKING_SIZE})
     return path
 
 
 def _cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    inference.configure_parser(parser)
-    return inference.run(parser.parse_args(argv))
+    colorize_cli.configure_parser(parser)
+    return colorize_cli.run(parser.parse_args(argv))
 
 
 def test_cli_folder_glob_compare_overwrite_and_bad_files(weights_file, tmp_path, capsys):
@@ -266,7 +267,7 @@ def test_working_size_and_temperature_default_to_the_weights_tuned_values():
     assert not np.array_equal(sharp, soft)
     np.testing.assert_array_equal(sharp, default(rgb))
     parser = argparse.ArgumentParser()
-    inference.configure_parser(parser)
+    colorize_cli.configure_parser(parser)
     args = parser.parse_args(
         ["x.jpg", "-o", "out", "--working-size", "128", "--temperature", "0.3"]
     )

@@ -19,6 +19,7 @@ from flax.errors import InvalidRngError
 
 from colorjax.errors import ConfigError, InputShapeError
 from colorjax.gamut import ab_bin_centers
+from colorjax.inference.predict import predict_ab
 from colorjax.models import (
     DeepColorization,
     PatchDiscriminator,
@@ -28,7 +29,6 @@ from colorjax.models import (
     list_models,
     param_breakdown,
     patchgan_receptive_field,
-    predict_ab,
 )
 
 SMALL_MODELS = ["colornet-tiny", "colornet-tiny-cls", "deepcolorization-small"]

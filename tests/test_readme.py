@@ -74,7 +74,7 @@ def test_demo_command_runs_end_to_end(tmp_path, monkeypatch):
     assert cli.main(argv) == 0
     trained = tmp_path / "trained-colornet-tiny.png"
     out = np.asarray(Image.open(trained))
-    from colorjax.demo import sample_photo
+    from colorjax.cli.demo import sample_photo
 
     photo = sample_photo("coffee.png")
     assert out.shape == (photo.shape[0], 3 * photo.shape[1], 3)

@@ -18,9 +18,10 @@ import jax
 import numpy as np
 import pytest
 
-from colorjax import hub, pth, pth_weights
+from colorjax import weights
 from colorjax.errors import InputShapeError, OfflineError, WeightsError
 from colorjax.models import create_model, predict_ab
+from colorjax.weights import pth, pth_convert
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -56,7 +57,7 @@ def test_reader_does_not_import_torch(tmp_path: Path) -> None:
     import subprocess
 
     code = (
-        "import sys; from colorjax import pth; "
+        "import sys; from colorjax.weights import pth; "
         f"pth.load_state_dict({str(FIXTURES['zip'])!r}); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -249,9 +250,9 @@ CASES = [
 @pytest.mark.parametrize(("name", "h", "w", "hints", "legacy"), CASES)
 def test_converted_weights_match_pytorch(torch_zhang, tmp_path, name, h, w, hints, legacy) -> None:  # noqa: ANN001
     net, path = _saved(torch_zhang, tmp_path, name, seed=h + w, legacy=legacy)
-    out_file = pth_weights.convert_file(path, name, tmp_path / "w.safetensors")
-    model, variables, meta = hub.load_pretrained(out_file)
-    assert meta["model"] == name and meta["converted_from"]["sha256"] == hub.sha256_file(path)
+    out_file = pth_convert.convert_file(path, name, tmp_path / "w.safetensors")
+    model, variables, meta = weights.load_pretrained(out_file)
+    assert meta["model"] == name and meta["converted_from"]["sha256"] == weights.sha256_file(path)
     L, ab, mask = _inputs(h, w, seed=h * w, hints=hints)
     expected = _torch_out(net, L, ab, mask, hints) / 110.0
     l_norm = L / 50.0 - 1.0
@@ -270,7 +271,7 @@ def test_converted_weights_match_pytorch(torch_zhang, tmp_path, name, h, w, hint
 def test_wrong_architecture_state_dict_is_refused(torch_zhang, tmp_path) -> None:  # noqa: ANN001
     _, path = _saved(torch_zhang, tmp_path, "zhang-eccv16", seed=1)
     with pytest.raises(WeightsError, match="zhang-siggraph17|architecture"):
-        pth_weights.convert_file(path, "zhang-siggraph17", tmp_path / "x.safetensors")
+        pth_convert.convert_file(path, "zhang-siggraph17", tmp_path / "x.safetensors")
 
 
 # ---------------------------------------------------------------------------- hub flow
@@ -314,21 +315,21 @@ def test_download_verifies_converts_once_then_loads_from_cache(
     src.write_bytes(eccv_pth)
     manifest = {"weights": [_pth_entry("zhang-test", "zhang-eccv16", eccv_pth, [src.as_uri()])]}
     env = {"COLORJAX_HOME": str(tmp_path / "home")}
-    path = hub.resolve_weights("zhang-test", manifest, env=env, **FAST)
-    assert path == hub.cache_path(hub.get_entry("zhang-test", manifest), env)
-    assert hub.read_metadata(path)["model"] == "zhang-eccv16"
+    path = weights.resolve_weights("zhang-test", manifest, env=env, **FAST)
+    assert path == weights.cache_path(weights.get_entry("zhang-test", manifest), env)
+    assert weights.read_metadata(path)["model"] == "zhang-eccv16"
     assert not list(path.parent.glob("*.pth*"))  # the download is removed after conversion
     calls = []
-    monkeypatch.setattr(pth_weights, "load_state_dict", lambda p: calls.append(p))
+    monkeypatch.setattr(pth_convert, "load_state_dict", lambda p: calls.append(p))
     src.unlink()  # from now on the cache alone serves it, without parsing anything again
-    again = hub.resolve_weights("zhang-test", manifest, env={**env, "COLORJAX_OFFLINE": "1"})
+    again = weights.resolve_weights("zhang-test", manifest, env={**env, "COLORJAX_OFFLINE": "1"})
     assert again == path and calls == []
-    rows = hub.verify_weights("zhang-test", manifest, env=env)
+    rows = weights.verify_weights("zhang-test", manifest, env=env)
     assert [r["status"] for r in rows] == ["ok"]
     with open(path, "r+b") as f:  # corrupt the converted file: verify says so
         f.seek(-4, 2)
         f.write(b"\x00\x01\x02\x03")
-    assert [r["status"] for r in hub.verify_weights("zhang-test", manifest, env=env)] == [
+    assert [r["status"] for r in weights.verify_weights("zhang-test", manifest, env=env)] == [
         "corrupted"
     ]
 
@@ -339,12 +340,12 @@ def test_wrong_sha256_is_refused_before_parsing(tmp_path, eccv_pth, monkeypatch)
     entry = _pth_entry("zhang-test", "zhang-eccv16", eccv_pth, [src.as_uri()])
     entry["sha256"] = "0" * 64
     parsed = []
-    monkeypatch.setattr(pth_weights, "load_state_dict", lambda p: parsed.append(p))
+    monkeypatch.setattr(pth_convert, "load_state_dict", lambda p: parsed.append(p))
     env = {"COLORJAX_HOME": str(tmp_path / "home")}
     with pytest.raises(WeightsError, match="sha256 mismatch"):
-        hub.resolve_weights("zhang-test", {"weights": [entry]}, env=env, **FAST)
+        weights.resolve_weights("zhang-test", {"weights": [entry]}, env=env, **FAST)
     with pytest.raises(WeightsError, match="sha256 mismatch"):
-        pth_weights.import_pth(src, "zhang-test", {"weights": [entry]}, env=env)
+        pth_convert.import_pth(src, "zhang-test", {"weights": [entry]}, env=env)
     assert parsed == []
 
 
@@ -354,15 +355,15 @@ def test_truncated_download_is_refused(tmp_path, eccv_pth) -> None:  # noqa: ANN
     entry = _pth_entry("zhang-test", "zhang-eccv16", eccv_pth, [src.as_uri()])
     env = {"COLORJAX_HOME": str(tmp_path / "home")}
     with pytest.raises(WeightsError, match="sha256 mismatch"):
-        hub.resolve_weights("zhang-test", {"weights": [entry]}, env=env, **FAST)
-    assert not hub.cache_path(entry, env).exists()
+        weights.resolve_weights("zhang-test", {"weights": [entry]}, env=env, **FAST)
+    assert not weights.cache_path(entry, env).exists()
 
 
 def test_offline_and_not_cached_names_the_fix(tmp_path) -> None:  # noqa: ANN001
     entry = _pth_entry("zhang-test", "zhang-eccv16", b"x", ["https://example.invalid/x.pth"])
     env = {"COLORJAX_HOME": str(tmp_path), "COLORJAX_OFFLINE": "1"}
     with pytest.raises(OfflineError, match="weights import FILE --name zhang-test"):
-        hub.resolve_weights("zhang-test", {"weights": [entry]}, env=env)
+        weights.resolve_weights("zhang-test", {"weights": [entry]}, env=env)
 
 
 def test_cli_import_converts_a_local_file(tmp_path, eccv_pth, monkeypatch, capsys) -> None:  # noqa: ANN001
@@ -377,16 +378,16 @@ def test_cli_import_converts_a_local_file(tmp_path, eccv_pth, monkeypatch, capsy
     argv = ["weights", "--manifest", str(manifest), "import", str(src), "--name", "zhang-test"]
     assert cli.main(argv) == 0
     printed = Path(capsys.readouterr().out.strip())
-    assert printed.is_file() and hub.read_metadata(printed)["model"] == "zhang-eccv16"
+    assert printed.is_file() and weights.read_metadata(printed)["model"] == "zhang-eccv16"
     monkeypatch.setenv("COLORJAX_OFFLINE", "1")
-    model, _, meta = hub.load_pretrained("zhang-test", manifest=manifest)
+    model, _, meta = weights.load_pretrained("zhang-test", manifest=manifest)
     assert meta["path"] == str(printed) and model.__class__.__name__ == "ZhangECCV16"
     assert cli.main(["weights", "import", str(src)]) == 2  # neither --name nor --model/--out
 
 
 def test_packaged_manifest_lists_the_official_files() -> None:
-    entries = {e["name"]: e for e in hub.load_manifest()["weights"]}
-    eccv, sig = entries["zhang-eccv16"], entries["zhang-siggraph17"]
+    entries = {e["name"]: e for e in weights.load_manifest()["weights"]}
+    eccv, sig = entries["zhang-eccv16.official"], entries["zhang-siggraph17.official"]
     assert eccv["sha256"] == "9b330a0bae53f4ded77b1e23defbf78beaa09c10ebc4c4999e8e4f4a160b93f9"
     assert sig["sha256"] == "df00044c0a4d7c3edcecf6f75437ce346a66e7a42612d9b968e1a7e17dbc6f66"
     assert (eccv["size"], sig["size"]) == (128_976_165, 136_787_426)
@@ -400,7 +401,7 @@ def test_packaged_manifest_lists_the_official_files() -> None:
 def test_reference_tensors_fill_the_published_file_sizes(torch_zhang) -> None:  # noqa: ANN001
     # The official files cannot be fetched here; their sizes can still check the architecture:
     # the tensors must account for all but a little pickle metadata (~160 B per tensor).
-    sizes = {e["name"]: e["size"] for e in hub.load_manifest()["weights"]}
+    sizes = {e["model"]: e["size"] for e in weights.load_manifest()["weights"]}
     nets = {
         "zhang-eccv16": torch_zhang.ECCV16Reference(),
         "zhang-siggraph17": torch_zhang.SIGGRAPH17Reference(),

@@ -10,18 +10,18 @@ import sys
 from colorjax import __version__
 from colorjax.errors import ColorjaxError
 
-# Each subcommand lives next to the code it drives; the module defines
-# `configure_parser(parser)` and `run(args) -> int`.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("colorjax.cli.train", "train a model from an experiment config"),
-    "eval": ("colorjax.evaluate", "evaluate weights or a run against the grayscale baseline"),
-    "colorize": ("colorjax.inference", "colorize image files, folders or globs"),
-    "bench": ("colorjax.cli.bench", "benchmark throughput, latency, compile time, memory and MFU"),
-    "weights": ("colorjax.hub", "list, download, verify or export pretrained weights"),
-    "demo": ("colorjax.demo", "colorize a sample with the bundled weights, train the CPU demo"),
-    "models": ("colorjax.cli.models", "list the registered models"),
-    "data": ("colorjax.cli.data", "check a data source: count unreadable and near-gray images"),
-    "prior": ("colorjax.cli.prior", "compute the empirical ab-bin prior of a folder of photos"),
+# One module per command, colorjax/cli/<command>.py, each defining
+# `configure_parser(parser)` and `run(args) -> int`; library modules hold no argparse.
+COMMANDS: dict[str, str] = {
+    "train": "train a model from an experiment config",
+    "eval": "evaluate weights or a run against the grayscale baseline",
+    "colorize": "colorize image files, folders or globs",
+    "bench": "benchmark throughput, latency, compile time, memory and MFU",
+    "weights": "list, download, verify or export pretrained weights",
+    "demo": "colorize a sample with the bundled weights, train the CPU demo",
+    "models": "list the registered models",
+    "data": "check a data source: count unreadable and near-gray images",
+    "prior": "compute the empirical ab-bin prior of a folder of photos",
 }
 
 
@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--version", action="version", version=f"colorjax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"colorjax.cli.{name}")
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         module.configure_parser(sub_parser)
         sub_parser.set_defaults(_run=module.run)
@@ -74,4 +74,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"colorjax {args.command}: interrupted", file=sys.stderr)
         return 130
-

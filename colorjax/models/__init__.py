@@ -9,7 +9,6 @@ from colorjax.models.registry import (  # noqa: I001 - the mechanism first, then
     get_spec,
     list_models,
     model_task,
-    predict_ab,
     register,
     register_model,
 )
@@ -39,7 +38,6 @@ __all__ = [
     "param_breakdown",
     "patchgan_output_size",
     "patchgan_receptive_field",
-    "predict_ab",
     "register",
     "register_model",
     "ZhangECCV16",

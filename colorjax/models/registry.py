@@ -13,11 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from colorjax.errors import ConfigError
-from colorjax.models.layers import resize_to
 
 # What a model's output means for training and inference; one derivation, `model_task`.
 TASKS = ("regression", "classification", "gan")
@@ -132,35 +130,3 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     _check_keys(spec.cls, overrides, name)
     kwargs = {**spec.kwargs, **overrides}
     return spec.cls(**{k: _normalise_value(k, v) for k, v in kwargs.items()})
-
-
-def predict_ab(
-    model: nn.Module,
-    variables: Any,
-    l_norm: jax.Array,
-    temperature: float = 0.38,
-    hints: tuple[jax.Array, jax.Array] | None = None,
-) -> jax.Array:
-    """Normalised ab (N,H,W,2) for any registered model in eval mode (annealed mean for bins).
-
-    `hints` is (hint_ab / 110 (N,H,W,2), hint_mask (N,H,W,1)) for models that take colour hints
-    (``model.accepts_hints``, e.g. zhang-siggraph17); see colorjax.hints.
-    """
-    if hints is not None:
-        if not getattr(model, "accepts_hints", False):
-            raise ConfigError(
-                f"{type(model).__name__} takes no colour hints; drop the hints or use a model "
-                "that takes them (zhang-siggraph17)."
-            )
-        return model.apply(variables, l_norm, *hints, train=False)
-    if getattr(model, "generator_arch", None) == "colornet":
-        # A GAN with a ColorNet generator decodes its bins itself, at the requested T.
-        return model.apply(variables, l_norm, train=False, temperature=temperature)
-    out = model.apply(variables, l_norm, train=False)
-    if model_task(model) == "classification":
-        from colorjax.color import AB_SCALE
-        from colorjax.gamut import ab_bin_centers, annealed_mean
-
-        centers = jnp.asarray(ab_bin_centers(), dtype=jnp.float32)
-        out = (annealed_mean(out, centers, temperature) / AB_SCALE).astype(jnp.float32)
-    return resize_to(out, l_norm.shape[1:3])

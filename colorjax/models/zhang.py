@@ -176,7 +176,7 @@ def _check_hints(hint_ab: Any, hint_mask: Any, l_shape: tuple[int, ...]) -> None
         if shape != expected:
             raise InputShapeError(
                 f"ZhangSIGGRAPH17 expects {name} of shape {expected} (same N, H, W as L), got "
-                f"{shape or 'no shape'}; build hints with colorjax.hints.hint_arrays."
+                f"{shape or 'no shape'}; build hints with colorjax.inference.hints.hint_arrays."
             )
 
 

@@ -23,6 +23,9 @@ from colorjax.config import ExperimentConfig, OptimConfig
 from colorjax.errors import ConfigError
 from colorjax.models import create_model, get_spec
 from colorjax.parallel import replicated
+from colorjax.weights.fileformat import load_weights
+from colorjax.weights.pth_convert import load_pth_params
+from colorjax.weights.resolve import resolve_weights
 
 
 @flax.struct.dataclass
@@ -181,12 +184,8 @@ def read_init_params(task: TrainTask) -> Any:
     """
     from flax import traverse_util
 
-    from colorjax.hub import load_weights, resolve_weights
-
     source = task.config.model.init_weights
     if str(source).endswith(".pth"):  # a ported model's PyTorch state dict (zhang-*)
-        from colorjax.pth_weights import load_pth_params
-
         loaded = load_pth_params(source, task.config.model.name)
     else:
         loaded = load_weights(resolve_weights(source))[0]["params"]
@@ -260,3 +259,27 @@ def apply_gradients(
         "grad_norm": optax.tree.norm(grads),
         "learning_rate": jnp.asarray(task.schedule(state.step), jnp.float32),
     }
+
+
+def debiased_ema(task: Any, state: Any) -> Any:
+    """The run's EMA with the weight of its random initialisation removed (Adam-style).
+
+    The EMA starts as a copy of the initial parameters p0, so after n steps it is
+    d^n p0 + (1 - d) sum_t d^(n-t) p_t: after a short run mostly the random init. Dividing out
+    (ema - d^n p0) / (1 - d^n) leaves an average of the trained parameters only. p0 is
+    rebuilt exactly from the config's seed with the same compiled init as the run's.
+    """
+    decay, steps = task.config.optim.ema_decay, int(state.step)
+    if state.ema_params is None or decay is None or steps == 0:
+        return state.ema_params
+    rng = jax.random.PRNGKey(task.config.train.seed)
+    initial = jax.jit(lambda r: init_state(task, r))(rng).ema_params
+    weight = float(decay) ** steps
+    if weight < 1e-12:
+        return state.ema_params  # the initialisation has decayed away entirely
+
+    def unbias(ema: Any, init: Any) -> np.ndarray:
+        ema64, init64 = np.asarray(ema, np.float64), np.asarray(init, np.float64)
+        return ((ema64 - weight * init64) / (1.0 - weight)).astype(np.asarray(ema).dtype)
+
+    return jax.tree_util.tree_map(unbias, state.ema_params, initial)

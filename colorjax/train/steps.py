@@ -12,7 +12,7 @@ import optax
 from jax.sharding import Mesh
 
 from colorjax import color, gamut, losses, metrics
-from colorjax.models import predict_ab
+from colorjax.inference.predict import predict_ab
 from colorjax.parallel import data_sharding, replicated
 from colorjax.train.finetune import zhang_classification_step
 from colorjax.train.state import (

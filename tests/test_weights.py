@@ -1,4 +1,4 @@
-"""Tests for colorjax.hub: weights file format, manifest, verified downloads, cache, export."""
+"""Tests for colorjax.weights: file format, manifest and tags, verified downloads, cache, export."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
-from colorjax import hub
+from colorjax import weights
+from colorjax.cli import weights as weights_cli
 from colorjax.errors import ConfigError, DownloadError, OfflineError, WeightsError
+from colorjax.weights.export import export_checkpoint
 
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 10.0, "progress": False}
 
@@ -48,7 +50,7 @@ def tiny():
 def weights_bytes(tiny, tmp_path_factory) -> bytes:
     _, variables, x = tiny
     path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    hub.save_weights(path, "colornet-tiny", {}, variables, {"working_size": x.shape[1]})
+    weights.save_weights(path, "colornet-tiny", {}, variables, {"working_size": x.shape[1]})
     return path.read_bytes()
 
 
@@ -158,16 +160,16 @@ def _assert_same_outputs(model, variables, ref_model, ref_variables, x) -> None:
 
 
 def test_cache_dir_precedence(tmp_path):
-    assert hub.cache_dir({"COLORJAX_HOME": "/a", "XDG_CACHE_HOME": "/b"}) == Path("/a")
-    assert hub.cache_dir({"XDG_CACHE_HOME": "/b"}) == Path("/b/colorjax")
-    assert hub.cache_dir({}) == Path.home() / ".cache" / "colorjax"
-    assert hub.is_offline({"COLORJAX_OFFLINE": "1"})
-    assert not hub.is_offline({"COLORJAX_OFFLINE": "0"})
-    assert not hub.is_offline({})
+    assert weights.cache_dir({"COLORJAX_HOME": "/a", "XDG_CACHE_HOME": "/b"}) == Path("/a")
+    assert weights.cache_dir({"XDG_CACHE_HOME": "/b"}) == Path("/b/colorjax")
+    assert weights.cache_dir({}) == Path.home() / ".cache" / "colorjax"
+    assert weights.is_offline({"COLORJAX_OFFLINE": "1"})
+    assert not weights.is_offline({"COLORJAX_OFFLINE": "0"})
+    assert not weights.is_offline({})
 
 
 def test_packaged_manifest_is_valid():
-    manifest = hub.load_manifest()
+    manifest = weights.load_manifest()
     assert isinstance(manifest["weights"], list)
     for entry in manifest["weights"]:
         assert len(entry["sha256"]) == 64
@@ -176,7 +178,7 @@ def test_packaged_manifest_is_valid():
 def test_unknown_name_lists_known_names(tmp_path, weights_bytes):
     manifest = _manifest(tmp_path, _entry("alpha", weights_bytes, ["http://x/a"]))
     with pytest.raises(WeightsError, match="alpha"):
-        hub.resolve_weights("nope", manifest)
+        weights.resolve_weights("nope", manifest)
 
 
 # ---------------------------------------------------------------------------- file format
@@ -186,26 +188,26 @@ def test_header_metadata_round_trip(tmp_path, tiny):
     _, variables, _ = tiny
     path = tmp_path / "w.safetensors"
     training = {"steps": 7, "data": "embedded"}
-    hub.save_weights(
+    weights.save_weights(
         path,
         "colornet-tiny",
         {"width": 8},
         variables,
         {"working_size": 48, "training": training, "note": {"k": [1, 2]}},
     )
-    meta = hub.read_metadata(path)
+    meta = weights.read_metadata(path)
     assert meta["model"] == "colornet-tiny"
     assert meta["overrides"] == {"width": 8}
     assert meta["working_size"] == 48
     assert meta["training"] == training
     assert meta["note"] == {"k": [1, 2]}
-    assert meta["format_version"] == hub.FORMAT_VERSION
+    assert meta["format_version"] == weights.FORMAT_VERSION
     from colorjax import __version__
 
     assert meta["colorjax_version"] == __version__
     # The header is plain safetensors: any reader sees the same strings and tensors.
     raw = safetensors.numpy.load_file(path)
-    flat = hub.flatten_variables(variables)
+    flat = weights.flatten_variables(variables)
     assert set(raw) == set(flat)
     assert all(k.startswith("params/") for k in raw)
     for key, value in flat.items():
@@ -216,12 +218,12 @@ def test_header_metadata_round_trip(tmp_path, tiny):
 def test_float16_storage_round_trip(tmp_path, tiny):
     _, variables, _ = tiny
     p32, p16 = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    hub.save_weights(p32, "colornet-tiny", {}, variables, {"working_size": 32})
-    hub.save_weights(p16, "colornet-tiny", {}, variables, {"working_size": 32}, dtype="float16")
+    weights.save_weights(p32, "colornet-tiny", {}, variables, {"working_size": 32})
+    weights.save_weights(p16, "colornet-tiny", {}, variables, {"working_size": 32}, dtype="float16")
     assert p16.stat().st_size < 0.6 * p32.stat().st_size
-    loaded, meta = hub.load_weights(p16)
+    loaded, meta = weights.load_weights(p16)
     assert meta["dtype"] == "float16"
-    flat, ref = hub.flatten_variables(loaded), hub.flatten_variables(variables)
+    flat, ref = weights.flatten_variables(loaded), weights.flatten_variables(variables)
     assert set(flat) == set(ref)
     for key, value in flat.items():
         assert value.dtype == np.float32
@@ -233,8 +235,8 @@ def test_float16_storage_round_trip(tmp_path, tiny):
 def test_load_local_path_gives_identical_outputs(tmp_path, tiny):
     model, variables, x = tiny
     path = tmp_path / "w.safetensors"
-    hub.save_weights(path, "colornet-tiny", {}, variables, {"working_size": x.shape[1]})
-    model2, loaded, meta = hub.load_pretrained(path)
+    weights.save_weights(path, "colornet-tiny", {}, variables, {"working_size": x.shape[1]})
+    model2, loaded, meta = weights.load_pretrained(path)
     assert meta["model"] == "colornet-tiny" and meta["working_size"] == x.shape[1]
     _assert_same_outputs(model2, loaded, model, variables, x)
 
@@ -243,32 +245,36 @@ def test_weights_for_another_architecture(tmp_path):
     _, cls_vars, _ = _init("colornet-tiny-cls")
     path = tmp_path / "liar.safetensors"
     # The header claims the regression model but the tensors belong to the classification one.
-    hub.save_weights(path, "colornet-tiny", {}, cls_vars, {"working_size": 32})
+    weights.save_weights(path, "colornet-tiny", {}, cls_vars, {"working_size": 32})
     with pytest.raises(WeightsError, match="another architecture"):
-        hub.load_pretrained(path)
+        weights.load_pretrained(path)
 
 
 def test_wrong_shape_names_the_parameter(tmp_path, tiny):
     _, variables, _ = tiny
-    flat = hub.flatten_variables(variables)
+    flat = weights.flatten_variables(variables)
     key = next(k for k in sorted(flat) if k.endswith("kernel"))
     flat[key] = np.zeros(flat[key].shape[:-1] + (flat[key].shape[-1] + 1,), np.float32)
     path = tmp_path / "bad.safetensors"
-    hub.save_weights(path, "colornet-tiny", {}, hub.unflatten_variables(flat), {"working_size": 32})
+    weights.save_weights(
+        path, "colornet-tiny", {}, weights.unflatten_variables(flat), {"working_size": 32}
+    )
     with pytest.raises(WeightsError, match="wrong-shape") as info:
-        hub.load_pretrained(path)
+        weights.load_pretrained(path)
     assert key in str(info.value)
 
 
 def test_missing_parameter_is_an_error(tmp_path, tiny):
     _, variables, _ = tiny
-    flat = hub.flatten_variables(variables)
+    flat = weights.flatten_variables(variables)
     key = sorted(flat)[0]
     del flat[key]
     path = tmp_path / "short.safetensors"
-    hub.save_weights(path, "colornet-tiny", {}, hub.unflatten_variables(flat), {"working_size": 32})
+    weights.save_weights(
+        path, "colornet-tiny", {}, weights.unflatten_variables(flat), {"working_size": 32}
+    )
     with pytest.raises(WeightsError, match="1 missing") as info:
-        hub.load_pretrained(path)
+        weights.load_pretrained(path)
     assert key in str(info.value)
 
 
@@ -276,13 +282,13 @@ def test_not_a_weights_file(tmp_path):
     foreign = tmp_path / "foreign.safetensors"
     safetensors.numpy.save_file({"a": np.zeros(3, np.float32)}, foreign)
     with pytest.raises(WeightsError, match="not a colorjax weights file"):
-        hub.load_weights(foreign)
+        weights.load_weights(foreign)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\xff" * 64)
     with pytest.raises(WeightsError, match="not a valid safetensors"):
-        hub.load_weights(garbage)
+        weights.load_weights(garbage)
     with pytest.raises(WeightsError, match="does not exist"):
-        hub.load_pretrained(tmp_path / "absent.safetensors")
+        weights.load_pretrained(tmp_path / "absent.safetensors")
 
 
 def test_gan_generator_only_file_loads(tmp_path):
@@ -291,8 +297,10 @@ def test_gan_generator_only_file_loads(tmp_path):
     assert "discriminator" in params
     del params["discriminator"]
     path = tmp_path / "gan.safetensors"
-    hub.save_weights(path, "deepcolorization-small", {}, {"params": params}, {"working_size": 32})
-    model2, loaded, _ = hub.load_pretrained(path)
+    weights.save_weights(
+        path, "deepcolorization-small", {}, {"params": params}, {"working_size": 32}
+    )
+    model2, loaded, _ = weights.load_pretrained(path)
     assert "discriminator" not in loaded["params"]
     _assert_same_outputs(model2, loaded, model, {"params": params}, x)
 
@@ -304,11 +312,11 @@ def test_good_download_then_cached(tmp_path, home, server, tiny, weights_bytes):
     model, variables, x = tiny
     url = _serve(server, "/tiny.safetensors", weights_bytes)
     manifest = _manifest(tmp_path, _entry("tiny", weights_bytes, [url]))
-    path = hub.resolve_weights("tiny", manifest, **FAST)
+    path = weights.resolve_weights("tiny", manifest, **FAST)
     assert path.read_bytes() == weights_bytes
     assert path.is_relative_to(home)
     assert _files(home) == [path]  # no .part left behind
-    model2, loaded, meta = hub.load_pretrained("tiny", manifest=manifest, **FAST)
+    model2, loaded, meta = weights.load_pretrained("tiny", manifest=manifest, **FAST)
     assert meta["name"] == "tiny"
     _assert_same_outputs(model2, loaded, model, variables, x)
     assert len(server.requests) == 1  # the second call used the cache
@@ -321,38 +329,23 @@ def test_tampered_download_is_rejected_and_removed(tmp_path, home, server, weigh
     entry = _entry("tiny", weights_bytes, [url])
     manifest = _manifest(tmp_path, entry)
     with pytest.raises(WeightsError) as info:
-        hub.resolve_weights("tiny", manifest, **FAST)
+        weights.resolve_weights("tiny", manifest, **FAST)
     message = str(info.value)
     assert entry["sha256"] in message
     assert hashlib.sha256(bytes(bad)).hexdigest() in message
     assert _files(home) == []
 
 
-def test_cut_connection_resumes_with_range(tmp_path, home, server, weights_bytes):
+def test_cut_connection_is_retried_and_leaves_nothing_partial(
+    tmp_path, home, server, weights_bytes
+):
+    # pooch keeps no partial file: a transfer cut short is retried from the start.
     url = _serve(server, "/cut.safetensors", weights_bytes, "cut_once")
     manifest = _manifest(tmp_path, _entry("tiny", weights_bytes, [url]))
-    path = hub.resolve_weights("tiny", manifest, **FAST)
+    path = weights.resolve_weights("tiny", manifest, **FAST)
     assert path.read_bytes() == weights_bytes
-    assert server.requests[0][1] is None
-    assert server.requests[1][1] == f"bytes={len(weights_bytes) // 2}-"
+    assert [rng for _, rng in server.requests] == [None, None]
     assert _files(home) == [path]
-
-
-def test_part_file_from_earlier_run_is_resumed(tmp_path, home, server, weights_bytes):
-    url = _serve(server, "/p.safetensors", weights_bytes)
-    manifest = _manifest(tmp_path, _entry("tiny", weights_bytes, [url]))
-    target = hub.cache_path(hub.get_entry("tiny", manifest))
-    part = target.with_name(target.name + ".part")
-    part.parent.mkdir(parents=True)
-    part.write_bytes(weights_bytes[:1000])
-    assert hub.resolve_weights("tiny", manifest, **FAST).read_bytes() == weights_bytes
-    assert server.requests == [("/p.safetensors", "bytes=1000-")]
-    # A stale .part holding wrong bytes fails the hash once, then a clean download fixes it.
-    target.unlink()
-    part.write_bytes(b"x" * 1000)
-    assert hub.resolve_weights("tiny", manifest, **FAST).read_bytes() == weights_bytes
-    assert server.requests[1:] == [("/p.safetensors", "bytes=1000-"), ("/p.safetensors", None)]
-    assert _files(home) == [target]
 
 
 def test_concurrent_resolves_download_once(tmp_path, home, server, weights_bytes):
@@ -362,7 +355,7 @@ def test_concurrent_resolves_download_once(tmp_path, home, server, weights_bytes
 
     def worker():
         try:
-            results.append(hub.resolve_weights("tiny", manifest, **FAST))
+            results.append(weights.resolve_weights("tiny", manifest, **FAST))
         except Exception as err:  # surfaced by the assertion below
             results.append(err)
 
@@ -376,19 +369,11 @@ def test_concurrent_resolves_download_once(tmp_path, home, server, weights_bytes
     assert len(server.requests) == 1
 
 
-def test_server_ignoring_range_restarts_cleanly(tmp_path, home, server, weights_bytes):
-    url = _serve(server, "/nr.safetensors", weights_bytes, "cut_once_norange")
-    manifest = _manifest(tmp_path, _entry("tiny", weights_bytes, [url]))
-    path = hub.resolve_weights("tiny", manifest, **FAST)
-    assert path.read_bytes() == weights_bytes
-    assert server.requests[1][1] is not None  # it asked for a range and got the whole file
-
-
 def test_404_is_a_clear_error_without_retry(tmp_path, home, server, weights_bytes):
     url = _serve(server, "/gone.safetensors", weights_bytes, "404")
     manifest = _manifest(tmp_path, _entry("tiny", weights_bytes, [url]))
     with pytest.raises(DownloadError, match="404") as info:
-        hub.resolve_weights("tiny", manifest, **FAST)
+        weights.resolve_weights("tiny", manifest, **FAST)
     assert url in str(info.value)
     assert len(server.requests) == 1
     assert _files(home) == []
@@ -398,7 +383,7 @@ def test_500_retries_then_fails(tmp_path, home, server, weights_bytes):
     url = _serve(server, "/err.safetensors", weights_bytes, "500")
     manifest = _manifest(tmp_path, _entry("tiny", weights_bytes, [url]))
     with pytest.raises(DownloadError, match="500") as info:
-        hub.resolve_weights("tiny", manifest, **FAST)
+        weights.resolve_weights("tiny", manifest, **FAST)
     assert url in str(info.value)
     assert len(server.requests) == FAST["retries"] + 1
 
@@ -406,7 +391,7 @@ def test_500_retries_then_fails(tmp_path, home, server, weights_bytes):
 def test_500_once_then_success(tmp_path, home, server, weights_bytes):
     url = _serve(server, "/flaky.safetensors", weights_bytes, "500_once")
     manifest = _manifest(tmp_path, _entry("tiny", weights_bytes, [url]))
-    assert hub.resolve_weights("tiny", manifest, **FAST).read_bytes() == weights_bytes
+    assert weights.resolve_weights("tiny", manifest, **FAST).read_bytes() == weights_bytes
     assert len(server.requests) == 2
 
 
@@ -415,7 +400,7 @@ def test_urls_tried_in_order_and_file_urls(tmp_path, home, server, weights_bytes
     local.write_bytes(weights_bytes)
     dead = _serve(server, "/dead.safetensors", weights_bytes, "404")
     manifest = _manifest(tmp_path, _entry("tiny", weights_bytes, [dead, local.as_uri()]))
-    path = hub.resolve_weights("tiny", manifest, **FAST)
+    path = weights.resolve_weights("tiny", manifest, **FAST)
     assert path.read_bytes() == weights_bytes
     assert len(server.requests) == 1
 
@@ -425,30 +410,30 @@ def test_offline_mode(tmp_path, home, server, monkeypatch, weights_bytes):
     manifest = _manifest(tmp_path, _entry("tiny", weights_bytes, [url]))
     monkeypatch.setenv("COLORJAX_OFFLINE", "1")
     with pytest.raises(OfflineError) as info:
-        hub.resolve_weights("tiny", manifest, **FAST)
-    expected_path = hub.cache_path(hub.get_entry("tiny", manifest))
+        weights.resolve_weights("tiny", manifest, **FAST)
+    expected_path = weights.cache_path(weights.get_entry("tiny", manifest))
     assert str(expected_path) in str(info.value)
     assert "COLORJAX_OFFLINE" in str(info.value)
     assert server.requests == []
     monkeypatch.delenv("COLORJAX_OFFLINE")
-    path = hub.resolve_weights("tiny", manifest, **FAST)
+    path = weights.resolve_weights("tiny", manifest, **FAST)
     monkeypatch.setenv("COLORJAX_OFFLINE", "1")
-    assert hub.resolve_weights("tiny", manifest, **FAST) == path
+    assert weights.resolve_weights("tiny", manifest, **FAST) == path
     assert len(server.requests) == 1
 
 
 def test_corrupted_cache_caught_by_verify_and_redownloaded(tmp_path, home, server, weights_bytes):
     url = _serve(server, "/c.safetensors", weights_bytes)
     manifest = _manifest(tmp_path, _entry("tiny", weights_bytes, [url]))
-    path = hub.resolve_weights("tiny", manifest, **FAST)
-    assert [r["status"] for r in hub.verify_weights(manifest=manifest)] == ["ok"]
+    path = weights.resolve_weights("tiny", manifest, **FAST)
+    assert [r["status"] for r in weights.verify_weights(manifest=manifest)] == ["ok"]
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))
-    rows = hub.verify_weights("tiny", manifest)
+    rows = weights.verify_weights("tiny", manifest)
     assert [r["status"] for r in rows] == ["corrupted"]
     assert _run_cli(["--manifest", str(manifest), "verify"]) == 1
-    assert hub.resolve_weights("tiny", manifest, **FAST).read_bytes() == weights_bytes
+    assert weights.resolve_weights("tiny", manifest, **FAST).read_bytes() == weights_bytes
     assert len(server.requests) == 2
     assert _run_cli(["--manifest", str(manifest), "verify", "tiny"]) == 0
 
@@ -460,13 +445,13 @@ def test_bundled_weights_are_verified_not_copied(tmp_path, home, weights_bytes):
     manifest = _manifest(
         tmp_path, _entry("b", weights_bytes, ["bundled:b.safetensors"], default=True)
     )
-    path = hub.resolve_weights(None, manifest, bundled_dir=bundle, **FAST)
+    path = weights.resolve_weights(None, manifest, bundled_dir=bundle, **FAST)
     assert path == bundle / "b.safetensors"
     assert _files(home) == []
     (bundle / "b.safetensors").write_bytes(weights_bytes[:-1] + b"\x00")
     with pytest.raises(WeightsError, match="sha256 mismatch"):
-        hub.resolve_weights("b", manifest, bundled_dir=bundle, **FAST)
-    rows = hub.verify_weights("b", manifest, bundled_dir=bundle)
+        weights.resolve_weights("b", manifest, bundled_dir=bundle, **FAST)
+    rows = weights.verify_weights("b", manifest, bundled_dir=bundle)
     assert [r["status"] for r in rows] == ["corrupted"]
 
 
@@ -477,16 +462,16 @@ def test_default_per_family(tmp_path, weights_bytes):
         _entry("cn2", weights_bytes, ["http://x/c2"]),
     ]
     manifest = _manifest(tmp_path, *entries)
-    assert hub.default_entry(None, manifest)["name"] == "cn"
-    assert hub.default_entry("deepcolorization", manifest)["name"] == "gan"
+    assert weights.default_entry(None, manifest).name == "cn"
+    assert weights.default_entry("deepcolorization", manifest).name == "gan"
     with pytest.raises(WeightsError, match="no pretrained weights"):
-        hub.default_entry("other", manifest)
+        weights.default_entry("other", manifest)
 
 
 def _run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
-    hub.configure_parser(parser)
-    return hub.run(parser.parse_args(argv))
+    weights_cli.configure_parser(parser)
+    return weights_cli.run(parser.parse_args(argv))
 
 
 def test_cli_list_and_download(tmp_path, home, server, weights_bytes, capsys):
@@ -542,12 +527,12 @@ def _fake_run(workdir: Path, model_name: str, ema: bool) -> None:
     ("model_name", "ema"), [("colornet-tiny", False), ("deepcolorization-small", True)]
 )
 def test_export_then_load_matches_checkpoint(tmp_path, home, model_name, ema):
-    from colorjax.checkpoint import load_inference_params
     from colorjax.models import create_model
+    from colorjax.weights.export import load_inference_params
 
     workdir = tmp_path / "run"
     _fake_run(workdir, model_name, ema)
-    path, entry = hub.export_checkpoint(workdir, "mine", tmp_path / "out")
+    path, entry = export_checkpoint(workdir, "mine", tmp_path / "out")
     assert path == tmp_path / "out" / "mine.safetensors"
     assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert entry["size"] == path.stat().st_size
@@ -556,7 +541,7 @@ def test_export_then_load_matches_checkpoint(tmp_path, home, model_name, ema):
     assert entry["eval"] == {"psnr": 20.0, "ssim": 0.5}
     # The entry is a working manifest entry: resolve by name, download from its file: URL.
     manifest = _manifest(tmp_path, entry)
-    model, loaded, meta = hub.load_pretrained("mine", manifest=manifest, **FAST)
+    model, loaded, meta = weights.load_pretrained("mine", manifest=manifest, **FAST)
     assert meta["training"]["step"] == 5
     assert "discriminator" not in loaded["params"]
     config, ckpt = load_inference_params(workdir)
@@ -566,8 +551,8 @@ def test_export_then_load_matches_checkpoint(tmp_path, home, model_name, ema):
     ref_params.pop("discriminator", None)  # not exported; the generator alone gives the output
     _assert_same_outputs(model, loaded, ref_model, {"params": ref_params}, x)
     if ema:  # the EMA generator is exported, not the live one
-        ema_flat = hub.flatten_variables({"g": ckpt["params"]["generator"]})
-        got = hub.flatten_variables({"g": loaded["params"]["generator"]})
+        ema_flat = weights.flatten_variables({"g": ckpt["params"]["generator"]})
+        got = weights.flatten_variables({"g": loaded["params"]["generator"]})
         assert all(np.array_equal(got[k], ema_flat[k]) for k in ema_flat)
 
 
@@ -579,7 +564,7 @@ def test_export_cli_writes_weights_and_entry(tmp_path, capsys):
     assert _run_cli([*argv, "--dtype", "float16", "--url", "https://example.org/cli.st"]) == 0
     entry = json.loads((out / "cli.json").read_text())
     assert entry["urls"] == ["https://example.org/cli.st"]
-    assert entry["sha256"] == hub.sha256_file(out / "cli.safetensors")
-    assert hub.read_metadata(out / "cli.safetensors")["dtype"] == "float16"
+    assert entry["sha256"] == weights.sha256_file(out / "cli.safetensors")
+    assert weights.read_metadata(out / "cli.safetensors")["dtype"] == "float16"
     with pytest.raises(ConfigError, match="no checkpoint"):
-        hub.export_checkpoint(tmp_path / "empty", "x", out)
+        export_checkpoint(tmp_path / "empty", "x", out)

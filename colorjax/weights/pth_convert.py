@@ -1,8 +1,9 @@
-"""Official PyTorch weights of ported models: convert once into a colorjax weights file, then load.
+"""Importing official PyTorch weights of ported models: convert once into a colorjax weights file.
 
 Manifest entries with ``"format": "pytorch-state-dict"`` point at a ``.pth`` file (Zhang et
 al.'s ECCV16 and SIGGRAPH17 colorizers). ``colorjax weights download NAME`` fetches it through
-the hub's resumable, sha256-verified download, reads it with :mod:`colorjax.pth` (no PyTorch,
+the sha256-verified download of :mod:`colorjax.weights.download`, reads it with
+:mod:`colorjax.weights.pth` (no PyTorch,
 no pickled code run), renames and re-lays the tensors into the Flax parameter tree, checks the
 tree against the model, and writes a colorjax safetensors file into the cache; later loads read
 that file directly. ``colorjax weights import FILE --name NAME`` does the same for a ``.pth``
@@ -12,7 +13,6 @@ supported architecture (e.g. your own fine-tuned PyTorch weights) without a mani
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Mapping
@@ -21,14 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from colorjax import hub
 from colorjax.errors import ConfigError, OfflineError, WeightsError
 from colorjax.fileio import atomic_write_bytes
-from colorjax.pth import load_state_dict
+from colorjax.weights import download
+from colorjax.weights.fileformat import check_hash, save_weights, sha256_file
+from colorjax.weights.fit import abstract_variables, check_variables
+from colorjax.weights.manifest import ManifestLike, PretrainedCfg, as_cfg, get_entry
+from colorjax.weights.pth import load_state_dict
 
 logger = logging.getLogger(__name__)
 
-PTH_FORMAT = "pytorch-state-dict"
 BN_EPS = 1e-5  # PyTorch BatchNorm2d default, used by the reference networks
 DEFAULT_WORKING_SIZE = 256  # the reference demos resize to 256 x 256
 
@@ -76,7 +78,7 @@ def state_dict_to_variables(
             f"no PyTorch converter for model {model_name!r}; supported: {supported_models()}"
         )
     model = create_model(model_name)
-    abstract = hub._abstract_variables(model, working_size)["params"]
+    abstract = abstract_variables(model, working_size)["params"]
     used: set[str] = set()
     params: dict[str, dict[str, np.ndarray]] = {}
     for module, leaves in abstract.items():
@@ -114,7 +116,7 @@ def state_dict_to_variables(
             f"({', '.join(extra[:3])}); it is from another architecture"
         )
     variables = {"params": params}
-    hub.check_variables(model, variables, working_size, model_name=f"model {model_name!r}")
+    check_variables(model, variables, working_size, model_name=f"model {model_name!r}")
     return variables
 
 
@@ -137,9 +139,9 @@ def convert_file(
     variables = state_dict_to_variables(load_state_dict(pth_path), model_name, working_size)
     info = dict(source or {})
     info.setdefault("file", pth_path.name)
-    info.setdefault("sha256", hub.sha256_file(pth_path))
+    info.setdefault("sha256", sha256_file(pth_path))
     meta = {"working_size": working_size, "training": {}, "converted_from": info}
-    return hub.save_weights(out_path, model_name, {}, variables, meta)
+    return save_weights(out_path, model_name, {}, variables, meta)
 
 
 def _sidecar(target: Path) -> Path:
@@ -152,69 +154,58 @@ def _cached(target: Path) -> bool:
     side = _sidecar(target)
     if not (target.is_file() and side.is_file()):
         return False
-    if hub.sha256_file(target) == side.read_text().strip():
+    if sha256_file(target) == side.read_text().strip():
         return True
     logger.warning("converted weights %s are corrupt; converting them again", target)
     target.unlink()
     return False
 
 
-def _convert_into_cache(pth: Path, entry: Mapping[str, Any], target: Path) -> Path:
+def _convert_into_cache(pth: Path, cfg: PretrainedCfg, target: Path) -> Path:
     """Convert a verified .pth of a manifest entry into the cache, with its hash sidecar."""
     source = {
-        "name": entry["name"],
-        "urls": list(entry.get("urls", [])),
-        "sha256": entry["sha256"],
-        "licence": entry.get("licence"),
-        "paper": entry.get("paper"),
+        "name": cfg.name,
+        "urls": list(cfg.urls),
+        "sha256": cfg.sha256,
+        "licence": cfg.get("licence"),
+        "paper": cfg.get("paper"),
     }
-    working_size = int(entry.get("working_size") or DEFAULT_WORKING_SIZE)
-    convert_file(pth, entry["model"], target, source=source, working_size=working_size)
-    atomic_write_bytes(_sidecar(target), (hub.sha256_file(target) + "\n").encode())
+    working_size = int(cfg.working_size or DEFAULT_WORKING_SIZE)
+    convert_file(pth, cfg.model, target, source=source, working_size=working_size)
+    atomic_write_bytes(_sidecar(target), (sha256_file(target) + "\n").encode())
     return target
 
 
 def resolve_pth_entry(
-    entry: Mapping[str, Any],
+    entry: PretrainedCfg | Mapping[str, Any],
     *,
     env: Mapping[str, str] | None = None,
-    retries: int = hub.DEFAULT_RETRIES,
-    backoff: float = hub.DEFAULT_BACKOFF,
-    timeout: float = hub.DEFAULT_TIMEOUT,
-    progress: bool | None = None,
-    **_: Any,
+    **download_kwargs: Any,
 ) -> Path:
     """Return the converted file of a .pth entry: cached, else downloaded, verified, converted."""
-    target = hub.cache_path(entry, env)
+    cfg = as_cfg(entry)
+    target = download.cache_path(cfg, env)
     if _cached(target):
         return target
-    name = entry["name"]
-    if hub.is_offline(env):
+    name = cfg.name
+    if download.is_offline(env):
         raise OfflineError(
             f"weights {name!r} are not in the cache ({target} is missing) and COLORJAX_OFFLINE is "
             f"set. Fix: on a connected machine run `colorjax weights download {name}` and copy "
             f"{target} and its .sha256 file here, or, with the original .pth on disk, run "
             f"`colorjax weights import FILE --name {name}`, or unset COLORJAX_OFFLINE"
         )
-    remote = [u for u in entry["urls"] if not u.startswith("bundled:")]
-    if not remote:
+    if not any(not u.startswith("bundled:") for u in cfg.urls):
         raise WeightsError(f"weights {name!r} list no download URL; fix the manifest")
-    with hub._download_lock(target):
+    download.ensure_cache_dir(target.parent, name)
+    with download.download_lock(target):
         if _cached(target):
             return target
         pth = target.with_name(target.name.removesuffix(".safetensors") + ".pth")
-        # The hub verifies the full sha256 before this function reads a single pickle byte.
-        hub._download_entry(
-            entry,
-            pth,
-            remote,
-            retries=retries,
-            backoff=backoff,
-            timeout=timeout,
-            progress=progress,
-        )
+        # The full sha256 is verified before this function reads a single pickle byte.
+        download.download_entry(cfg, pth, env=env, **download_kwargs)
         try:
-            _convert_into_cache(pth, entry, target)
+            _convert_into_cache(pth, cfg, target)
         finally:
             pth.unlink(missing_ok=True)  # the converted file is all later loads need
     return target
@@ -223,7 +214,7 @@ def resolve_pth_entry(
 def import_pth(
     path: str | os.PathLike,
     name: str,
-    manifest: str | os.PathLike | Mapping | None = None,
+    manifest: ManifestLike = None,
     *,
     env: Mapping[str, str] | None = None,
 ) -> Path:
@@ -231,55 +222,35 @@ def import_pth(
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"{path} does not exist (or is not a file); check the path")
-    entry = hub.get_entry(name, manifest)
-    if entry.get("format") != PTH_FORMAT:
+    cfg = get_entry(name, manifest)
+    if not cfg.is_pth:
         raise ConfigError(
             f"weights {name!r} are not PyTorch weights in the manifest; `import` takes the names "
             "of .pth entries (see `colorjax weights list`), or --model MODEL --out FILE"
         )
-    hub._check_hash(path, entry["sha256"], source=str(path), delete=False)
-    target = hub.cache_path(entry, env)
-    with hub._download_lock(target):
-        return _convert_into_cache(path, entry, target)
+    check_hash(path, cfg.sha256, source=str(path), delete=False)
+    target = download.cache_path(cfg, env)
+    with download.download_lock(target):
+        return _convert_into_cache(path, cfg, target)
 
 
-def verify_row(entry: Mapping[str, Any], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def verify_row(
+    entry: PretrainedCfg | Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """`colorjax weights verify` row for a .pth entry: its converted file against the sidecar."""
-    target = hub.cache_path(entry, env)
+    cfg = as_cfg(entry)
+    target = download.cache_path(cfg, env)
     side = _sidecar(target)
     if not target.is_file():
-        status, expected, actual = "missing", entry["sha256"], None
+        status, expected, actual = "missing", cfg.sha256, None
     else:
         expected = side.read_text().strip() if side.is_file() else "(no .sha256 record)"
-        actual = hub.sha256_file(target)
+        actual = sha256_file(target)
         status = "ok" if actual == expected else "corrupted"
     return {
-        "name": entry["name"],
+        "name": cfg.name,
         "path": str(target),
         "status": status,
         "expected": expected,
         "actual": actual,
     }
-
-
-def configure_import_parser(sub: Any) -> None:
-    """Add `colorjax weights import FILE (--name NAME | --model MODEL --out FILE)`."""
-    parser = sub.add_parser("import", help="convert a PyTorch .pth file into colorjax weights")
-    parser.add_argument("file", metavar="FILE", help="the .pth state dict")
-    parser.add_argument("--name", help="manifest name: verify the sha256, convert into the cache")
-    parser.add_argument("--model", choices=supported_models(), help="architecture (with --out)")
-    parser.add_argument("--out", help="output .safetensors path (with --model)")
-
-
-def run_import(args: argparse.Namespace) -> int:
-    """Run `colorjax weights import`; prints the converted file's path."""
-    if args.name and not (args.model or args.out):
-        print(import_pth(args.file, args.name, args.manifest))
-        return 0
-    if args.model and args.out and not args.name:
-        print(convert_file(args.file, args.model, args.out))
-        return 0
-    raise ConfigError(
-        "pass either --name NAME (a manifest entry; the file's sha256 is checked) or --model "
-        f"MODEL --out FILE.safetensors (any state dict of {', '.join(supported_models())})"
-    )

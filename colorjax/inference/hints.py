@@ -11,27 +11,28 @@ mask of 1; later hints overwrite earlier ones where squares overlap. The model t
 
 from __future__ import annotations
 
-import argparse
 import functools
 import re
-import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from colorjax import color, data, inference, models
-from colorjax.errors import ColorjaxError, ConfigError
+from colorjax import color, data
+from colorjax.errors import ConfigError
+from colorjax.inference.predict import _finish_chunk, _run_chunked, predict_ab
+
+if TYPE_CHECKING:  # annotations only: the colorizer calls into this module
+    from colorjax.inference.colorizer import Colorizer, ImageLike
 
 __all__ = [
     "DEFAULT_HINT_RADIUS",
     "colorize_with_hints",
     "hint_arrays",
+    "gray_inputs",
     "parse_hint",
-    "run_hinted",
 ]
 
 # Half-width in working-size pixels: the reference tool's default brush (2 px at load size).
@@ -110,14 +111,14 @@ def _predict_hinted(
     model: Any, variables: Any, l_pad: jax.Array, hint_ab: jax.Array, mask: jax.Array, pad_to: int
 ) -> jax.Array:
     """Predict ab_norm with hints and zero-pad it to (N, pad_to, pad_to, 2)."""
-    ab = models.predict_ab(model, variables, l_pad, hints=(hint_ab, mask)).astype(jnp.float32)
+    ab = predict_ab(model, variables, l_pad, hints=(hint_ab, mask)).astype(jnp.float32)
     _, hb, wb, _ = ab.shape
     return jnp.pad(ab, ((0, 0), (0, pad_to - hb), (0, pad_to - wb), (0, 0)))
 
 
 def colorize_with_hints(
-    colorizer: inference.Colorizer,
-    image: inference.ImageLike,
+    colorizer: Colorizer,
+    image: ImageLike,
     hints: Sequence[Any],
     radius: int = DEFAULT_HINT_RADIUS,
 ) -> np.ndarray:
@@ -136,8 +137,8 @@ def colorize_with_hints(
     ab = _predict_hinted(
         model, colorizer.variables, l_pad[None], hint_ab[None], mask[None], colorizer._pad_to
     )
-    out = inference._run_chunked(
-        inference._finish_chunk,
+    out = _run_chunked(
+        _finish_chunk,
         rgb,
         ab[0],
         full_hw=np.asarray((height, width), np.int32),
@@ -147,45 +148,7 @@ def colorize_with_hints(
     return out.reshape(rgb.shape)
 
 
-def run_hinted(args: argparse.Namespace) -> int:
-    """`colorjax colorize IMAGE -o OUT --hint X,Y,#RRGGBB ...`: one image, guided by hints."""
-    hints = [parse_hint(text) for text in args.hint]
-    sources, failures = inference._expand_inputs(args.inputs)
-    if failures or len(sources) != 1:
-        found = failures[0][0] if failures else f"{len(sources)} images"
-        raise ConfigError(
-            f"--hint needs exactly one input image (hint coordinates are pixels of that image), "
-            f"got {found}; run once per image"
-        )
-    src, rel = sources[0]
-    out = Path(args.output) / rel.with_suffix("." + args.format)
-    if out.exists() and not args.overwrite:
-        print(f"skip {src}: {out} exists (pass --overwrite to replace it)", file=sys.stderr)
-        return 0
-    model, variables, meta = inference.resolve_weights(args.weights)
-    colorizer = inference.make_colorizer(
-        model,
-        variables,
-        meta,
-        working_size=getattr(args, "working_size", None),
-        temperature=getattr(args, "temperature", None),
-    )
-    try:
-        rgb = data.decode_image(src)
-    except ColorjaxError as err:
-        print(f"failed {src}: {err}", file=sys.stderr)
-        return 1
-    result = colorize_with_hints(colorizer, rgb, hints, args.hint_radius)
-    if args.compare:
-        l_only = np.asarray(color.lab_inputs_to_rgb(*_gray_inputs(rgb)))
-        gray = np.round(np.clip(l_only, 0, 1) * 255).astype(np.uint8)
-        result = np.concatenate([gray, result], axis=1)
-    inference._save_image(result, out, args.format)
-    print(f"colorize: 1 written with {len(hints)} hint(s)", file=sys.stderr)
-    return 0
-
-
-def _gray_inputs(rgb: np.ndarray) -> tuple[jax.Array, jax.Array]:
+def gray_inputs(rgb: np.ndarray) -> tuple[jax.Array, jax.Array]:
     """(l_norm, zero ab) of a photo: its luminance as neutral gray."""
     l_norm, ab = color.rgb_uint8_to_lab_inputs(rgb)
     return l_norm, jnp.zeros_like(ab)

@@ -67,13 +67,13 @@ def _save(rgb: np.ndarray, path: Path) -> Path:
 
 def colorize_with_bundled(photo: np.ndarray, out_dir: Path) -> list[Path]:
     """Colorize the photo with each family's default bundled weights; return the files written."""
-    from colorjax import hub
     from colorjax.inference import Colorizer
+    from colorjax.weights import load_pretrained
 
     written = []
     for family in ("colornet", "deepcolorization"):
         try:
-            model, variables, meta = hub.load_pretrained(None, family=family)
+            model, variables, meta = load_pretrained(None, family=family)
         except ColorjaxError as err:
             log.warning("no bundled %s weights: %s", family, err)
             continue
@@ -85,19 +85,17 @@ def colorize_with_bundled(photo: np.ndarray, out_dir: Path) -> list[Path]:
 
 def train_and_colorize(args: argparse.Namespace, photo: np.ndarray, out_dir: Path) -> Path:
     """Train the demo config (resuming if already run) and colorize the photo with the result."""
-    from colorjax.checkpoint import load_inference_params
     from colorjax.config import load_config
     from colorjax.inference import Colorizer
-    from colorjax.models import create_model
     from colorjax.train.loop import train
+    from colorjax.weights.loader import load_run
 
     config = load_config(args.config, args.overrides)
     run_dir = out_dir / "run"
     train(config, run_dir, resume=True)
-    config, variables = load_inference_params(run_dir)
-    model = create_model(config.model.name, **config.model.overrides)
-    colour = Colorizer(model, variables, config.data.image_size).colorize(photo)
-    return _save(side_by_side(photo, colour, photo), out_dir / f"trained-{config.model.name}.png")
+    model, variables, meta = load_run(run_dir)
+    colour = Colorizer(model, variables, meta["working_size"]).colorize(photo)
+    return _save(side_by_side(photo, colour, photo), out_dir / f"trained-{meta['model']}.png")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,198 @@
+"""`colorjax colorize`: colorize image files, folders or globs (optionally guided by hints)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from colorjax.errors import ColorjaxError, ConfigError, ImageDecodeError
+from colorjax.fileio import clean_stale_temp_files, ensure_output_dir
+
+DEFAULT_OUTPUT = "colorized"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the `colorjax colorize` arguments."""
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    parser.add_argument(
+        "-o",
+        "--output",
+        default=DEFAULT_OUTPUT,
+        metavar="OUTDIR",
+        help=f"output folder (default: {DEFAULT_OUTPUT}/ in the current folder)",
+    )
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="weights name (arch.tag), .safetensors path or run folder (default: bundled)",
+    )
+    parser.add_argument(
+        "--manifest", default=None, help="manifest.json to look names up in (default: packaged)"
+    )
+    parser.add_argument("--compare", action="store_true", help="write gray | colour side by side")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--format", choices=("png", "jpg"), default="png", help="output format")
+    parser.add_argument(
+        "--batch-size", type=int, default=4, help="photos per network call (default 4)"
+    )
+    parser.add_argument(
+        "--hint",
+        action="append",
+        metavar="X,Y,#RRGGBB",
+        help="colour hint at pixel (X, Y) of the one input image (repeatable; zhang-siggraph17)",
+    )
+    parser.add_argument(
+        "--hint-radius", type=int, default=2, help="hint square half-width, working pixels (2)"
+    )
+    add_knob_arguments(parser)
+
+
+def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
+    """--working-size (render factor) and --temperature, shared by colorize and eval."""
+    parser.add_argument(
+        "--working-size",
+        type=int,
+        default=None,
+        help="network input size, longer side in pixels (DeOldify's render factor; "
+        "default: tuned for the weights)",
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="annealed-mean temperature of classification models, lower is more saturated "
+        "(default: tuned for the weights)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run `colorjax colorize`; returns 1 if any input failed, else 0."""
+    from tqdm import tqdm
+
+    from colorjax import data
+    from colorjax.inference import as_pretrained, make_colorizer
+    from colorjax.inference.files import expand_inputs, save_image
+
+    if getattr(args, "hint", None):
+        return run_hinted(args)
+    outdir = Path(args.output)
+    sources, failures = expand_inputs(args.inputs, exclude=outdir)
+    inputs = {src.resolve() for src, _ in sources}
+    todo: list[tuple[Path, Path]] = []
+    planned: dict[Path, Path] = {}
+    skipped = 0
+    for src, rel in sources:
+        out = outdir / rel.with_suffix("." + args.format)
+        if out.resolve() in inputs:
+            # Not even --overwrite may replace a photo being colorized: it is the user's original.
+            failures.append(
+                (str(src), f"output {out} would replace an input photo; pick another -o folder")
+            )
+            continue
+        if out in planned:
+            failures.append((str(src), f"output {out} is already taken by {planned[out]}"))
+            continue
+        planned[out] = src
+        if out.exists() and not args.overwrite:
+            skipped += 1
+            print(f"skip {src}: {out} exists (pass --overwrite to replace it)", file=sys.stderr)
+            continue
+        todo.append((src, out))
+    for name, reason in failures:
+        print(f"failed {name}: {reason}", file=sys.stderr)
+    for folder in {out.parent for out in planned}:
+        clean_stale_temp_files(folder)  # left by a killed earlier run, even if nothing is redone
+
+    written = 0
+    if todo:
+        ensure_output_dir(outdir, "-o")  # before the model runs on every photo
+        model, variables, meta = as_pretrained(args.weights, args.manifest)
+        colorizer = make_colorizer(
+            model,
+            variables,
+            meta,
+            working_size=args.working_size,
+            temperature=args.temperature,
+            batch_size=max(1, args.batch_size),
+        )
+        progress = tqdm(total=len(todo), unit="img", desc="colorize", file=sys.stderr)
+
+        def decoded() -> Iterator[tuple[tuple[Path, Path], np.ndarray]]:
+            for src, out in todo:
+                try:
+                    rgb = data.decode_image(src)
+                except ImageDecodeError as err:
+                    failures.append((str(src), str(err)))
+                    progress.write(f"failed {src}: {err}", file=sys.stderr)
+                    progress.update(1)
+                    continue
+                yield (src, out), rgb
+
+        try:
+            results = colorizer.colorize_many(decoded(), with_gray=args.compare)
+            for (src, out), result in results:
+                # --compare: the input's luminance as neutral gray, then the colorized photo.
+                image = np.concatenate(result[::-1], axis=1) if args.compare else result
+                try:
+                    save_image(image, out, args.format)
+                    written += 1
+                except OSError as err:
+                    failures.append((str(src), f"cannot write {out}: {err}"))
+                    progress.write(f"failed {src}: cannot write {out}: {err}", file=sys.stderr)
+                progress.update(1)
+        finally:
+            progress.close()
+    print(
+        f"colorize: {written} written, {skipped} skipped (already exist), {len(failures)} failed",
+        file=sys.stderr,
+    )
+    if not sources and not failures:
+        raise ColorjaxError("no input images found; pass image files, folders or globs")
+    return 1 if failures else 0
+
+
+def run_hinted(args: argparse.Namespace) -> int:
+    """`colorjax colorize IMAGE -o OUT --hint X,Y,#RRGGBB ...`: one image, guided by hints."""
+    from colorjax import color, data
+    from colorjax.inference import as_pretrained, make_colorizer
+    from colorjax.inference.files import expand_inputs, save_image
+    from colorjax.inference.hints import colorize_with_hints, gray_inputs, parse_hint
+
+    hints = [parse_hint(text) for text in args.hint]
+    sources, failures = expand_inputs(args.inputs)
+    if failures or len(sources) != 1:
+        found = failures[0][0] if failures else f"{len(sources)} images"
+        raise ConfigError(
+            f"--hint needs exactly one input image (hint coordinates are pixels of that image), "
+            f"got {found}; run once per image"
+        )
+    src, rel = sources[0]
+    out = Path(args.output) / rel.with_suffix("." + args.format)
+    if out.exists() and not args.overwrite:
+        print(f"skip {src}: {out} exists (pass --overwrite to replace it)", file=sys.stderr)
+        return 0
+    model, variables, meta = as_pretrained(args.weights, getattr(args, "manifest", None))
+    colorizer = make_colorizer(
+        model,
+        variables,
+        meta,
+        working_size=getattr(args, "working_size", None),
+        temperature=getattr(args, "temperature", None),
+    )
+    try:
+        rgb = data.decode_image(src)
+    except ColorjaxError as err:
+        print(f"failed {src}: {err}", file=sys.stderr)
+        return 1
+    result = colorize_with_hints(colorizer, rgb, hints, args.hint_radius)
+    if args.compare:
+        l_only = np.asarray(color.lab_inputs_to_rgb(*gray_inputs(rgb)))
+        gray = np.round(np.clip(l_only, 0, 1) * 255).astype(np.uint8)
+        result = np.concatenate([gray, result], axis=1)
+    save_image(result, out, args.format)
+    print(f"colorize: 1 written with {len(hints)} hint(s)", file=sys.stderr)
+    return 0

@@ -1,0 +1,113 @@
+"""Image files for `colorjax colorize`: expand files, folders and globs; save results atomically."""
+
+from __future__ import annotations
+
+import glob
+import io
+import itertools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from colorjax.fileio import atomic_write_bytes
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+    ".pbm",
+)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    """Whether path (resolved) is folder or lies below it."""
+    resolved = path.resolve()
+    return resolved == folder or folder in resolved.parents
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder a glob pattern starts from: its leading parts without wildcards."""
+    parts = Path(pattern).parts
+    base = list(itertools.takewhile(lambda p: not glob.has_magic(p), parts[:-1]))
+    return Path(*base) if base else Path(".")
+
+
+def expand_inputs(
+    inputs: Sequence[str], exclude: Path | None = None
+) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    """Expand files, folders and globs to (source, relative output stem) pairs plus failures.
+
+    Folder walks never enter `exclude` (the output folder: a second run must not colorize the
+    first run's outputs) and skip hidden files (our own temporary files among them); anything
+    that is not a regular file (a FIFO would block forever) is reported, not read.
+    """
+    found: list[tuple[Path, Path]] = []
+    failures: list[tuple[str, str]] = []
+    exclude = exclude.resolve() if exclude is not None else None
+
+    def skips(base: Path) -> Path | None:
+        # A walk that starts inside the output folder (-o is the input folder) cannot tell
+        # outputs from inputs; item-by-item checks in run() keep inputs safe there.
+        return exclude if exclude is not None and not _is_within(base, exclude) else None
+
+    def add_dir(root: Path) -> None:
+        files = []
+        skip = skips(root)
+        for folder, dirs, names in os.walk(root):
+            here = Path(folder)
+            dirs[:] = sorted(
+                d
+                for d in dirs
+                if not d.startswith(".") and not (skip and _is_within(here / d, skip))
+            )
+            files += [here / n for n in names if not n.startswith(".")]
+        for p in sorted(files):
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+                found.append((p, p.relative_to(root)))
+
+    def add_file(path: Path) -> None:
+        if path.is_file():
+            found.append((path, Path(path.name)))
+        else:
+            failures.append((str(path), "not a regular file (a FIFO or device); skipped"))
+
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            add_dir(path)
+        elif path.exists():
+            add_file(path)
+        else:
+            matches = sorted(glob.glob(item, recursive=True))
+            if not matches:
+                failures.append((item, "no such file or folder, and no file matches the pattern"))
+            skip = skips(_glob_base(item))
+            for match in matches:
+                m = Path(match)
+                if skip and _is_within(m, skip):
+                    continue
+                if m.is_dir():
+                    add_dir(m)
+                elif m.suffix.lower() in IMAGE_EXTENSIONS:
+                    add_file(m)
+    return found, failures
+
+
+def save_image(rgb: np.ndarray, path: Path, fmt: str) -> None:
+    """Encode uint8 RGB as PNG or JPEG and write it atomically."""
+    buf = io.BytesIO()
+    if fmt == "jpg":
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=95)
+    else:
+        Image.fromarray(rgb).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,75 @@
+"""Pretrained weights: file format, `arch.tag` manifest, downloads, export, and the one loader.
+
+Modules, one job each: ``fileformat`` (the safetensors weights file), ``manifest`` (named
+weights as :class:`PretrainedCfg`), ``download`` (cache, offline mode, verified fetching),
+``resolve`` (name or path -> verified local file, .pth converted), ``fit`` (does a tree fit a
+model), ``loader`` (``create_model(name, pretrained=...)`` / ``load_pretrained``), ``export``
+(training run -> weights file), ``pth`` and ``pth_convert`` (official PyTorch weights).
+The bundled ``.safetensors`` files and ``manifest.json`` live in this folder.
+"""
+
+from __future__ import annotations
+
+from colorjax.weights.download import (
+    DEFAULT_BACKOFF,
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    cache_dir,
+    cache_path,
+    is_offline,
+)
+from colorjax.weights.fileformat import (
+    FORMAT_VERSION,
+    STORAGE_DTYPES,
+    check_finite,
+    flatten_variables,
+    load_weights,
+    read_metadata,
+    save_weights,
+    sha256_file,
+    unflatten_variables,
+)
+from colorjax.weights.fit import check_variables
+from colorjax.weights.loader import Pretrained, create_model, load_pretrained
+from colorjax.weights.manifest import (
+    DEFAULT_MANIFEST,
+    PretrainedCfg,
+    add_to_manifest,
+    default_entry,
+    get_entry,
+    list_pretrained,
+    load_manifest,
+)
+from colorjax.weights.resolve import resolve_entry, resolve_weights, verify_weights
+
+__all__ = [
+    "DEFAULT_BACKOFF",
+    "DEFAULT_MANIFEST",
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "FORMAT_VERSION",
+    "STORAGE_DTYPES",
+    "Pretrained",
+    "PretrainedCfg",
+    "add_to_manifest",
+    "cache_dir",
+    "cache_path",
+    "check_finite",
+    "check_variables",
+    "create_model",
+    "default_entry",
+    "flatten_variables",
+    "get_entry",
+    "is_offline",
+    "list_pretrained",
+    "load_manifest",
+    "load_pretrained",
+    "load_weights",
+    "read_metadata",
+    "resolve_entry",
+    "resolve_weights",
+    "save_weights",
+    "sha256_file",
+    "unflatten_variables",
+    "verify_weights",
+]
