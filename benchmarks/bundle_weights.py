@@ -20,7 +20,7 @@ from pathlib import Path
 
 from colour_ablation import undo_rebalancing
 
-from colorjax import weights as hub
+from colorjax import weights
 from colorjax.fileio import atomic_write_text
 from colorjax.weights.export import checkpoint_steps, load_inference_params
 from colorjax.weights.manifest import entry_family
@@ -64,18 +64,18 @@ def main(argv: list[str] | None = None) -> int:
         "temperature": args.temperature,
         "training": training,
     }
-    hub.save_weights(
+    weights.save_weights(
         path, config.model.name, dict(config.model.overrides), variables, meta, dtype="float16"
     )
-    hub.load_pretrained(str(path))  # the file must load and fit its model before it is listed
+    weights.load_pretrained(str(path))  # the file must load and fit its model before it is listed
 
     manifest_path = WEIGHTS / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     family = entry_family({"model": config.model.name})
     gone = {args.name, *args.replaces}
-    weights = [e for e in manifest["weights"] if e["name"] not in gone]
+    kept = [e for e in manifest["weights"] if e["name"] not in gone]
     if args.default:
-        for e in weights:
+        for e in kept:
             if e.get("family") == family:
                 e["default"] = False
     entry = {
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "working_size": args.working_size,
         "temperature": args.temperature,
         "urls": [f"bundled:{path.name}"],
-        "sha256": hub.sha256_file(path),
+        "sha256": weights.sha256_file(path),
         "size": path.stat().st_size,
         "dtype": "float16",
         "licence": "Apache-2.0 (the weights); trained on Tiny ImageNet photos, which are under "
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "default": bool(args.default),
         "evaluations": [],
     }
-    manifest["weights"] = [*weights, entry]
+    manifest["weights"] = [*kept, entry]
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
     print(f"wrote {path} ({entry['size'] / 1e6:.1f} MB) and its manifest entry")
     return 0

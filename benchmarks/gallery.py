@@ -16,8 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import colorjax
-from colorjax import data
-from colorjax import weights as hub
+from colorjax import data, weights
 
 COLUMNS = ("gray", "ColorNet", "DeepColorization", "truth")
 
@@ -52,8 +51,8 @@ def gray_of(rgb: np.ndarray) -> np.ndarray:
 
 def make_gallery(paths: list[Path], size: int) -> Image.Image:
     """One row per photo, one column per COLUMNS entry, with a header strip."""
-    colornet = hub.default_entry("colornet").name
-    gan = hub.default_entry("deepcolorization").name
+    colornet = weights.default_entry("colornet").name
+    gan = weights.default_entry("deepcolorization").name
     header = 18
     sheet = Image.new("RGB", (size * len(COLUMNS), header + size * len(paths)), "white")
     draw = ImageDraw.Draw(sheet)

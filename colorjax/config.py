@@ -12,6 +12,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from colorjax.color import GRAY_CHROMA
 from colorjax.errors import ConfigError
 
 
@@ -69,7 +70,7 @@ class LossConfig:
     rebalance_lambda: float = 0.5  # Zhang et al.: mix of prior and uniform
     soft_sigma: float = 5.0  # soft-encoding Gaussian width in CIE ab units
     soft_neighbors: int = 5
-    gray_chroma_threshold: float = 5.0  # images whose max chroma is below this get zero weight
+    gray_chroma_threshold: float = GRAY_CHROMA  # near-gray images (color.is_near_gray): weight 0
     gan: str = "vanilla"  # vanilla | lsgan
     lambda_l1: float = 100.0
     lambda_ce: float = 0.0  # GAN with a ColorNet generator: weight of its bin cross-entropy

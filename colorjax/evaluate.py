@@ -46,9 +46,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_RESOLUTION = 256
-# Largest chroma (CIE Lab units) at which a ground-truth photo still counts as gray: JPEG
-# rounding leaves ~1-2 units on true grayscale photos; visible tints start near 10.
-DEFAULT_GRAY_THRESHOLD = 5.0
+DEFAULT_GRAY_THRESHOLD = color.GRAY_CHROMA  # the package's one near-gray rule
 SUMMARY_FILE = "summary.json"
 PER_IMAGE_FILE = "per_image.csv"
 CONTACT_SHEET_FILE = "contact_sheet.png"
@@ -71,8 +69,7 @@ def _score_batch(pred_u8: jax.Array, true_u8: jax.Array) -> tuple[dict, dict, ja
     l_norm, ab_norm = color.rgb_uint8_to_lab_inputs(true_u8)
     baseline = jnp.round(color.lab_inputs_to_rgb(l_norm, jnp.zeros_like(ab_norm)) * 255.0)
     baseline = baseline.astype(jnp.uint8)
-    chroma = jnp.sqrt(jnp.sum(color.denormalize_ab(ab_norm) ** 2, axis=-1))
-    max_chroma = jnp.max(chroma, axis=(1, 2))
+    max_chroma = color.max_chroma(color.denormalize_ab(ab_norm))
     model_scores = metrics.compute_metrics(pred_u8, true_u8)
     baseline_scores = metrics.compute_metrics(baseline, true_u8)
     return model_scores, baseline_scores, max_chroma, baseline
@@ -162,7 +159,7 @@ def run_evaluation(
         pred_host = np.asarray(pred) if len(sheet) < contact_sheet else None
         base_host = np.asarray(baseline) if len(sheet) < contact_sheet else None
         for i in range(n):
-            is_gray = bool(max_chroma[i] <= gray_threshold)
+            is_gray = bool(max_chroma[i] <= gray_threshold)  # color.is_near_gray's rule
             counts["gray"] += is_gray
             if is_gray and not keep_gray:
                 counts["excluded_gray"] += 1

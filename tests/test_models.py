@@ -419,7 +419,6 @@ def test_quarter_resolution_head_keeps_the_decoder_and_upsamples_decoded_ab() ->
     # a bilinear resize of the annealed mean taken at H/4.
     from colorjax.color import AB_SCALE
     from colorjax.gamut import ab_bin_centers, annealed_mean
-    from colorjax.models import predict_ab
 
     full = create_model("colornet-tiny-cls")
     quarter = create_model("colornet-tiny-cls", head_stride=4)
@@ -442,7 +441,6 @@ def test_quarter_resolution_head_keeps_the_decoder_and_upsamples_decoded_ab() ->
 def test_colornet_generator_gan_decodes_its_bins_at_the_requested_temperature() -> None:
     # The GAN's ColorNet generator hands D the annealed mean of its H/4 bins, upsampled; the
     # inference temperature knob reaches it through predict_ab like a classification ColorNet.
-    from colorjax.models import predict_ab
 
     gan = create_model("deepcolorization-colornet")
     x = jax.random.uniform(jax.random.key(2), (1, 32, 32, 1), minval=-1.0, maxval=1.0)

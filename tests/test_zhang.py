@@ -20,7 +20,8 @@ import pytest
 
 from colorjax import weights
 from colorjax.errors import InputShapeError, OfflineError, WeightsError
-from colorjax.models import create_model, predict_ab
+from colorjax.inference.predict import predict_ab
+from colorjax.models import create_model
 from colorjax.weights import pth, pth_convert
 
 ROOT = Path(__file__).resolve().parents[1]

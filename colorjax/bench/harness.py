@@ -38,7 +38,7 @@ from colorjax.bench.records import (
 from colorjax.bench.threads import check_cpu_use, checked_rows
 from colorjax.errors import ConfigError, MissingDependencyError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def load_module(path: str | os.PathLike, name: str = "colorjax_torch_bench") -> ModuleType:
@@ -96,11 +96,11 @@ def _safe(
         raise
     except MissingDependencyError as err:
         # e.g. the loader kinds on a machine without Grain: the synthetic kinds still run.
-        log.warning("%s skipped: %s", what, err)
+        logger.warning("%s skipped: %s", what, err)
         records.append(make_record(**base, kind=what, status="skipped", note=str(err)))
         return None
     except Exception as err:  # noqa: BLE001 - one broken config must not lose the others
-        log.exception("%s failed for %s", what, base.get("model"))
+        logger.exception("%s failed for %s", what, base.get("model"))
         records.append(
             make_record(**base, kind=what, status="error", note=f"{type(err).__name__}: {err}")
         )
@@ -225,7 +225,7 @@ def run_benchmarks(
     from colorjax import models
     from colorjax.parallel import make_mesh
 
-    say = progress or (lambda msg: log.info("%s", msg))
+    say = progress or (lambda msg: logger.info("%s", msg))
     mesh = make_mesh(cfg.device_count)
     devices = list(mesh.devices.flat)
     meta = collect_metadata(devices, cfg.dtype, torch_bench is not None, cfg.threads, cfg.note)

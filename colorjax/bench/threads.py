@@ -18,7 +18,7 @@ import jax
 
 from colorjax.errors import ConfigError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 # A 1-thread row must keep its core busy: CPU/wall below 1 - tol means the process waited for
 # the CPU (a shared, overloaded host) and its wall times are inflated; above threads + tol it
@@ -134,7 +134,7 @@ def checked_times(
             (best[1]["cpu_per_wall"] or 0) - 1
         ):
             best = (times, fields)
-        log.warning("re-timing: %s", fields["thread_check"])
+        logger.warning("re-timing: %s", fields["thread_check"])
     assert best is not None
     return best
 
@@ -158,5 +158,5 @@ def checked_rows(
             best, best_failed = out, failed
         if not failed:
             break
-        log.warning("re-timing: %s", [c for c in checks if c])
+        logger.warning("re-timing: %s", [c for c in checks if c])
     return best, int(best_failed or 0)

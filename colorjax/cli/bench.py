@@ -13,7 +13,7 @@ from colorjax.errors import ConfigError
 if TYPE_CHECKING:
     from colorjax.bench import BenchConfig
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 QUICK_MODELS = ("colornet-tiny", "deepcolorization-small")
 KINDS = ("train", "train_e2e", "infer", "colorize", "loader")

@@ -11,7 +11,7 @@ import numpy as np
 from colorjax.config import add_override_argument
 from colorjax.errors import ColorjaxError, DataSourceError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = "demo_cpu"  # a preset shipped in colorjax/configs: works from any folder
 DEFAULT_SAMPLE = "astronaut.png"
@@ -75,7 +75,7 @@ def colorize_with_bundled(photo: np.ndarray, out_dir: Path) -> list[Path]:
         try:
             model, variables, meta = load_pretrained(None, family=family)
         except ColorjaxError as err:
-            log.warning("no bundled %s weights: %s", family, err)
+            logger.warning("no bundled %s weights: %s", family, err)
             continue
         colour = Colorizer(model, variables, int(meta["working_size"])).colorize(photo)
         path = out_dir / f"bundled-{meta.get('name', family)}.png"

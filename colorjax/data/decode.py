@@ -31,7 +31,7 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 _WARNED_NO_SIMPLEJPEG = False
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _describe(data: object) -> str:
@@ -138,7 +138,7 @@ def _strict_jpeg(raw: bytes, img: Image.Image, min_side: int | None, name: str) 
         global _WARNED_NO_SIMPLEJPEG
         if not _WARNED_NO_SIMPLEJPEG:
             _WARNED_NO_SIMPLEJPEG = True
-            log.warning(
+            logger.warning(
                 "simplejpeg is not installed: corrupt JPEG data goes undetected; "
                 "pip install simplejpeg"
             )

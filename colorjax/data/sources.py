@@ -14,13 +14,16 @@ from colorjax.data.decode import decode_image
 from colorjax.data.embedded import EMBEDDED_PHOTOS, embedded_photo_paths
 from colorjax.errors import ColorjaxError, DataSourceError
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 ACCEPTED_FORMS = (
     "'embedded' (photos shipped with scikit-image), 'folder:PATH' (every image below PATH), "
     "'tfds:NAME[/CONFIG][:VERSION]' (a prepared TFDS data set in ArrayRecord format)"
 )
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+# The one list of file name extensions taken as images (folders, colorize, the prior tool).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+)
 SPLITS = ("train", "validation", "all")
 _TFDS_NAME = re.compile(r"^[A-Za-z0-9_]+(/[A-Za-z0-9_.\-]+)?(:[0-9]+\.[0-9]+\.[0-9]+)?$")
 
@@ -106,13 +109,33 @@ def split_keys(keys: Sequence[str], split: str, val_fraction: float, seed: int) 
     return [i for i in range(n) if (i in held) == (split == "validation")]
 
 
-def list_image_files(root: Path) -> list[Path]:
-    """Every image file below root (by extension, any case), sorted by relative path."""
-    files = [
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
-    ]
+def is_within(path: Path, folder: Path) -> bool:
+    """Whether path (resolved) is the resolved folder or lies below it."""
+    resolved, folder = path.resolve(), folder.resolve()
+    return resolved == folder or folder in resolved.parents
+
+
+def list_image_files(root: Path, exclude: Path | None = None) -> list[Path]:
+    """Every image file below root (by extension, any case), sorted by relative path.
+
+    Hidden files and folders (a leading '.': .git, .ipynb_checkpoints) are skipped, and so
+    is the folder `exclude` (e.g. an output folder inside the input folder).
+    """
+    files = []
+    for folder, dirs, names in os.walk(root):
+        here = Path(folder)
+        dirs[:] = [
+            d
+            for d in dirs
+            if not d.startswith(".") and not (exclude is not None and is_within(here / d, exclude))
+        ]
+        files += [
+            here / n
+            for n in names
+            if not n.startswith(".")
+            and Path(n).suffix.lower() in IMAGE_EXTENSIONS
+            and (here / n).is_file()
+        ]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -232,5 +255,5 @@ def make_source(
         )
     if check:
         _check_readable(source)
-    log.info("data source %s split %s: %d records", source.name, split, len(source))
+    logger.info("data source %s split %s: %d records", source.name, split, len(source))
     return source

@@ -5,34 +5,14 @@ from __future__ import annotations
 import glob
 import io
 import itertools
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from colorjax.data.sources import IMAGE_EXTENSIONS, is_within, list_image_files
 from colorjax.fileio import atomic_write_bytes
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (
-    ".png",
-    ".jpg",
-    ".jpeg",
-    ".bmp",
-    ".gif",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".ppm",
-    ".pgm",
-    ".pbm",
-)
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    """Whether path (resolved) is folder or lies below it."""
-    resolved = path.resolve()
-    return resolved == folder or folder in resolved.parents
 
 
 def _glob_base(pattern: str) -> Path:
@@ -58,22 +38,11 @@ def expand_inputs(
     def skips(base: Path) -> Path | None:
         # A walk that starts inside the output folder (-o is the input folder) cannot tell
         # outputs from inputs; item-by-item checks in run() keep inputs safe there.
-        return exclude if exclude is not None and not _is_within(base, exclude) else None
+        return exclude if exclude is not None and not is_within(base, exclude) else None
 
     def add_dir(root: Path) -> None:
-        files = []
-        skip = skips(root)
-        for folder, dirs, names in os.walk(root):
-            here = Path(folder)
-            dirs[:] = sorted(
-                d
-                for d in dirs
-                if not d.startswith(".") and not (skip and _is_within(here / d, skip))
-            )
-            files += [here / n for n in names if not n.startswith(".")]
-        for p in sorted(files):
-            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
-                found.append((p, p.relative_to(root)))
+        for p in list_image_files(root, exclude=skips(root)):
+            found.append((p, p.relative_to(root)))
 
     def add_file(path: Path) -> None:
         if path.is_file():
@@ -94,7 +63,7 @@ def expand_inputs(
             skip = skips(_glob_base(item))
             for match in matches:
                 m = Path(match)
-                if skip and _is_within(m, skip):
+                if skip and is_within(m, skip):
                     continue
                 if m.is_dir():
                     add_dir(m)

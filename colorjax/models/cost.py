@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- sizes
@@ -67,7 +67,7 @@ def compiled_flops(compiled: Any) -> float | None:
     try:
         cost = compiled.cost_analysis()
     except Exception as err:  # noqa: BLE001 - backends may not implement it at all
-        log.debug("cost_analysis unavailable: %s", err)
+        logger.debug("cost_analysis unavailable: %s", err)
         return None
     return cost_flops(cost)
 
@@ -77,7 +77,7 @@ def compiled_memory_bytes(compiled: Any) -> int | None:
     try:
         mem = compiled.memory_analysis()
     except Exception as err:  # noqa: BLE001 - optional backend feature
-        log.debug("memory_analysis unavailable: %s", err)
+        logger.debug("memory_analysis unavailable: %s", err)
         return None
     if mem is None:
         return None
