@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from colorjax.errors import ConfigError
 from colorjax.models import colornet, layers
 from colorjax.models.layers import ConvNormAct, GroupNorm, num_groups
 
@@ -22,9 +23,12 @@ class _FlaxConvNormAct(nn.Module):
     kernel: int = 3
     stride: int = 1
     dtype: layers.Dtype = jnp.float32
+    upsample_input: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.upsample_input:
+            x = layers.upsample2x(x, "nearest")
         k, s = (self.kernel, self.kernel), (self.stride, self.stride)
         x = nn.Conv(self.features, k, strides=s, padding="SAME", name="conv")(x)
         x = nn.GroupNorm(num_groups=num_groups(self.features), name="norm")(x)
@@ -84,6 +88,24 @@ def test_conv_norm_act_outputs_and_gradients_equal_flax(h, w, features, kernel, 
         _value_and_grads(ConvNormAct(features, kernel, stride), v, x, cot),
         _value_and_grads(ref, v, x, cot),
     )
+
+
+@pytest.mark.parametrize(("h", "w"), SIZES)
+def test_upsampling_conv_norm_act_equals_upsample_then_flax(h, w):
+    # upsample_input=True (CPU: 2x2 phase convs at the input resolution) == nearest x2, then
+    # the flax layers, including 1x1 inputs where every phase reads the zero padding.
+    x = _inputs((2, h, w, 6))
+    ref = _FlaxConvNormAct(8, upsample_input=True)
+    v = _perturbed(ref.init(jax.random.key(0), x))
+    cot = np.random.default_rng(2).standard_normal((2, 2 * h, 2 * w, 8)).astype(np.float32)
+    mine = ConvNormAct(8, upsample_input=True)
+    assert jax.tree.structure(mine.init(jax.random.key(0), x)) == jax.tree.structure(v)
+    _assert_same(_value_and_grads(mine, v, x, cot), _value_and_grads(ref, v, x, cot))
+
+
+def test_upsampling_conv_norm_act_needs_3x3_stride_1():
+    with pytest.raises(ConfigError, match="3x3 stride-1"):
+        ConvNormAct(8, kernel=1, upsample_input=True).init(jax.random.key(0), _inputs((1, 4, 4, 2)))
 
 
 @pytest.mark.parametrize(("shape", "groups"), [((2, 6, 5, 16), 4), ((3, 1, 1, 32), 8)])

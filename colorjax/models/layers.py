@@ -253,6 +253,41 @@ def _conv_same_bwd(res: tuple, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
 _conv_same_cpu.defvjp(_conv_same_fwd, _conv_same_bwd)
 
 
+def _upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Nearest x2 upsampling, then the stride-1 'SAME' conv (as ColorNet's decoder wrote it)."""
+    return _conv_same(upsample2x(x, "nearest"), kernel)
+
+
+def _merged_taps(kernel: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+    """The 2-tap kernels along `axis` that a 3-tap kernel becomes on a nearest-x2 input.
+
+    Output 2m reads upsampled rows 2m-1, 2m, 2m+1 = input rows m-1, m, m: taps (K0, K1+K2);
+    output 2m+1 reads input rows m, m, m+1: taps (K0+K1, K2).
+    """
+    k0, k1, k2 = (jnp.take(kernel, i, axis=axis) for i in range(3))
+    return jnp.stack([k0, k1 + k2], axis=axis), jnp.stack([k0 + k1, k2], axis=axis)
+
+
+def _upsample_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`_upsample_conv` of a 3x3 kernel as four 2x2 convs on the low-resolution input.
+
+    Output phase (r, s) is a 2x2 correlation of x, padded (1-r, r) x (1-s, s), with the
+    merged taps (`_merged_taps`); the phases are interleaved. Why: 16 taps at H x W instead
+    of 9 at 2H x 2W (2.25x fewer FLOPs), no upsampled tensor, and no 2x2-block reduction
+    for its gradient (slow on XLA:CPU).
+    """
+    rows = []
+    for r, k_r in enumerate(_merged_taps(kernel, 0)):
+        cols = []
+        for s, k_rs in enumerate(_merged_taps(k_r, 1)):
+            pad = ((1 - r, r), (1 - s, s))
+            cols.append(jax.lax.conv_general_dilated(x, k_rs, (1, 1), pad, dimension_numbers=_NHWC))
+        rows.append(jnp.stack(cols, axis=3))  # (N, H, W, 2, C): column phase s
+    y = jnp.stack(rows, axis=2)  # (N, H, 2, W, 2, C): row phase r
+    n, h, _, w, _, c = y.shape
+    return y.reshape(n, 2 * h, 2 * w, c)
+
+
 class _ConvWithBias(nn.Module):
     """nn.Conv's parameters ('kernel', 'bias') and convolution, the bias returned, not added.
 
@@ -264,6 +299,7 @@ class _ConvWithBias(nn.Module):
     kernel: int = 3
     stride: int = 1
     dtype: Dtype = jnp.float32
+    upsample_input: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -276,7 +312,16 @@ class _ConvWithBias(nn.Module):
         )
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        if self.stride == 1 and self.kernel > 1:
+        if self.upsample_input:
+            if (self.kernel, self.stride) != (3, 1):
+                raise ConfigError(
+                    "ConvNormAct(upsample_input=True) supports only 3x3 stride-1 convs, got "
+                    f"kernel {self.kernel}, stride {self.stride}."
+                )
+            y = jax.lax.platform_dependent(
+                x, kernel, cpu=_upsample_conv_phases, default=_upsample_conv
+            )
+        elif self.stride == 1 and self.kernel > 1:
             y = jax.lax.platform_dependent(x, kernel, cpu=_conv_same_cpu, default=_conv_same)
         else:
             y = jax.lax.conv_general_dilated(
@@ -288,19 +333,27 @@ class _ConvWithBias(nn.Module):
 class ConvNormAct(nn.Module):
     """3x3 (by default) convolution, GroupNorm and ReLU; stateless, so safe under pure apply.
 
-    Parameters and outputs are those of nn.Conv(padding='SAME') -> nn.GroupNorm -> relu.
+    Parameters and outputs are those of nn.Conv(padding='SAME') -> nn.GroupNorm -> relu;
+    with `upsample_input` the input is first doubled by nearest-neighbour upsampling (on CPU
+    computed at the input's resolution, see `_upsample_conv_phases`).
     """
 
     features: int
     kernel: int = 3
     stride: int = 1
     dtype: Dtype = jnp.float32
+    upsample_input: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         """Apply conv -> GroupNorm -> ReLU."""
         x, conv_bias = _ConvWithBias(
-            self.features, self.kernel, self.stride, dtype=self.dtype, name="conv"
+            self.features,
+            self.kernel,
+            self.stride,
+            dtype=self.dtype,
+            upsample_input=self.upsample_input,
+            name="conv",
         )(x)
         x = GroupNorm(num_groups(self.features), dtype=self.dtype, name="norm")(x, conv_bias)
         return nn.relu(x)
