@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
-from colorjax.bench import _real_train_step
+from colorjax.bench import real_train_step
 from colorjax.models import layers
 from colorjax.parallel import make_mesh
 
@@ -67,7 +67,7 @@ def main() -> int:
     runs = {}
     for variant in args.variants.split(","):
         with plain_forms(variant):
-            tb = _real_train_step(args.model, args.size, args.batch, "f32", make_mesh(1))
+            tb = real_train_step(args.model, args.size, args.batch, "f32", make_mesh(1))
             step = tb.step.lower(tb.state, data).compile()
         state = tb.state
         for _ in range(2):
