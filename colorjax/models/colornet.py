@@ -145,10 +145,15 @@ class ColorNet(nn.Module):
         current_stride = self.stride
         for i, feats in enumerate(self.decoder_features):
             x = ConvNormAct(feats, dtype=self.dtype, name=f"decoder_{i}_a")(x)
+            # Nearest upsampling is fused into the next conv (same function, computed at the
+            # low resolution on CPU); bilinear stays a separate resize.
+            fuse = False
             if current_stride > self.head_stride:
-                x = upsample2x(x, self.upsample)
+                fuse = self.upsample == "nearest"
+                if not fuse:
+                    x = upsample2x(x, self.upsample)
                 current_stride //= 2
-            x = ConvNormAct(feats, dtype=self.dtype, name=f"decoder_{i}_b")(x)
+            x = ConvNormAct(feats, dtype=self.dtype, upsample_input=fuse, name=f"decoder_{i}_b")(x)
 
         if self.head == "regression":
             ab = nn.Conv(2, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)

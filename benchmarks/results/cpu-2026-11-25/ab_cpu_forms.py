@@ -1,0 +1,98 @@
+"""A/B colorjax's CPU layer forms against the plain ones, in one pinned process (TUNING.md).
+
+    taskset -c 1 python benchmarks/results/cpu-2026-11-25/ab_cpu_forms.py \
+        deepcolorization-colornet --batch 32 --size 64 --variants all,phase,phase+gn+kg+uc
+
+Each variant is the production train step (colorjax.train) compiled with some CPU forms
+switched back to what other backends run, for the measurement only: `phase` = UpConv/DownConv
+as XLA's own (transposed) convs, `gn` = flax's GroupNorm reduction, `kg` = XLA's kernel
+gradient for ConvNormAct's 3x3 convs, `uc` = nearest upsampling then conv in ColorNet's
+decoder; `all` switches nothing off. Variants run in interleaved rounds, so a load change on a
+shared machine hits all of them alike; CPU/wall is printed per variant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator
+
+import jax
+import numpy as np
+
+from colorjax.bench import real_train_step
+from colorjax.models import layers
+from colorjax.parallel import make_mesh
+
+
+@contextlib.contextmanager
+def plain_forms(off: str) -> Iterator[None]:
+    """Switch the named CPU forms ('+'-separated) back to the default ones while tracing."""
+    names = ("_group_norm_per_channel", "_conv_same_cpu", "_upsample_conv_phases")
+    saved = {n: getattr(layers, n) for n in names}
+    saved_up, saved_down = layers.UpConv.cpu_form, layers.DownConv.cpu_form
+    parts = set(off.split("+"))
+    if "phase" in parts:
+        layers.UpConv.cpu_form = staticmethod(layers._upconv_lax)
+        layers.DownConv.cpu_form = staticmethod(layers._downconv_lax)
+    if "gn" in parts:
+        layers._group_norm_per_channel = layers._group_norm_grouped
+    if "kg" in parts:
+        layers._conv_same_cpu = layers._conv_same
+    if "uc" in parts:
+        layers._upsample_conv_phases = layers._upsample_conv
+    try:
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(layers, n, fn)
+        layers.UpConv.cpu_form = staticmethod(saved_up)
+        layers.DownConv.cpu_form = staticmethod(saved_down)
+
+
+def main() -> int:
+    """Print median step ms, CPU ms per step and CPU/wall for every variant."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("model")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--variants", default="all,phase+gn+kg+uc")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--steps", type=int, default=5, help="steps per variant per round")
+    args = p.parse_args()
+    rgb = np.random.default_rng(0).integers(0, 256, (args.batch, args.size, args.size, 3))
+    data = {"rgb": jax.device_put(rgb.astype(np.uint8))}
+    runs = {}
+    for variant in args.variants.split(","):
+        with plain_forms(variant):
+            tb = real_train_step(args.model, args.size, args.batch, "f32", make_mesh(1))
+            step = tb.step.lower(tb.state, data).compile()
+        state = tb.state
+        for _ in range(2):
+            state, metrics = step(state, data)
+        jax.block_until_ready(metrics)
+        runs[variant] = {"step": step, "state": state, "times": [], "cpu": 0.0, "wall": 0.0}
+    for _ in range(args.rounds):
+        for r in runs.values():
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for _ in range(args.steps):
+                t0 = time.perf_counter()
+                r["state"], metrics = r["step"](r["state"], data)
+                jax.block_until_ready(metrics)
+                r["times"].append(time.perf_counter() - t0)
+            r["cpu"] += time.process_time() - cpu0
+            r["wall"] += time.perf_counter() - wall0
+    for variant, r in runs.items():
+        n = len(r["times"])
+        print(
+            f"{args.model} b{args.batch} {args.size}px off={variant}: median "
+            f"{1e3 * statistics.median(r['times']):.1f} ms, cpu {1e3 * r['cpu'] / n:.1f} ms/step, "
+            f"cpu/wall {r['cpu'] / r['wall']:.2f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
