@@ -21,3 +21,14 @@ def random_variables(model, size: int, seed: int = 0, head_scale: float = 1.0):
         return (rng.standard_normal(spec.shape) * std).astype(np.float32)
 
     return jax.tree_util.tree_map_with_path(leaf, shapes)
+
+
+def use_reference_layer_forms(monkeypatch) -> None:
+    """Make every CPU-only layer form (colorjax.models.layers/conv4x4) trace as its reference."""
+    from colorjax.models import conv4x4, layers
+
+    monkeypatch.setattr(layers, "_group_norm_per_channel", layers._group_norm_grouped)
+    monkeypatch.setattr(layers, "_conv_same_cpu", layers._conv_same)
+    monkeypatch.setattr(layers, "_upsample_conv_phases", layers._upsample_conv)
+    monkeypatch.setattr(conv4x4.UpConv, "cpu_form", staticmethod(conv4x4._upconv_lax))
+    monkeypatch.setattr(conv4x4.DownConv, "cpu_form", staticmethod(conv4x4._downconv_lax))

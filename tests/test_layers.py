@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from colorjax.models import deepcolorization
-from colorjax.models.layers import DOWNCONV_PADDING, UPCONV_PADDING, DownConv, UpConv
+from colorjax.models.conv4x4 import DOWNCONV_PADDING, UPCONV_PADDING, DownConv, UpConv
 
 # Inputs smaller than the kernel (1x1, 2x2), odd and non-square sizes, and a U-Net-like one.
 SIZES = [(1, 1), (2, 2), (3, 3), (2, 5), (7, 4), (16, 16)]

@@ -72,10 +72,10 @@ def render(rows: list[dict[str, Any]], resolution: int = 256, markdown: bool = F
         [r["model"], r["family"], r["task"], _format_params(r["params"]), r["gflops"]] for r in rows
     ]
     note = (
-        f"GFLOPs: XLA cost analysis of one forward pass on one {resolution}x{resolution} image "
-        "(GANs: generator only; '-' where the size is not a multiple of the model's stride or "
-        "the backend reports no FLOPs). Parameters for GANs: total (G generator + D "
-        "discriminator)."
+        f"GFLOPs: convolution and matmul FLOPs (2 per multiply-add) of one forward pass on one "
+        f"{resolution}x{resolution} image, counted from the traced program, so the same on every "
+        "backend (GANs: generator only; '-' where the size is not a multiple of the model's "
+        "stride). Parameters for GANs: total (G generator + D discriminator)."
     )
     return render_table(header, cells, markdown=markdown, right=(3, 4)) + "\n" + note + "\n"
 

@@ -105,15 +105,20 @@ def peak_memory_bytes(devices: Sequence[Any]) -> tuple[int | None, str | None]:
     return max(peaks), None
 
 
-def forward_flops(model: nn.Module, resolution: int = 256, batch: int = 1) -> float | None:
-    """XLA-counted FLOPs of one eval forward pass at resolution^2 (GANs: the generator only)."""
+def forward_flops(model: nn.Module, resolution: int = 256, batch: int = 1) -> float:
+    """Conv + matmul FLOPs of one eval forward pass at resolution^2 (GANs: the generator only).
+
+    Counted from the jaxpr (`analytic_flops`), not by XLA: the model's own arithmetic, the same
+    on every backend. XLA's count on CPU follows the CPU-only layer forms (a per-sample scan
+    is counted once, phase-split convs skip zero taps), so it would change with the backend.
+    """
     x = jax.ShapeDtypeStruct((batch, resolution, resolution, 1), jnp.float32)
     variables = abstract_variables(model, resolution)
 
     def forward(v: Any, l_norm: jax.Array) -> jax.Array:
         return model.apply(v, l_norm, train=False)
 
-    return compiled_flops(jax.jit(forward).lower(variables, x).compile())
+    return float(analytic_flops(forward, variables, x))
 
 
 # ----------------------------------------------------------------------------- analytic count

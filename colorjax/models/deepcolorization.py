@@ -28,10 +28,9 @@ import jax.numpy as jnp
 
 from colorjax.errors import ConfigError
 from colorjax.models.colornet import SMALL_WIDTHS, ColorNet
+from colorjax.models.conv4x4 import DownConv, UpConv
 from colorjax.models.layers import (
-    DownConv,
     Dtype,
-    UpConv,
     check_ab_input,
     check_l_input,
     conv_receptive_field,

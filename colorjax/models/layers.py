@@ -15,7 +15,7 @@ Dtype = Any
 
 UPSAMPLE_METHODS = ("nearest", "bilinear")
 # Dimension numbers of every convolution here: NHWC activations, HWIO kernels.
-_NHWC = ("NHWC", "HWIO", "NHWC")
+NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def check_l_input(l_norm: Any, stride: int, model_name: str, min_size: int = 1) -> None:
@@ -195,7 +195,7 @@ class GroupNorm(nn.Module):
 
 def _conv_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Stride-1 'SAME' convolution, as nn.Conv computes it."""
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC)
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=NHWC)
 
 
 def _kernel_grad_per_sample(
@@ -220,7 +220,7 @@ def _kernel_grad_per_sample(
             dys[:, :, None, :],
             (1, 1),
             "VALID",
-            dimension_numbers=_NHWC,
+            dimension_numbers=NHWC,
             preferred_element_type=jnp.float32,
         )
         return acc + dk, None
@@ -281,7 +281,7 @@ def _upsample_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
         cols = []
         for s, k_rs in enumerate(_merged_taps(k_r, 1)):
             pad = ((1 - r, r), (1 - s, s))
-            cols.append(jax.lax.conv_general_dilated(x, k_rs, (1, 1), pad, dimension_numbers=_NHWC))
+            cols.append(jax.lax.conv_general_dilated(x, k_rs, (1, 1), pad, dimension_numbers=NHWC))
         rows.append(jnp.stack(cols, axis=3))  # (N, H, W, 2, C): column phase s
     y = jnp.stack(rows, axis=2)  # (N, H, 2, W, 2, C): row phase r
     n, h, _, w, _, c = y.shape
@@ -325,7 +325,7 @@ class _ConvWithBias(nn.Module):
             y = jax.lax.platform_dependent(x, kernel, cpu=_conv_same_cpu, default=_conv_same)
         else:
             y = jax.lax.conv_general_dilated(
-                x, kernel, (self.stride, self.stride), "SAME", dimension_numbers=_NHWC
+                x, kernel, (self.stride, self.stride), "SAME", dimension_numbers=NHWC
             )
         return y, bias
 
@@ -366,166 +366,3 @@ def conv_receptive_field(layers: list[tuple[int, int]]) -> int:
     for kernel, stride in reversed(layers):
         field = (field - 1) * stride + kernel
     return field
-
-
-# Transposed-conv padding of the U-Net decoder: with a 4x4 kernel and stride 2 it gives an
-# exact 2x output, as PyTorch's ConvTranspose2d(k=4, s=2, p=1).
-UPCONV_PADDING = ((2, 2), (2, 2))
-
-
-def _upconv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The 4x4 stride-2 transposed conv exactly as flax's nn.ConvTranspose computes it."""
-    return jax.lax.conv_transpose(
-        x, kernel, (2, 2), UPCONV_PADDING, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-
-def _upconv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The same transposed conv as four stride-1 2x2 convs, one per output phase, interleaved.
-
-    Output row 2m+r only sees input rows m-1+r and m+r through kernel rows r and r+2 (the
-    input is dilated by 2 and padded by 2, kernel not flipped), so phase (r, s) is a plain
-    2x2 correlation with kernel[r::2, s::2] over the input padded (1-r, r) x (1-s, s).
-    Why: XLA:CPU turns the kernel gradient of the transposed form into a reversed-window
-    convolution it runs as a naive loop (~2 GFLOP/s); the phase form's gradients are ordinary
-    convolutions that go to the fast CPU conv library.
-    """
-    rows = []
-    for r in (0, 1):
-        cols = []
-        for s in (0, 1):
-            cols.append(
-                jax.lax.conv_general_dilated(
-                    x,
-                    kernel[r::2, s::2],
-                    (1, 1),
-                    ((1 - r, r), (1 - s, s)),
-                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                )
-            )
-        rows.append(jnp.stack(cols, axis=3))  # (N, H, W, 2, C): column phase s
-    y = jnp.stack(rows, axis=2)  # (N, H, 2, W, 2, C): row phase r
-    n, h, _, w, _, c = y.shape
-    return y.reshape(n, 2 * h, 2 * w, c)
-
-
-def _conv4x4_params(module: nn.Module, x: jax.Array) -> tuple[jax.Array, ...]:
-    """(x, kernel, bias) of a 4x4 conv layer, named and initialised as flax's, dtype-promoted."""
-    kernel = module.param(
-        "kernel", module.kernel_init, (4, 4, x.shape[-1], module.features), module.param_dtype
-    )
-    bias = module.param("bias", module.bias_init, (module.features,), module.param_dtype)
-    return nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
-
-
-class _PhaseConv4x4(nn.Module):
-    """A 4x4 conv layer whose CPU lowering is a phase form; subclasses name the two lowerings.
-
-    Parameters are flax's ('kernel' (4, 4, in, out), 'bias' (out,)); `platform_dependent` is
-    resolved when lowering for one platform, so each backend compiles only its branch.
-    """
-
-    features: int
-    dtype: Dtype | None = None
-    param_dtype: Dtype = jnp.float32
-    kernel_init: Any = nn.initializers.lecun_normal()
-    bias_init: Any = nn.initializers.zeros_init()
-
-    @staticmethod
-    def cpu_form(x: jax.Array, kernel: jax.Array) -> jax.Array:
-        """The convolution as run on CPU."""
-        raise NotImplementedError
-
-    @staticmethod
-    def default_form(x: jax.Array, kernel: jax.Array) -> jax.Array:
-        """The convolution as run elsewhere (XLA's own; cuDNN on GPU)."""
-        raise NotImplementedError
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Apply the conv (CPU: phase form) and add the bias."""
-        x, kernel, bias = _conv4x4_params(self, x)
-        y = jax.lax.platform_dependent(x, kernel, cpu=self.cpu_form, default=self.default_form)
-        return y + bias.reshape((1, 1, 1, -1))
-
-
-class UpConv(_PhaseConv4x4):
-    """4x4 stride-2 transposed conv (exact 2x upsampling), a drop-in for nn.ConvTranspose.
-
-    Same parameters ('kernel' (4, 4, in, out), 'bias' (out,)), initialisers and outputs as
-    `nn.ConvTranspose(features, (4, 4), (2, 2), padding=UPCONV_PADDING)`, so weights saved
-    from either load into the other. On CPU it runs as four output-phase convolutions
-    (`_upconv_phases`); elsewhere it stays XLA's transposed convolution (cuDNN on GPU).
-    """
-
-    cpu_form = staticmethod(_upconv_phases)
-    default_form = staticmethod(_upconv_lax)
-
-
-# Padding of the 4x4 stride-2 encoder convs (U-Net down path, PatchGAN): exact 1/2 output.
-DOWNCONV_PADDING = ((1, 1), (1, 1))
-
-
-def _downconv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The 4x4 stride-2 conv exactly as flax's nn.Conv computes it."""
-    return jax.lax.conv_general_dilated(
-        x, kernel, (2, 2), DOWNCONV_PADDING, dimension_numbers=_NHWC
-    )
-
-
-def _downconv_input_grad(dy: jax.Array, kernel: jax.Array, height: int, width: int) -> jax.Array:
-    """Gradient of `_downconv_lax` w.r.t. its input, as four stride-1 2x2 convs (one per phase).
-
-    Input row 2m+r received output rows m-1+r and m+r through kernel rows 3-r and 1-r, so
-    phase (r, s) correlates dy, padded (1-r, r) x (1-s, s), with kernel[3-r::-2, 3-s::-2]
-    (channels swapped). Why: XLA:CPU computes this gradient as an input-dilated convolution,
-    which is slow for small spatial sizes (~10x at 4x4).
-    """
-    kernel_t = jnp.swapaxes(kernel, 2, 3)  # (4, 4, out, in)
-    # Odd input sizes: the last input row/column has one output row fewer; pad with zeros.
-    half_h, half_w = -(-height // 2), -(-width // 2)
-    dy = jnp.pad(dy, ((0, 0), (0, half_h - dy.shape[1]), (0, half_w - dy.shape[2]), (0, 0)))
-    rows = []
-    for r in (0, 1):
-        cols = []
-        for s in (0, 1):
-            k = kernel_t[3 - r :: -2, 3 - s :: -2]
-            pad = ((1 - r, r), (1 - s, s))
-            cols.append(jax.lax.conv_general_dilated(dy, k, (1, 1), pad, dimension_numbers=_NHWC))
-        rows.append(jnp.stack(cols, axis=3))
-    dx = jnp.stack(rows, axis=2)
-    n, h, _, w, _, c = dx.shape
-    return dx.reshape(n, 2 * h, 2 * w, c)[:, :height, :width]
-
-
-@jax.custom_vjp
-def _downconv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`_downconv_lax` whose input gradient is computed by `_downconv_input_grad`."""
-    return _downconv_lax(x, kernel)
-
-
-def _downconv_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
-    return _downconv_lax(x, kernel), (x, kernel)
-
-
-def _downconv_bwd(res: tuple, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x, kernel = res
-    dx = _downconv_input_grad(dy, kernel, x.shape[1], x.shape[2])
-    # The kernel gradient is an ordinary (fast) convolution on XLA:CPU; keep XLA's.
-    (dk,) = jax.vjp(lambda k: _downconv_lax(x, k), kernel)[1](dy)
-    return dx.astype(x.dtype), dk
-
-
-_downconv_phases.defvjp(_downconv_fwd, _downconv_bwd)
-
-
-class DownConv(_PhaseConv4x4):
-    """4x4 stride-2 conv with padding 1 (exact 1/2 downsampling), a drop-in for nn.Conv.
-
-    Same parameters, initialisers and outputs as
-    `nn.Conv(features, (4, 4), (2, 2), padding=DOWNCONV_PADDING)`. On CPU its input gradient
-    runs as four output-phase convolutions (`_downconv_input_grad`); elsewhere XLA's own.
-    """
-
-    cpu_form = staticmethod(_downconv_phases)
-    default_form = staticmethod(_downconv_lax)

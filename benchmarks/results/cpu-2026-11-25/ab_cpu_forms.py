@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from colorjax.bench import real_train_step
-from colorjax.models import layers
+from colorjax.models import conv4x4, layers
 from colorjax.parallel import make_mesh
 
 
@@ -32,11 +32,11 @@ def plain_forms(off: str) -> Iterator[None]:
     """Switch the named CPU forms ('+'-separated) back to the default ones while tracing."""
     names = ("_group_norm_per_channel", "_conv_same_cpu", "_upsample_conv_phases")
     saved = {n: getattr(layers, n) for n in names}
-    saved_up, saved_down = layers.UpConv.cpu_form, layers.DownConv.cpu_form
+    saved_up, saved_down = conv4x4.UpConv.cpu_form, conv4x4.DownConv.cpu_form
     parts = set(off.split("+"))
     if "phase" in parts:
-        layers.UpConv.cpu_form = staticmethod(layers._upconv_lax)
-        layers.DownConv.cpu_form = staticmethod(layers._downconv_lax)
+        conv4x4.UpConv.cpu_form = staticmethod(conv4x4._upconv_lax)
+        conv4x4.DownConv.cpu_form = staticmethod(conv4x4._downconv_lax)
     if "gn" in parts:
         layers._group_norm_per_channel = layers._group_norm_grouped
     if "kg" in parts:
@@ -48,8 +48,8 @@ def plain_forms(off: str) -> Iterator[None]:
     finally:
         for n, fn in saved.items():
             setattr(layers, n, fn)
-        layers.UpConv.cpu_form = staticmethod(saved_up)
-        layers.DownConv.cpu_form = staticmethod(saved_down)
+        conv4x4.UpConv.cpu_form = staticmethod(saved_up)
+        conv4x4.DownConv.cpu_form = staticmethod(saved_down)
 
 
 def main() -> int:
