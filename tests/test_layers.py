@@ -69,18 +69,24 @@ def test_gradients_equal_conv_transpose(h, w):
     _check_gradients(UpConv(5), _reference(5), _inputs(h, w), _variables(3, 5))
 
 
+# On CPU, narrow inputs (< 8 channels) take the space-to-depth form, wider ones the phase form.
+DOWN_CHANNELS = [1, 3, 16]
+
+
+@pytest.mark.parametrize("cin", DOWN_CHANNELS)
 @pytest.mark.parametrize(("h", "w"), DOWN_SIZES)
-def test_down_conv_output_equals_conv(h, w):
-    x, v = _inputs(h, w), _variables(3, 5)
+def test_down_conv_output_equals_conv(h, w, cin):
+    x, v = _inputs(h, w, cin), _variables(cin, 5)
     got = DownConv(5).apply(v, x)
     want = _down_reference(5).apply(v, x)
     assert got.shape == want.shape == (2, h // 2, w // 2, 5)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("cin", DOWN_CHANNELS)
 @pytest.mark.parametrize(("h", "w"), DOWN_SIZES)
-def test_down_conv_gradients_equal_conv(h, w):
-    _check_gradients(DownConv(5), _down_reference(5), _inputs(h, w), _variables(3, 5))
+def test_down_conv_gradients_equal_conv(h, w, cin):
+    _check_gradients(DownConv(5), _down_reference(5), _inputs(h, w, cin), _variables(cin, 5))
 
 
 def _check_gradients(layer: nn.Module, reference: nn.Module, x: np.ndarray, v: dict) -> None:
