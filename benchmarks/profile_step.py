@@ -194,16 +194,14 @@ def profile(args: argparse.Namespace) -> dict[str, Any]:
     import jax
     import numpy as np
 
-    from colorjax import bench
+    from colorjax.bench.measure import random_rgb, real_train_step, shardings
+    from colorjax.parallel import make_mesh
 
-    mesh = bench._mesh(None)
-    batch_sh, repl = bench._shardings(mesh)
-    # The production step builds its own model; model/variables only feed bench's fallback.
-    tb = bench.build_train_step(
-        args.model, None, None, args.resolution, args.batch, args.dtype, mesh
-    )
+    mesh = make_mesh(None)
+    batch_sh, repl = shardings(mesh)
+    tb = real_train_step(args.model, args.resolution, args.batch, args.dtype, mesh)
     state = jax.device_put(tb.state, repl)
-    rgb = bench._random_rgb(np.random.default_rng(0), args.batch, args.resolution)
+    rgb = random_rgb(np.random.default_rng(0), args.batch, args.resolution)
     data = {"rgb": jax.device_put(rgb, batch_sh)}
     t0 = time.perf_counter()
     compiled = tb.step.lower(state, data).compile()
