@@ -10,6 +10,7 @@ import pytest
 
 from colorjax.models import deepcolorization
 from colorjax.models.conv4x4 import DOWNCONV_PADDING, UPCONV_PADDING, DownConv, UpConv
+from colorjax.models.layers import Conv1x1
 
 # Inputs smaller than the kernel (1x1, 2x2), odd and non-square sizes, and a U-Net-like one.
 SIZES = [(1, 1), (2, 2), (3, 3), (2, 5), (7, 4), (16, 16)]
@@ -119,6 +120,42 @@ def test_phase_form_only_on_cpu(layer):
     # what XLA:CPU runs slowly: gone on CPU, kept on other backends (cuDNN).
     assert "lhs_dilate = [2, 2]" not in _hlo("cpu", layer)
     assert "lhs_dilate = [2, 2]" in _hlo("cuda", layer)
+
+
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_conv1x1_parameters_and_init_match_flax(use_bias):
+    x = _inputs(3, 3, cin=6)
+    mine = Conv1x1(7, use_bias=use_bias).init(jax.random.key(0), x)
+    ref = nn.Conv(7, (1, 1), use_bias=use_bias).init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, mine) == jax.tree.map(jnp.shape, ref)
+    jax.tree.map(np.testing.assert_array_equal, mine, ref)
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (3, 5), (16, 16)])
+def test_conv1x1_output_and_gradients_equal_conv(h, w):
+    x = _inputs(h, w, cin=6)
+    rng = np.random.default_rng(3)
+    v = {
+        "params": {
+            "kernel": rng.standard_normal((1, 1, 6, 7)).astype(np.float32),
+            "bias": rng.standard_normal((7,)).astype(np.float32),
+        }
+    }
+    got, want = Conv1x1(7).apply(v, x), nn.Conv(7, (1, 1)).apply(v, x)
+    assert got.shape == want.shape == (2, h, w, 7)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    _check_gradients(Conv1x1(7), nn.Conv(7, (1, 1)), x, v)
+
+
+def test_conv1x1_is_a_matmul_only_on_cpu():
+    v = Conv1x1(5).init(jax.random.key(0), _inputs(8, 8))
+    fn = jax.jit(jax.grad(lambda x: jnp.sum(Conv1x1(5).apply(v, x) ** 2)))
+
+    def hlo(platform: str) -> str:
+        return jax.export.export(fn, platforms=[platform])(_inputs(8, 8)).mlir_module()
+
+    assert "convolution" not in hlo("cpu")
+    assert "convolution" in hlo("cuda")
 
 
 def test_unet_weights_give_the_flax_layer_outputs(monkeypatch, tmp_path):

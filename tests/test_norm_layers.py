@@ -131,19 +131,20 @@ def test_group_norm_module_matches_flax():
     _assert_same(_value_and_grads(GroupNorm(4), v, x, cot), _value_and_grads(ref, v, x, cot))
 
 
-def _hlo(platform: str) -> str:
+def _hlo(platform: str, stride: int = 1) -> str:
     """StableHLO of a ConvNormAct's jitted kernel gradient, lowered for `platform`."""
     x = _inputs((2, 8, 8, 3))
-    m = ConvNormAct(8)
+    m = ConvNormAct(8, stride=stride)
     v = m.init(jax.random.key(0), x)
     fn = jax.jit(jax.grad(lambda v: jnp.sum(m.apply(v, x) ** 2)))
     return jax.export.export(fn, platforms=[platform])(v).mlir_module()
 
 
-def test_per_sample_kernel_gradient_only_on_cpu():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_per_sample_kernel_gradient_only_on_cpu(stride):
     # The per-sample scan replaces XLA's batch-innermost kernel gradient on CPU only.
-    assert "stablehlo.while" in _hlo("cpu")
-    assert "stablehlo.while" not in _hlo("cuda")
+    assert "stablehlo.while" in _hlo("cpu", stride)
+    assert "stablehlo.while" not in _hlo("cuda", stride)
 
 
 @pytest.mark.parametrize("size", [8, 24, 64])

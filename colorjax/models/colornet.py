@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from colorjax.errors import ConfigError
 from colorjax.models.layers import (
+    Conv1x1,
     ConvNormAct,
     Dtype,
     check_l_input,
@@ -156,10 +157,10 @@ class ColorNet(nn.Module):
             x = ConvNormAct(feats, dtype=self.dtype, upsample_input=fuse, name=f"decoder_{i}_b")(x)
 
         if self.head == "regression":
-            ab = nn.Conv(2, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)
+            ab = Conv1x1(2, dtype=self.dtype, name="head")(x)
             return jnp.tanh(ab.astype(jnp.float32))
         q = self.num_classes if self.num_classes is not None else num_ab_bins()
-        logits = nn.Conv(q, (1, 1), dtype=self.dtype, param_dtype=jnp.float32, name="head")(x)
+        logits = Conv1x1(q, dtype=self.dtype, name="head")(x)
         return logits.astype(jnp.float32)
 
 

@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 
 from colorjax.errors import InputShapeError
-from colorjax.models.layers import Dtype, check_l_input
+from colorjax.models.conv4x4 import UpConv
+from colorjax.models.layers import Conv1x1, Dtype, check_l_input
 from colorjax.models.registry import register_model
 
 __all__ = ["ZHANG_NUM_BINS", "ZhangECCV16", "ZhangSIGGRAPH17", "bilinear_upsample"]
@@ -72,17 +73,9 @@ def _conv(
     )
 
 
-def _up(features: int, name: str, dtype: Dtype) -> nn.ConvTranspose:
-    """PyTorch ConvTranspose2d(k=4, s=2, p=1): a conv over the 2x-dilated input, padded k-1-p."""
-    return nn.ConvTranspose(
-        features,
-        (4, 4),
-        strides=(2, 2),
-        padding=((2, 2), (2, 2)),
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=name,
-    )
+def _up(features: int, name: str, dtype: Dtype) -> UpConv:
+    """PyTorch ConvTranspose2d(k=4, s=2, p=1): the shared 4x4 stride-2 transposed conv layer."""
+    return UpConv(features, dtype=dtype, param_dtype=jnp.float32, name=name)
 
 
 def _block(
@@ -158,13 +151,11 @@ class ZhangECCV16(nn.Module):
         x = nn.relu(_up(256, "model8_0", dt)(x))
         x = nn.relu(_conv(256, "model8_2", dt)(x))
         x = nn.relu(_conv(256, "model8_4", dt)(x))
-        logits = _conv(ZHANG_NUM_BINS, "model8_6", dt, kernel=1)(x)
+        logits = Conv1x1(ZHANG_NUM_BINS, dtype=dt, name="model8_6")(x)
         if return_logits:
             return logits.astype(jnp.float32)
         probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dt)
-        out = nn.Conv(
-            2, (1, 1), use_bias=False, dtype=dt, param_dtype=jnp.float32, name="model_out"
-        )(probs)
+        out = Conv1x1(2, use_bias=False, dtype=dt, name="model_out")(probs)
         return bilinear_upsample(out.astype(jnp.float32), 4)
 
 

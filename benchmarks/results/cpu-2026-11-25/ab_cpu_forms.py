@@ -7,8 +7,9 @@ Each variant is the production train step (colorjax.train) compiled with some CP
 switched back to what other backends run, for the measurement only: `phase` = UpConv/DownConv
 as XLA's own (transposed) convs, `gn` = flax's GroupNorm reduction, `kg` = XLA's kernel
 gradient for ConvNormAct's 3x3 convs, `uc` = nearest upsampling then conv in ColorNet's
-decoder; `all` switches nothing off. Variants run in interleaved rounds, so a load change on a
-shared machine hits all of them alike; CPU/wall is printed per variant.
+decoder, `1x1` = XLA's convolution for the 1x1 heads (Conv1x1); `all` switches nothing off.
+Variants run in interleaved rounds, so a load change on a shared machine hits all of them
+alike; CPU/wall is printed per variant.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from colorjax.parallel import make_mesh
 @contextlib.contextmanager
 def plain_forms(off: str) -> Iterator[None]:
     """Switch the named CPU forms ('+'-separated) back to the default ones while tracing."""
-    names = ("_group_norm_per_channel", "_conv_same_cpu", "_upsample_conv_phases")
+    names = (
+        "_group_norm_per_channel",
+        "_conv_same_cpu",
+        "_upsample_conv_phases",
+        "_conv1x1_dot",
+        "_conv_s2_cpu",
+    )
     saved = {n: getattr(layers, n) for n in names}
     saved_up, saved_down = conv4x4.UpConv.cpu_form, conv4x4.DownConv.cpu_form
     parts = set(off.split("+"))
@@ -43,6 +50,10 @@ def plain_forms(off: str) -> Iterator[None]:
         layers._conv_same_cpu = layers._conv_same
     if "uc" in parts:
         layers._upsample_conv_phases = layers._upsample_conv
+    if "kg2" in parts:
+        layers._conv_s2_cpu = layers._conv_s2
+    if "1x1" in parts:
+        layers._conv1x1_dot = layers._conv1x1_lax
     try:
         yield
     finally:
