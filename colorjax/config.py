@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import json
@@ -387,15 +386,3 @@ def incompatible_fields(saved: ExperimentConfig, new: ExperimentConfig) -> list[
         for key, pair in checks.items()
         if pair[0] != pair[1]
     ]
-
-
-def add_override_argument(parser: argparse.ArgumentParser) -> None:
-    """Add the repeatable `--set KEY=VALUE` option that load_config's overrides come from."""
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set train.steps=200 (repeatable)",
-    )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from colorjax.config import add_override_argument
+from colorjax.cli.train import add_override_argument
 from colorjax.errors import ColorjaxError, DataSourceError
 
 logger = logging.getLogger(__name__)

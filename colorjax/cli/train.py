@@ -6,7 +6,19 @@ import argparse
 import logging
 import shlex
 
-from colorjax.config import add_override_argument, list_presets, load_config
+from colorjax.config import list_presets, load_config
+
+
+def add_override_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the repeatable `--set KEY=VALUE` option that load_config's overrides come from."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.steps=200 (repeatable)",
+    )
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
