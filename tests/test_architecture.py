@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import ast
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "colorjax"
@@ -150,3 +154,50 @@ def test_every_module_is_small_and_says_its_job():
         assert len(text.splitlines()) <= 500, f"{name} has grown past 500 lines; split it"
         if text.strip():
             assert ast.get_docstring(ast.parse(text)), f"{name} has no opening docstring"
+
+
+def test_library_modules_hold_no_argparse_and_no_main():
+    # Argument parsing belongs to colorjax/cli/<command>.py; the library is called with values.
+    for name, path in package_modules().items():
+        if name == "colorjax.cli" or name.startswith("colorjax.cli."):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        imported = {
+            alias.name.split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {
+            (node.module or "").split(".")[0]
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+        }
+        assert "argparse" not in imported, f"{name} imports argparse; move it to colorjax/cli"
+        functions = {
+            node.name
+            for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        }
+        assert "main" not in functions, f"{name} defines main(); move it to colorjax/cli"
+
+
+def test_import_colorjax_loads_no_input_pipeline_and_no_torch():
+    # A fresh interpreter: this one has imported half the package already.
+    code = (
+        "import json, sys\n"
+        "import colorjax\n"
+        "heavy = ('grain', 'tensorflow_datasets', 'tensorflow', 'torch')\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(PACKAGE.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PACKAGE.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
