@@ -21,8 +21,9 @@ from pathlib import Path
 from colour_ablation import undo_rebalancing
 
 from colorjax import weights
+from colorjax.checkpoint import checkpoint_steps
 from colorjax.fileio import atomic_write_text
-from colorjax.weights.export import checkpoint_steps, load_inference_params
+from colorjax.weights.export import load_inference_params
 from colorjax.weights.manifest import entry_family
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "colorjax" / "weights"

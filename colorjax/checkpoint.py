@@ -120,9 +120,14 @@ def _finalized_steps(directory: Path) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
 
 
+def checkpoint_steps(workdir: str | Path) -> list[int]:
+    """The finished checkpoint steps of a run (numeric folders under WORKDIR/checkpoints)."""
+    return _finalized_steps(checkpoint_dir(workdir))
+
+
 def has_checkpoint(workdir: str | Path) -> bool:
     """True when the work dir holds at least one finished checkpoint."""
-    return bool(_finalized_steps(checkpoint_dir(workdir)))
+    return bool(checkpoint_steps(workdir))
 
 
 class CheckpointStore:

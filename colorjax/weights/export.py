@@ -20,16 +20,6 @@ from colorjax.weights.fileformat import check_finite, flatten_variables, save_we
 from colorjax.weights.manifest import NAME_RE, USER_MANIFEST, entry_family, load_manifest
 
 
-def checkpoint_steps(workdir: str | os.PathLike) -> list[int]:
-    """The finished checkpoint steps of a run (numeric folders under WORKDIR/checkpoints)."""
-    from colorjax.checkpoint import checkpoint_dir
-
-    folder = checkpoint_dir(workdir)
-    if not folder.is_dir():
-        return []
-    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def load_inference_params(
     workdir: str | os.PathLike, step: int | None = None, *, ema: bool = True
 ) -> tuple[Any, dict[str, Any]]:
@@ -39,7 +29,7 @@ def load_inference_params(
     """
     import jax
 
-    from colorjax.checkpoint import CheckpointStore, checkpoint_dir
+    from colorjax.checkpoint import CheckpointStore, checkpoint_dir, checkpoint_steps
     from colorjax.train.state import abstract_state, debiased_ema, inference_params, make_task
 
     steps = checkpoint_steps(workdir)
@@ -166,6 +156,8 @@ def _describe_time(run: Mapping[str, Any], config: Any) -> str | None:
 
 def training_info(workdir: Path, config: Any, step: int | None) -> dict[str, Any]:
     """Collect what the header records about training: config, data source, step, last eval."""
+    from colorjax.checkpoint import checkpoint_steps
+
     info: dict[str, Any] = {"workdir": str(Path(workdir).resolve())}
     with contextlib.suppress(AttributeError):
         info["data"] = config.data.source
