@@ -1,4 +1,4 @@
-"""Command-line entry point: `colorjax train | eval | colorize | bench | weights | models`."""
+"""Command-line entry point: `colorjax <command>`, one module per command (see COMMANDS)."""
 
 from __future__ import annotations
 

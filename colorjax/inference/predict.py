@@ -1,6 +1,6 @@
 """Prediction kernels: predict_ab for any model, shape buckets, jitted full-resolution colour.
 
-Pipeline for one photo of size H x W (DESIGN.md, "How data flows", step 4):
+Pipeline for one photo of size H x W (the last step of the data flow, README "Architecture"):
 
 1. L is computed at full resolution from the input's RGB on device (``colorjax.color``).
 2. L is resized so that the *longer* side equals the model's working size, keeping the aspect

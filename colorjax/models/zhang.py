@@ -2,7 +2,7 @@
 
 Flax ports of the networks in richzhang/colorization (``colorizers/eccv16.py`` and
 ``siggraph17.py``), layer for layer, so that the official PyTorch weights load unchanged
-(``colorjax.weights_pth`` converts them). Layout facts, from the reference code:
+(``colorjax.weights.pth_convert`` converts them). Layout facts, from the reference code:
 
 - Every conv is 3x3 with bias and padding 1 (dilated blocks: dilation 2, padding 2); a ReLU
   follows each conv; BatchNorm closes each encoder block. BatchNorm is inference-only here: a
