@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -192,9 +191,8 @@ _SHARDED_SCRIPT = textwrap.dedent(
 )
 
 
-def test_one_and_eight_devices_give_identical_results():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    env["JAX_PLATFORMS"] = "cpu"
+def test_one_and_eight_devices_give_identical_results(worker_env):
+    env = worker_env(8)  # conftest: 8 fake CPU devices, the checkout and tests/ importable
     tests_dir = str(Path(__file__).parent)
     proc = subprocess.run(
         [sys.executable, "-c", _SHARDED_SCRIPT, tests_dir],
