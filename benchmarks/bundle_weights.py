@@ -5,7 +5,8 @@
         --description "..." --command "..." --hardware "..." --time "..."
 
 Steps: the run's inference parameters (EMA when the run kept one; GANs: the generator), the
-rebalancing prior partly undone in the head bias (`--beta`, see colour_ablation.py), stored as
+rebalancing prior partly undone (`--beta` > 0) or put back (`--beta` < 0, for a run trained
+without rebalancing) in the head bias (see colour_ablation.py), stored as
 float16 with the tuned temperature and working size in the header (colorize's defaults), in
 colorjax/weights/, and the manifest entry written (replacing one of the same name; `--default`
 makes it its family's default and clears the flag on the others). Writes are atomic.
@@ -36,6 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step", type=int, default=None)
     p.add_argument("--name", required=True)
     p.add_argument("--beta", type=float, default=0.0)
+    p.add_argument(
+        "--rebalance-lambda",
+        type=float,
+        default=None,
+        help="lambda of the weights w(q) in beta * log w(q) (default: the run's loss lambda; "
+        "set it, e.g. 0.5, for a run trained without rebalancing, whose lambda is 1)",
+    )
     p.add_argument("--temperature", type=float, required=True)
     p.add_argument("--working-size", type=int, required=True)
     p.add_argument("--default", action="store_true")
@@ -47,17 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     config, variables = load_inference_params(args.workdir, args.step)
+    lam = config.loss.rebalance_lambda if args.rebalance_lambda is None else args.rebalance_lambda
+    if args.beta and lam >= 1.0:
+        p.error("--beta has no effect with lambda 1 (uniform weights); pass --rebalance-lambda")
     params = dict(variables["params"])
     params.pop("discriminator", None)  # users colorize with G; D stays in the checkpoint
-    variables = undo_rebalancing(
-        {**variables, "params": params}, args.beta, config.loss.rebalance_lambda
-    )
+    variables = undo_rebalancing({**variables, "params": params}, args.beta, lam)
     step = args.step if args.step is not None else checkpoint_steps(args.workdir)[-1]
     training = {
         "data": config.data.source,
         "step": step,
         "config": config.to_dict(),
-        "calibration": {"beta": args.beta, "rebalance_lambda": config.loss.rebalance_lambda},
+        "calibration": {"beta": args.beta, "rebalance_lambda": lam},
     }
     path = WEIGHTS / f"{args.name}.safetensors"
     meta = {

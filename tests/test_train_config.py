@@ -114,7 +114,7 @@ def test_presets_ship_in_the_package_and_derive_from_the_base():
     # Every Tiny ImageNet experiment shares the base's data block and evaluation set.
     base = load_config("tinyimagenet")
     runs = [load_config(p) for p in EXPERIMENTS if p.stem.startswith("tinyimagenet_")]
-    assert len(runs) == 5
+    assert len(runs) >= 5  # the committed Tiny ImageNet experiments, none skipped
     for c in runs:
         assert c.data == base.data and c.data.source.endswith("tiny-imagenet/train")
         assert (c.train.eval_batch_size, c.train.eval_batches) == (64, 2)
