@@ -178,7 +178,14 @@ def is_near_gray(
     The one rule for "this photo carries no colour": the loader drops such photos, the
     classification loss gives them zero weight, and the evaluation leaves them out.
     """
-    return max_chroma(ab) <= threshold
+    return gray_by_max_chroma(max_chroma(ab), threshold)
+
+
+def gray_by_max_chroma(
+    max_c: jnp.ndarray | np.ndarray | float, threshold: float = GRAY_CHROMA
+) -> jnp.ndarray | np.ndarray | bool:
+    """``is_near_gray`` for an already computed largest chroma (the host caches it per photo)."""
+    return max_c <= threshold
 
 
 def rgb_to_lab(rgb: jnp.ndarray) -> jnp.ndarray:

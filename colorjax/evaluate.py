@@ -159,7 +159,7 @@ def run_evaluation(
         pred_host = np.asarray(pred) if len(sheet) < contact_sheet else None
         base_host = np.asarray(baseline) if len(sheet) < contact_sheet else None
         for i in range(n):
-            is_gray = bool(max_chroma[i] <= gray_threshold)  # color.is_near_gray's rule
+            is_gray = bool(color.gray_by_max_chroma(max_chroma[i], gray_threshold))
             counts["gray"] += is_gray
             if is_gray and not keep_gray:
                 counts["excluded_gray"] += 1

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from colorjax.color import gray_by_max_chroma
 from colorjax.data.decode import (
     DEFAULT_RATIO,
     DEFAULT_SCALE,
@@ -120,7 +121,9 @@ class _Prepare:
         img, chroma = self._decode(record_index)
         if img is None:
             return {"skip": _SKIP_BAD}
-        if self.drop_gray_threshold is not None and chroma <= self.drop_gray_threshold:
+        if self.drop_gray_threshold is not None and gray_by_max_chroma(
+            chroma, self.drop_gray_threshold
+        ):
             logger.debug("skipping near-gray image %s", self.source.describe(record_index))
             return {"skip": _SKIP_GRAY}
         if self.train:
