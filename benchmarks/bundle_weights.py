@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--step", type=int, default=None)
-    p.add_argument("--name", required=True)
+    p.add_argument("--name", required=True, help="manifest name, ARCH.TAG")
+    p.add_argument("--file", default=None, help="file stem in colorjax/weights/ (default: name)")
+    p.add_argument("--aliases", nargs="*", default=[], help="older names that keep working")
     p.add_argument("--beta", type=float, default=0.0)
     p.add_argument(
         "--rebalance-lambda",
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": config.to_dict(),
         "calibration": {"beta": args.beta, "rebalance_lambda": lam},
     }
-    path = WEIGHTS / f"{args.name}.safetensors"
+    path = WEIGHTS / f"{args.file or args.name}.safetensors"
     meta = {
         "working_size": args.working_size,
         "temperature": args.temperature,
@@ -90,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 e["default"] = False
     entry = {
         "name": args.name,
+        "aliases": list(args.aliases),
         "family": family,
         "model": config.model.name,
         "overrides": dict(config.model.overrides),

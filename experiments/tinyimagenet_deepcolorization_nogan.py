@@ -1,12 +1,14 @@
 """DeepColorization (ColorNet generator + PatchGAN) on Tiny ImageNet: the NoGAN recipe's GAN phase.
 
 DeOldify's "NoGAN": the generator is pretrained with the colour loss alone (the bundled
-ColorNet run, `tinyimagenet_colornet_cls4.py`), then a short adversarial phase with a fresh
-PatchGAN sharpens and saturates the colour while the bin cross-entropy stays on. Start it from
-the exported ColorNet weights:
+ColorNet runs, `tinyimagenet_colornet_cls4.py` then `tinyimagenet_colornet_cls4_long.py`), then a
+short adversarial phase with a fresh PatchGAN sharpens and saturates the colour while the bin
+cross-entropy (unrebalanced, as in the second ColorNet stage) stays on. Start it from the
+exported ColorNet weights:
 
+    colorjax weights export --workdir runs/cls4-long --name cls4-long --out runs/export
     colorjax train --config experiments/tinyimagenet_deepcolorization_nogan.py \
-        --workdir runs/nogan --set model.init_weights=runs/export/colornet-cls4.safetensors
+        --workdir runs/nogan --set model.init_weights=runs/export/cls4-long.safetensors
 """
 
 from colorjax.config import ExperimentConfig
@@ -20,6 +22,7 @@ def get_config() -> ExperimentConfig:
     c.loss.gan = "lsgan"  # bounded gradients: a fresh D cannot blow up a pretrained G
     c.loss.lambda_ce = 3.0  # ~10 with CE ~3.3 vs adversarial ~0.3-1: colour loss leads
     c.loss.lambda_l1 = 10.0
+    c.loss.rebalance_lambda = 1.0  # plain CE, as pretrained; rebalancing goes back at inference
     c.optim.learning_rate = 5e-5
     c.optim.d_learning_rate = 2e-4
     c.optim.b1 = 0.5

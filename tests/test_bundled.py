@@ -9,11 +9,13 @@ README's colour section lists which target is not met and by how much.
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from colorjax import weights
-from colorjax.data import make_source
+from colorjax.data import decode_image, make_source
 from colorjax.evaluate import evaluate
+from colorjax.inference import make_colorizer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY_VAL = DATA / "tiny-imagenet" / "val"
@@ -23,13 +25,13 @@ BUNDLED = [
 ]
 
 # Gates per evaluation set: colourfulness >= share x truth's; PSNR >= gray + psnr (dB);
-# AuC >= gray; SSIM >= gray - ssim. The issue's targets (0.6x / 0.75x colourfulness, PSNR
-# above gray, SSIM within 0.005) are met on part of the sets only (README, "Targets not met");
-# these gates pin what the bundled weights reach, far above the old sepia weights (0.2x).
+# AuC >= gray; SSIM >= gray - ssim. The colour targets (0.6x / 0.75x colourfulness, PSNR above
+# gray, SSIM within 0.005) are met on part of the sets only (README, "Targets not met"); these
+# gates pin what the bundled weights reach, far above the old sepia weights (0.2x).
 GATES = {
-    "embedded": {"share": 0.3, "psnr": 0.3, "ssim": 0.005},
-    "bsds500": {"share": 0.45, "psnr": 0.0, "ssim": 0.01},
-    "tinyimagenet": {"share": 0.45, "psnr": -0.3, "ssim": 0.01},
+    "embedded": {"share": 0.4, "psnr": 1.0, "ssim": 0.0},
+    "bsds500": {"share": 0.55, "psnr": 0.3, "ssim": 0.005},
+    "tinyimagenet": {"share": 0.55, "psnr": -0.1, "ssim": 0.005},
 }
 
 
@@ -80,3 +82,41 @@ def test_bundled_weights_on_held_out_tiny_imagenet(name):
     photos = make_source(f"folder:{TINY_VAL}", split="all")
     summary = evaluate(model, variables, meta, (photos[i] for i in range(256)), resolution=64)
     _check("tinyimagenet", summary)
+
+
+def _mean_ab_by_true_hue(name: str, folder: Path, count: int) -> dict[str, tuple]:
+    """Mean (true ab, predicted ab) over the pixels whose true colour is blue, green or red.
+
+    Lab comes from scikit-image (an independent reference), not from colorjax.color.
+    """
+    from skimage.color import rgb2lab
+
+    colorizer = make_colorizer(*weights.load_pretrained(name))
+    photos = make_source(f"folder:{folder}", split="all")
+    regions: dict[str, list] = {"blue": [], "green": [], "red": []}
+    for i in range(0, len(photos), max(1, len(photos) // count)):
+        true_rgb = decode_image(photos[i])
+        true_lab, pred_lab = rgb2lab(true_rgb), rgb2lab(colorizer.colorize(true_rgb))
+        a, b = true_lab[..., 1], true_lab[..., 2]
+        masks = {"blue": b < -15, "green": (a < -12) & (b > 5), "red": a > 20}
+        for hue, mask in masks.items():
+            if mask.sum() >= 500:  # a region, not a few stray pixels
+                regions[hue].append((true_lab[mask, 1:].mean(0), pred_lab[mask, 1:].mean(0)))
+    return {
+        hue: (np.mean([t for t, _ in rows], 0), np.mean([p for _, p in rows], 0), len(rows))
+        for hue, rows in regions.items()
+    }
+
+
+@pytest.mark.skipif(not BSDS.is_dir(), reason="needs ../shared/data/bsds500")
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_weights_tell_blue_regions_from_warm_ones(name):
+    # The sepia of the first bundled weights: one warm ab (a ~ 4, b ~ 12.5) wherever the truth
+    # was blue sky, green foliage or red, so every photo came out the same brown (blue, green
+    # and red regions within 0.5 of each other in b). Averaged over BSDS500 test photos, blue
+    # regions must now come out clearly less yellow than green and red ones. The goal (blue
+    # b < 0, green a < 0) is not reached by these CPU-trained weights; the README says so.
+    found = _mean_ab_by_true_hue(name, BSDS / "test", 40)
+    blue, green, red = (found[h][1] for h in ("blue", "green", "red"))
+    assert min(found[h][2] for h in found) >= 3, found  # enough photos with each region
+    assert blue[1] <= min(green[1], red[1]) - 3.0, found
