@@ -23,13 +23,19 @@ import jax.numpy as jnp
 import numpy as np
 from colour_ablation import undo_rebalancing
 
-from colorjax import weights
+from colorjax import color, data, weights
 
 
-def dead_units(model, variables: dict, size: int, seed: int = 0) -> dict[str, float]:
-    """Share of ReLU-dense units that are never positive on random L inputs, per dense layer."""
-    rng = np.random.default_rng(seed)
-    l_norm = jnp.asarray(rng.uniform(-1, 1, (8, size, size, 1)), jnp.float32)
+def dead_units(model, variables: dict, size: int) -> dict[str, float]:
+    """Share of ReLU-dense units never positive on the embedded photos (real L), per dense layer.
+
+    Real photos, not noise: a unit can be alive on random inputs and dead on every photo.
+    """
+    photos = data.make_source("embedded", split="all")
+    rgb = np.stack(
+        [data.preprocess_eval(data.decode_image(photos[i]), size) for i in range(len(photos))]
+    )
+    l_norm, _ = color.rgb_uint8_to_lab_inputs(jnp.asarray(rgb))
     _, state = model.apply(variables, l_norm, capture_intermediates=True)
     out = {}
     for name, value in state["intermediates"].items():
