@@ -9,6 +9,15 @@ Bundled classification weights carry `beta * log w(q)` subtracted from the head 
 `--beta` adds it back. `--reinit` re-draws the named top-level modules from the model's own
 initialiser: a ReLU layer whose units all went negative (a dead branch, such as the first
 bundled ColorNet's global dense layers) gets no gradient and never recovers in place.
+`--model` moves the weights to another registry variant of the same family (e.g.
+`colornet-small-cls4-film`): every parameter whose path and shape match is copied, the rest
+(new modules) keep the target's initialiser, and the script lists them.
+`--standardize-scene` rescales ColorNet's first global dense layer so that its input, the pooled
+global features, is standardised over real photos (`--data`): W' = W / sigma, b' = b - (mu /
+sigma) W, the same function on standardised inputs. Why: after GroupNorm and ReLU the pooled
+features differ between photos by ~4 % of their mean, so a freshly drawn dense layer maps every
+photo to nearly the same scene vector, and Adam's fixed-size steps take thousands of steps to
+make it sensitive.
 The output is a float32 colorjax weights file for `--set model.init_weights=FILE`.
 """
 
@@ -22,8 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from colour_ablation import undo_rebalancing
+from flax import traverse_util
 
-from colorjax import color, data, weights
+from colorjax import color, data, models, weights
 
 
 def dead_units(model, variables: dict, size: int) -> dict[str, float]:
@@ -45,6 +55,49 @@ def dead_units(model, variables: dict, size: int) -> dict[str, float]:
     return out
 
 
+def transplant(source: dict, target: dict) -> dict:
+    """`target`'s tree with every leaf whose path and shape `source` shares taken from `source`."""
+    src = traverse_util.flatten_dict(source, sep="/")
+    out, kept = {}, []
+    for path, leaf in traverse_util.flatten_dict(target, sep="/").items():
+        if path in src and np.shape(src[path]) == np.shape(leaf):
+            out[path] = np.asarray(src[path], np.float32)
+        else:
+            out[path], _ = np.asarray(leaf, np.float32), kept.append(path)
+    unused = sorted(set(src) - set(out))
+    print("initialised fresh:", kept or "none", "| not carried over:", unused or "none")
+    return traverse_util.unflatten_dict(out, sep="/")
+
+
+def pooled_scene_features(model, variables: dict, source: str, size: int) -> np.ndarray:
+    """ColorNet's pooled global features (the input of global_dense_0), one row per photo."""
+    photos = data.make_source(source, split="all")
+    step = max(1, len(photos) // 1024)
+    rgb = np.stack(
+        [
+            data.preprocess_eval(data.decode_image(photos[i]), size)
+            for i in range(0, len(photos), step)
+        ]
+    )
+    l_norm, _ = color.rgb_uint8_to_lab_inputs(jnp.asarray(rgb))
+    last = f"global_conv_{len(model.global_features) - 1}"
+    _, state = model.apply(variables, l_norm, capture_intermediates=lambda mdl, _: mdl.name == last)
+    return np.asarray(state["intermediates"][last]["__call__"][0]).mean(axis=(1, 2))
+
+
+def standardize_scene(model, variables: dict, source: str, size: int) -> dict:
+    """Fold the standardisation of the pooled global features into global_dense_0."""
+    pooled = pooled_scene_features(model, variables, source, size)
+    mu, sigma = pooled.mean(0), pooled.std(0) + 1e-3
+    dense = variables["params"]["global_dense_0"]
+    kernel = np.asarray(dense["kernel"]) / sigma[:, None]
+    bias = np.asarray(dense["bias"]) - (mu / sigma) @ np.asarray(dense["kernel"])
+    spread = sigma.mean() / abs(mu).mean()
+    print(f"standardised {len(pooled)} photos' pooled features: spread/mean {spread:.3f}")
+    params = {**variables["params"], "global_dense_0": {"kernel": kernel, "bias": bias}}
+    return {**variables, "params": params}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Load, undo the head calibration, re-draw the named modules, save as float32."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--beta", type=float, default=0.0, help="the beta the file was bundled with")
     p.add_argument("--rebalance-lambda", type=float, default=0.5)
     p.add_argument("--reinit", nargs="*", default=[], help="top-level module names to re-draw")
+    p.add_argument("--model", help="registry variant to move the weights to (default: same)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--standardize-scene", action="store_true", help="see the module docstring")
+    p.add_argument("--data", default="embedded", help="photos for --standardize-scene")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
 
@@ -61,17 +117,24 @@ def main(argv: list[str] | None = None) -> int:
     variables = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), variables)
     print("dead dense units before:", dead_units(model, variables, size))
     variables = undo_rebalancing(variables, -args.beta, args.rebalance_lambda)
+    model_name = meta["model"]
+    if args.model:
+        model_name, model = args.model, models.create_model(args.model)
     fresh = model.init(jax.random.PRNGKey(args.seed), jnp.zeros((1, size, size, 1)))
     params = dict(variables["params"])
+    if args.model:
+        params = transplant(params, fresh["params"])
     for name in args.reinit:
         if name not in params:
             raise SystemExit(f"--reinit {name}: no such module; modules: {sorted(params)}")
         params[name] = jax.tree_util.tree_map(np.asarray, fresh["params"][name])
     variables = {**variables, "params": params}
+    if args.standardize_scene:
+        variables = standardize_scene(model, variables, args.data, size)
     print("dead dense units after:", dead_units(model, variables, size))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     weights.save_weights(
-        args.out, meta["model"], meta.get("overrides") or {}, variables, {"working_size": size}
+        args.out, model_name, meta.get("overrides") or {}, variables, {"working_size": size}
     )
     print(f"wrote {args.out}")
     return 0

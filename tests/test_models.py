@@ -451,3 +451,58 @@ def test_colornet_generator_gan_decodes_its_bins_at_the_requested_temperature() 
     alone = predict_ab(colornet, {"params": variables["params"]["generator"]}, x, temperature=0.7)
     np.testing.assert_allclose(predict_ab(gan, variables, x, temperature=0.7), alone, atol=1e-6)
     assert not np.allclose(predict_ab(gan, variables, x, temperature=0.1), alone, atol=1e-3)
+
+
+def test_film_fusion_starts_as_the_concat_net_and_its_scene_vector_survives_the_norm() -> None:
+    # colornet 'film': the zero-initialised fusion_film Dense leaves the concat net's function
+    # (so concat weights warm-start it exactly), the tree is the concat tree plus fusion_film,
+    # and a scene vector that differs between images changes the output per image even where
+    # the fusion GroupNorm would subtract a per-image constant.
+    kw = {**{"head_stride": 4}, "head": "classification"}
+    concat = create_model("colornet-tiny-cls", **kw)
+    film = create_model("colornet-tiny-cls", fusion="film", **kw)
+    x = jnp.asarray(X)
+    v_concat = _numpy_params(concat, x, seed=3)
+    v_film = film.init(jax.random.key(0), x)
+    film_params = dict(v_film["params"])
+    assert set(film_params) - set(v_concat["params"]) == {"fusion_film"}
+    assert not np.any(np.asarray(film_params["fusion_film"]["kernel"]))
+    film_params.update(v_concat["params"])
+    np.testing.assert_array_equal(film.apply({"params": film_params}, x), concat.apply(v_concat, x))
+    # A non-zero modulation changes the output, and gradients reach the first global dense layer
+    # through it (with the concat path's contribution for comparison).
+    rng = np.random.default_rng(4)
+    film_params["fusion_film"] = {
+        k: jnp.asarray(rng.normal(0, 0.3, v.shape), jnp.float32)
+        for k, v in film_params["fusion_film"].items()
+    }
+    assert not np.allclose(film.apply({"params": film_params}, x), concat.apply(v_concat, x))
+
+    def grad_norm(model, params):
+        g = jax.grad(lambda p: jnp.mean(model.apply({"params": p}, x) ** 2))(params)
+        return float(jnp.linalg.norm(g["global_dense_0"]["kernel"]))
+
+    assert grad_norm(film, film_params) > grad_norm(concat, v_concat["params"])
+    with pytest.raises(ConfigError, match="fusion"):
+        create_model("colornet-tiny-cls", fusion="add")
+    with pytest.raises(ConfigError, match="global_activation"):
+        create_model("colornet-tiny-cls", global_activation="tanh")
+
+
+def test_conv_norm_act_film_scales_and_shifts_the_normalised_features() -> None:
+    # relu(n * (1 + s) + t): with s = 1, t = 0 it doubles the unmodulated output (relu is
+    # positively homogeneous); with s = -1 every position becomes relu(t) of its image.
+    from colorjax.models.layers import ConvNormAct
+
+    layer = ConvNormAct(8)
+    x = jax.random.normal(jax.random.key(5), (2, 6, 6, 3))
+    v = layer.init(jax.random.key(0), x)
+    plain = layer.apply(v, x)
+    zeros, ones = jnp.zeros((2, 8)), jnp.ones((2, 8))
+    np.testing.assert_array_equal(layer.apply(v, x, (zeros, zeros)), plain)
+    np.testing.assert_allclose(layer.apply(v, x, (ones, zeros)), 2 * plain, rtol=1e-6, atol=1e-6)
+    shift = jnp.asarray(np.random.default_rng(6).normal(size=(2, 8)), jnp.float32)
+    out = layer.apply(v, x, (-ones, shift))
+    np.testing.assert_allclose(
+        out, jnp.broadcast_to(jax.nn.relu(shift)[:, None, None, :], out.shape), atol=1e-6
+    )

@@ -274,6 +274,17 @@ register_model(
     ndf=32,
 )
 register_model(
+    "deepcolorization-colornet-film",
+    "deepcolorization",
+    DeepColorization,
+    "GAN with a colornet-small-cls4-film generator (FiLM fusion) + PatchGAN ndf=32; NoGAN recipe",
+    generator_arch="colornet",
+    colornet=tuple(
+        {"head_stride": 4, "fusion": "film", "global_activation": "gelu", **SMALL_WIDTHS}.items()
+    ),
+    ndf=32,
+)
+register_model(
     "deepcolorization-unet256",
     "deepcolorization",
     DeepColorization,

@@ -376,8 +376,10 @@ class ConvNormAct(nn.Module):
     upsample_input: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Apply conv -> GroupNorm -> ReLU."""
+    def __call__(self, x: jax.Array, film: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+        """Apply conv -> GroupNorm -> ReLU; `film` = (scale, shift), each (N, C), modulates the
+        normalised features as x * (1 + scale) + shift before the ReLU (FiLM, Perez et al. 2018).
+        """
         x, conv_bias = _ConvWithBias(
             self.features,
             self.kernel,
@@ -387,6 +389,12 @@ class ConvNormAct(nn.Module):
             name="conv",
         )(x)
         x = GroupNorm(num_groups(self.features), dtype=self.dtype, name="norm")(x, conv_bias)
+        if film is not None:
+            # After the norm: a per-image constant added before it would be largely subtracted.
+            scale, shift = film
+            x = x * (1 + scale[:, None, None, :].astype(x.dtype)) + shift[:, None, None, :].astype(
+                x.dtype
+            )
         return nn.relu(x)
 
 
