@@ -11,7 +11,9 @@ initialiser: a ReLU layer whose units all went negative (a dead branch, such as 
 bundled ColorNet's global dense layers) gets no gradient and never recovers in place.
 `--model` moves the weights to another registry variant of the same family (e.g.
 `colornet-small-cls4-film`): every parameter whose path and shape match is copied, the rest
-(new modules) keep the target's initialiser, and the script lists them.
+(new modules) keep the target's initialiser, and the script lists them. From a concat ColorNet
+to a FiLM one, the fusion conv loses its scene-vector inputs: their contribution, measured on
+the photos of `--data` (a constant when the branch is dead), is folded into the conv's bias.
 `--standardize-scene` rescales ColorNet's first global dense layer so that its input, the pooled
 global features, is standardised over real photos (`--data`): W' = W / sigma, b' = b - (mu /
 sigma) W, the same function on standardised inputs. Why: after GroupNorm and ReLU the pooled
@@ -69,17 +71,43 @@ def transplant(source: dict, target: dict) -> dict:
     return traverse_util.unflatten_dict(out, sep="/")
 
 
-def pooled_scene_features(model, variables: dict, source: str, size: int) -> np.ndarray:
-    """ColorNet's pooled global features (the input of global_dense_0), one row per photo."""
+def _photos_l(source: str, size: int) -> jnp.ndarray:
+    """Normalised L of up to ~1,000 evenly spaced photos of `source`."""
     photos = data.make_source(source, split="all")
     step = max(1, len(photos) // 1024)
-    rgb = np.stack(
-        [
-            data.preprocess_eval(data.decode_image(photos[i]), size)
-            for i in range(0, len(photos), step)
-        ]
+    rgb = [data.decode_image(photos[i]) for i in range(0, len(photos), step)]
+    rgb = np.stack([data.preprocess_eval(x, size) for x in rgb])
+    return color.rgb_uint8_to_lab_inputs(jnp.asarray(rgb))[0]
+
+
+def fold_scene_into_fusion(model, variables: dict, target: dict, source: str, size: int) -> dict:
+    """Concat ColorNet params with the fusion conv cut to the target's (FiLM) input width.
+
+    The cut kernel rows saw the tiled scene vector; their mean contribution over the photos
+    goes into the conv bias, so the FiLM net (its modulation zero) computes what the concat
+    net did wherever the scene vector was its mean.
+    """
+    last = f"global_dense_{len(model.global_dense) - 1}"
+    _, state = model.apply(
+        variables, _photos_l(source, size), capture_intermediates=lambda mdl, _: mdl.name == last
     )
-    l_norm, _ = color.rgb_uint8_to_lab_inputs(jnp.asarray(rgb))
+    scene = np.maximum(np.asarray(state["intermediates"][last]["__call__"][0]), 0)  # ReLU
+    kernel = np.asarray(variables["params"]["fusion"]["conv"]["kernel"])
+    width = target["fusion"]["conv"]["kernel"].shape[2]
+    bias = np.asarray(variables["params"]["fusion"]["conv"]["bias"])
+    bias = bias + scene.mean(0) @ kernel[0, 0, width:, :]
+    spread = np.abs(scene - scene.mean(0)) @ np.abs(kernel[0, 0, width:, :])
+    print(
+        f"folded the scene vector ({len(scene)} photos) into the fusion bias; largest per-photo "
+        f"deviation it drops: {spread.max():.3g} (bias scale {np.abs(bias).mean():.3g})"
+    )
+    conv = {"kernel": kernel[:, :, :width, :], "bias": bias}
+    return {**variables["params"], "fusion": {**variables["params"]["fusion"], "conv": conv}}
+
+
+def pooled_scene_features(model, variables: dict, source: str, size: int) -> np.ndarray:
+    """ColorNet's pooled global features (the input of global_dense_0), one row per photo."""
+    l_norm = _photos_l(source, size)
     last = f"global_conv_{len(model.global_features) - 1}"
     _, state = model.apply(variables, l_norm, capture_intermediates=lambda mdl, _: mdl.name == last)
     return np.asarray(state["intermediates"][last]["__call__"][0]).mean(axis=(1, 2))
@@ -108,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="registry variant to move the weights to (default: same)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--standardize-scene", action="store_true", help="see the module docstring")
-    p.add_argument("--data", default="embedded", help="photos for --standardize-scene")
+    p.add_argument("--data", default="embedded", help="photos for the scene statistics")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
 
@@ -117,13 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     variables = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), variables)
     print("dead dense units before:", dead_units(model, variables, size))
     variables = undo_rebalancing(variables, -args.beta, args.rebalance_lambda)
-    model_name = meta["model"]
+    loaded = variables
+    source_model, model_name = model, meta["model"]
     if args.model:
         model_name, model = args.model, models.create_model(args.model)
     fresh = model.init(jax.random.PRNGKey(args.seed), jnp.zeros((1, size, size, 1)))
     params = dict(variables["params"])
     if args.model:
-        params = transplant(params, fresh["params"])
+        target = dict(fresh["params"])
+        if "fusion_film" in target and "fusion_film" not in params:
+            params = fold_scene_into_fusion(source_model, variables, target, args.data, size)
+        params = transplant(params, target)
     for name in args.reinit:
         if name not in params:
             raise SystemExit(f"--reinit {name}: no such module; modules: {sorted(params)}")
@@ -132,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.standardize_scene:
         variables = standardize_scene(model, variables, args.data, size)
     print("dead dense units after:", dead_units(model, variables, size))
+    if args.model:
+        # How far the new net starts from the old one, on the same photos.
+        l_norm = _photos_l(args.data, size)[:256]
+        before = source_model.apply(loaded, l_norm)
+        after = model.apply(variables, l_norm)
+        change = float(jnp.abs(after - before).max())
+        print(f"max |logit change| on {len(l_norm)} photos: {change:.3g}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     weights.save_weights(
         args.out, model_name, meta.get("overrides") or {}, variables, {"working_size": size}

@@ -453,36 +453,47 @@ def test_colornet_generator_gan_decodes_its_bins_at_the_requested_temperature() 
     assert not np.allclose(predict_ab(gan, variables, x, temperature=0.1), alone, atol=1e-3)
 
 
-def test_film_fusion_starts_as_the_concat_net_and_its_scene_vector_survives_the_norm() -> None:
-    # colornet 'film': the zero-initialised fusion_film Dense leaves the concat net's function
-    # (so concat weights warm-start it exactly), the tree is the concat tree plus fusion_film,
-    # and a scene vector that differs between images changes the output per image even where
-    # the fusion GroupNorm would subtract a per-image constant.
-    kw = {**{"head_stride": 4}, "head": "classification"}
+def test_film_fusion_starts_independent_of_the_scene_and_is_the_concat_net_without_it() -> None:
+    # colornet 'film': the fusion conv sees the mid-level features only and the zero-initialised
+    # fusion_film Dense modulates its output, so at init (a) the output does not depend on the
+    # global branch and no gradient reaches it, (b) it equals a concat net whose fusion kernel
+    # ignores the scene vector; once fusion_film is non-zero the scene changes the output.
+    kw = {"head_stride": 4, "head": "classification"}
     concat = create_model("colornet-tiny-cls", **kw)
     film = create_model("colornet-tiny-cls", fusion="film", **kw)
     x = jnp.asarray(X)
-    v_concat = _numpy_params(concat, x, seed=3)
-    v_film = film.init(jax.random.key(0), x)
-    film_params = dict(v_film["params"])
-    assert set(film_params) - set(v_concat["params"]) == {"fusion_film"}
-    assert not np.any(np.asarray(film_params["fusion_film"]["kernel"]))
-    film_params.update(v_concat["params"])
-    np.testing.assert_array_equal(film.apply({"params": film_params}, x), concat.apply(v_concat, x))
-    # A non-zero modulation changes the output, and gradients reach the first global dense layer
-    # through it (with the concat path's contribution for comparison).
+    params = dict(_numpy_params(film, x, seed=3)["params"])
+    params["fusion_film"] = jax.tree_util.tree_map(jnp.zeros_like, params["fusion_film"])
+    out = film.apply({"params": params}, x)
+
+    def scene_grad(p):
+        g = jax.grad(lambda q: jnp.mean(film.apply({"params": q}, x) ** 2))(p)
+        return np.asarray(g["global_dense_0"]["kernel"])
+
+    assert not np.any(scene_grad(params))
+    moved = dict(
+        params, global_dense_0=jax.tree_util.tree_map(lambda a: a + 1, params["global_dense_0"])
+    )
+    np.testing.assert_array_equal(film.apply({"params": moved}, x), out)
+    # (b): the concat tree is the film tree without fusion_film and with scene rows in the kernel.
+    v_concat = concat.init(jax.random.key(0), x)
+    as_concat = {k: v for k, v in params.items() if k != "fusion_film"}
+    kernel = params["fusion"]["conv"]["kernel"]
+    want = v_concat["params"]["fusion"]["conv"]["kernel"].shape
+    rows = jnp.zeros((*kernel.shape[:2], want[2] - kernel.shape[2], kernel.shape[3]))
+    conv = {**params["fusion"]["conv"], "kernel": jnp.concatenate([kernel, rows], axis=2)}
+    as_concat["fusion"] = {**params["fusion"], "conv": conv}
+    assert jax.tree_util.tree_map(jnp.shape, as_concat) == jax.tree_util.tree_map(
+        jnp.shape, v_concat["params"]
+    )
+    np.testing.assert_allclose(concat.apply({"params": as_concat}, x), out, atol=1e-5)
+    # A non-zero modulation makes the output, and the gradient, depend on the scene.
     rng = np.random.default_rng(4)
-    film_params["fusion_film"] = {
-        k: jnp.asarray(rng.normal(0, 0.3, v.shape), jnp.float32)
-        for k, v in film_params["fusion_film"].items()
-    }
-    assert not np.allclose(film.apply({"params": film_params}, x), concat.apply(v_concat, x))
-
-    def grad_norm(model, params):
-        g = jax.grad(lambda p: jnp.mean(model.apply({"params": p}, x) ** 2))(params)
-        return float(jnp.linalg.norm(g["global_dense_0"]["kernel"]))
-
-    assert grad_norm(film, film_params) > grad_norm(concat, v_concat["params"])
+    params["fusion_film"] = jax.tree_util.tree_map(
+        lambda a: jnp.asarray(rng.normal(0, 0.3, a.shape), jnp.float32), params["fusion_film"]
+    )
+    assert not np.allclose(film.apply({"params": params}, x), out)
+    assert np.any(scene_grad(params))
     with pytest.raises(ConfigError, match="fusion"):
         create_model("colornet-tiny-cls", fusion="add")
     with pytest.raises(ConfigError, match="global_activation"):
