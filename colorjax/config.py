@@ -73,6 +73,9 @@ class LossConfig:
     gan: str = "vanilla"  # vanilla | lsgan
     lambda_l1: float = 100.0
     lambda_ce: float = 0.0  # GAN with a ColorNet generator: weight of its bin cross-entropy
+    # ColorNet with scene_head: weight of the palette loss (CE of the scene head's logits
+    # against the photo's soft-encoded ab histogram); 0 leaves the head untrained.
+    scene_weight: float = 0.0
     # zhang-eccv16 fine-tuning: classification (rebalanced CE on its own 313 bins, whose
     # centres come with the weights) | regression (`regression` loss on the decoded ab).
     zhang_head: str = "classification"

@@ -116,6 +116,31 @@ def rebalanced_cross_entropy(
     return jnp.sum(ce * pixel_weight * mask) / denom
 
 
+def palette_cross_entropy(
+    scene_logits: jax.Array,
+    ab_cie: jax.Array,
+    centers: jax.Array,
+    *,
+    sigma: float = 5.0,
+    neighbors: int = 5,
+    gray_threshold: float = color.GRAY_CHROMA,
+) -> jax.Array:
+    """Cross-entropy of per-image logits (N, Q) against each photo's ab palette.
+
+    The palette is the mean over pixels of the soft-encoded targets (the photo's ab-bin
+    histogram, summing to 1). Near-gray photos are masked as in `rebalanced_cross_entropy`.
+    """
+    idx, w = soft_encode_sparse(ab_cie, centers, sigma=sigma, neighbors=neighbors)
+    n, q = ab_cie.shape[0], scene_logits.shape[-1]
+    rows = jnp.broadcast_to(jnp.arange(n)[:, None], (n, idx[0].size))
+    palette = jnp.zeros((n, q), jnp.float32).at[rows, idx.reshape(n, -1)].add(w.reshape(n, -1))
+    palette = palette / jnp.sum(palette, axis=-1, keepdims=True)
+    log_probs = jax.nn.log_softmax(scene_logits.astype(jnp.float32), axis=-1)
+    ce = -jnp.sum(palette * log_probs, axis=-1)
+    mask = colorful_image_mask(ab_cie, gray_threshold)
+    return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
 def gan_discriminator_loss(
     real_logits: jax.Array, fake_logits: jax.Array, kind: str = "vanilla"
 ) -> jax.Array:

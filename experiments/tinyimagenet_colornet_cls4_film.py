@@ -34,5 +34,7 @@ def get_config() -> ExperimentConfig:
     """The second stage's plain cross-entropy recipe on the FiLM variant (~0.45 s a step)."""
     c = load_config(Path(__file__).with_name("tinyimagenet_colornet_cls4_long.py"))
     c.model.name = "colornet-small-cls4-film"
-    c.train.steps = 5000
+    # The palette loss: the global branch's own signal (without it the branch went quiet again).
+    c.loss.scene_weight = 0.5
+    c.train.steps = 4000
     return c

@@ -494,6 +494,12 @@ def test_film_fusion_starts_independent_of_the_scene_and_is_the_concat_net_witho
     )
     assert not np.allclose(film.apply({"params": params}, x), out)
     assert np.any(scene_grad(params))
+    # The palette head's logits are sown only into a collection the caller makes mutable.
+    with_head = create_model("colornet-tiny-cls", fusion="film", scene_head=True, **kw)
+    v_head = with_head.init(jax.random.key(0), x)
+    assert set(v_head) == {"params"} and "scene_head" in v_head["params"]
+    _, aux = with_head.apply(v_head, x, mutable=["aux"])
+    assert aux["aux"]["scene_logits"][0].shape == (x.shape[0], len(ab_bin_centers()))
     with pytest.raises(ConfigError, match="fusion"):
         create_model("colornet-tiny-cls", fusion="add")
     with pytest.raises(ConfigError, match="global_activation"):

@@ -216,3 +216,52 @@ def test_init_weights_start_the_gan_generator_from_colornet_weights(tmp_path) ->
     c.model.name = "colornet-tiny-cls"
     with pytest.raises(ConfigError, match="does not fit"):
         create_state(make_task(c), make_mesh(1))
+
+
+def test_palette_cross_entropy_matches_numpy_and_masks_gray_images():
+    # The palette: the mean over pixels of the soft-encoded targets (5 nearest bins, sigma 5).
+    rng = np.random.default_rng(7)
+    centers = gamut.ab_bin_centers()
+    ab = rng.uniform(-40, 40, size=(3, 4, 4, 2)).astype(np.float32)
+    ab[2] *= 0.01  # near-gray photo: no palette to learn
+    logits = rng.normal(size=(3, len(centers))).astype(np.float32)
+    got = float(losses.palette_cross_entropy(logits, ab, centers, gray_threshold=5.0))
+    d2 = ((ab[..., None, :] - centers) ** 2).sum(-1)
+    nearest = np.argsort(d2, axis=-1)[..., :5]
+    w = np.exp(-np.take_along_axis(d2, nearest, -1) / (2 * 25.0))
+    w /= w.sum(-1, keepdims=True)
+    target = np.zeros_like(d2)
+    np.put_along_axis(target, nearest, w, -1)
+    palette = target.mean(axis=(1, 2))
+    ce = -(palette * _np_log_softmax(logits)).sum(-1)
+    assert got == pytest.approx(ce[:2].mean(), rel=1e-5)
+
+
+def test_scene_weight_adds_the_palette_loss_of_the_scene_head():
+    # loss = colour CE + scene_weight x palette CE of the sown scene logits, each recomputed
+    # here from the model's outputs; a model without a scene head, or a GAN, refuses the weight.
+    from colorjax import color
+
+    mesh = make_mesh(1)
+    c = _config("colornet-tiny-cls", 1e-3, rebalance_lambda=1.0, scene_weight=0.5)
+    c.model.overrides = {"fusion": "film", "scene_head": True, "head_stride": 4}
+    task = make_task(c)
+    state = create_state(task, mesh)
+    batch = _fixed_batch()
+    params = jax.tree_util.tree_map(np.asarray, state.params)
+    _, m = make_train_step(task, mesh)(state, global_batch_from_local(batch, mesh))
+    l_norm, ab_norm = color.rgb_uint8_to_lab_inputs(jnp.asarray(batch["rgb"]))
+    out, aux = task.model.apply({"params": params}, l_norm, mutable=["aux"])
+    ab_small = losses.area_downsample(ab_norm, out.shape[1:3]) * color.AB_SCALE
+    centers = gamut.ab_bin_centers()
+    ones = np.ones(len(centers), np.float32)
+    colour = losses.rebalanced_cross_entropy(out, ab_small, centers, ones)
+    palette = losses.palette_cross_entropy(aux["aux"]["scene_logits"][0], ab_small, centers)
+    assert float(m["loss"]) == pytest.approx(float(colour) + 0.5 * float(palette), rel=1e-4)
+    assert float(palette) > 0
+    # Without the mutable collection the model returns the logits alone and sows nothing.
+    np.testing.assert_array_equal(task.model.apply({"params": params}, l_norm), out)
+    with pytest.raises(ConfigError, match="scene head"):
+        make_train_step(make_task(_config("colornet-tiny-cls", 1e-3, scene_weight=0.5)), mesh)
+    with pytest.raises(ConfigError, match="scene_weight"):
+        make_train_step(make_task(_config("deepcolorization-small", 1e-3, scene_weight=0.5)), mesh)

@@ -15,6 +15,11 @@ Layout (all spatial sizes relative to the input H x W):
   removes fastest by driving the branch to a constant (measured: GELU units went from 0 % to
   100 % never positive in 2,000 steps). Zero-initialised FiLM injects nothing at first, and the
   branch only gets gradient where a modulation helps;
+- scene head (``scene_head=True``): a Dense from the scene vector to Q logits of the image's
+  ab-bin histogram, its palette. Trained with ``loss.scene_weight`` > 0, it gives the global
+  branch a direct signal (Iizuka et al. train theirs with scene labels; the palette needs none).
+  Its logits are sown into the 'aux' collection only when the caller makes that collection
+  mutable (the train step), so inference and the output are unchanged;
 - decoder: per stage conv -> resize x2 -> conv (resize + conv avoids checkerboard artefacts),
   back to H x W;
 - head: 1x1 conv to 2 channels + tanh (normalised ab, 'regression') or to Q logits over the
@@ -72,6 +77,7 @@ class ColorNet(nn.Module):
         at zero, so the net starts independent of its global branch).
       global_activation: 'relu' or 'gelu' after each global dense layer ('gelu' has no
         absorbing dead state).
+      scene_head: add the palette head ('scene_head', Q logits from the scene vector).
       decoder_features: 3 widths, one per x2 upsampling stage.
       upsample: 'nearest' or 'bilinear'.
       num_classes: Q for the classification head; None means len(gamut.ab_bin_centers()).
@@ -88,6 +94,7 @@ class ColorNet(nn.Module):
     fusion_features: int = 256
     fusion: str = "concat"
     global_activation: str = "relu"
+    scene_head: bool = False
     decoder_features: Sequence[int] = (128, 64, 32)
     upsample: str = "nearest"
     num_classes: int | None = None
@@ -161,6 +168,12 @@ class ColorNet(nn.Module):
                     feats, dtype=self.dtype, param_dtype=jnp.float32, name=f"global_dense_{i}"
                 )(g)
             )
+
+        if self.scene_head:
+            q = self.num_classes if self.num_classes is not None else num_ab_bins()
+            palette = nn.Dense(q, dtype=self.dtype, param_dtype=jnp.float32, name="scene_head")(g)
+            if self.is_mutable_collection("aux") and not self.is_initializing():
+                self.sow("aux", "scene_logits", palette.astype(jnp.float32))
 
         # Fusion: the scene vector tiled beside the local features (concat) or modulating them.
         film = None
@@ -252,11 +265,13 @@ register_model(
     "colornet-small-cls4-film",
     "colornet",
     ColorNet,
-    "colornet-small-cls4 whose scene vector also scales/shifts the fused features (FiLM), GELU",
+    "colornet-small-cls4 whose scene vector scales/shifts the fused features (FiLM) and "
+    "predicts the photo's ab palette",
     head="classification",
     head_stride=4,
     fusion="film",
     global_activation="gelu",
+    scene_head=True,
     **SMALL_WIDTHS,
 )
 register_model(

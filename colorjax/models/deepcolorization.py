@@ -280,7 +280,13 @@ register_model(
     "GAN with a colornet-small-cls4-film generator (FiLM fusion) + PatchGAN ndf=32; NoGAN recipe",
     generator_arch="colornet",
     colornet=tuple(
-        {"head_stride": 4, "fusion": "film", "global_activation": "gelu", **SMALL_WIDTHS}.items()
+        {
+            "head_stride": 4,
+            "fusion": "film",
+            "global_activation": "gelu",
+            "scene_head": True,
+            **SMALL_WIDTHS,
+        }.items()
     ),
     ndf=32,
 )

@@ -12,6 +12,7 @@ import optax
 from jax.sharding import Mesh
 
 from colorjax import color, gamut, losses, metrics
+from colorjax.errors import ConfigError
 from colorjax.inference.predict import predict_ab
 from colorjax.parallel import data_sharding, replicated
 from colorjax.train.finetune import zhang_classification_step
@@ -64,9 +65,36 @@ def _colornet_loss_fn(task: TrainTask) -> Callable[..., jax.Array]:
     return regression
 
 
+def _palette_loss_fn(task: TrainTask) -> Callable[..., jax.Array] | None:
+    """Weighted palette loss(scene_logits, ab_norm at the head's resolution), or None if off."""
+    cfg = task.config.loss
+    if not cfg.scene_weight:
+        return None
+    if not getattr(task.model, "scene_head", False):
+        raise ConfigError(
+            f"loss.scene_weight={cfg.scene_weight} needs a model with a scene head "
+            f"({task.config.model.name!r} has none); use colornet-small-cls4-film or set it to 0."
+        )
+    centers = jnp.asarray(gamut.ab_bin_centers(), jnp.float32)
+
+    def palette(scene_logits: jax.Array, ab_small: jax.Array) -> jax.Array:
+        ce = losses.palette_cross_entropy(
+            scene_logits,
+            ab_small * color.AB_SCALE,
+            centers,
+            sigma=cfg.soft_sigma,
+            neighbors=cfg.soft_neighbors,
+            gray_threshold=cfg.gray_chroma_threshold,
+        )
+        return cfg.scene_weight * ce
+
+    return palette
+
+
 def colornet_step(task: TrainTask) -> StepFn:
     """Un-jitted step for ColorNet (regression or classification head)."""
     loss_of = _colornet_loss_fn(task)
+    palette_of = _palette_loss_fn(task)
     nan_step = task.config.train.inject_nan_step
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
@@ -74,8 +102,15 @@ def colornet_step(task: TrainTask) -> StepFn:
         l_norm, ab_norm = color.rgb_uint8_to_lab_inputs(batch["rgb"])
 
         def loss_fn(params: Any) -> jax.Array:
-            out = task.model.apply({"params": params}, l_norm, train=True, rngs={"dropout": rng})
-            return inject_nan(loss_of(out, ab_norm), state.step, nan_step)
+            variables, rngs = {"params": params}, {"dropout": rng}
+            if palette_of is None:
+                out = task.model.apply(variables, l_norm, train=True, rngs=rngs)
+                return inject_nan(loss_of(out, ab_norm), state.step, nan_step)
+            out, aux = task.model.apply(variables, l_norm, train=True, rngs=rngs, mutable=["aux"])
+            # The palette from the same block-mean ab the colour loss uses: 16x fewer pixels.
+            ab_small = losses.area_downsample(ab_norm, out.shape[1:3])
+            total = loss_of(out, ab_norm) + palette_of(aux["aux"]["scene_logits"][0], ab_small)
+            return inject_nan(total, state.step, nan_step)
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         return apply_gradients(task, state, loss, grads)
@@ -92,6 +127,11 @@ def gan_step(task: TrainTask) -> StepFn:
     # A ColorNet generator also returns its bin logits: the colour loss stays on during the
     # adversarial phase (NoGAN), so D sharpens colour without undoing what CE taught.
     ce_of = _classification_loss_fn(task) if cfg.lambda_ce else None
+    if cfg.scene_weight:
+        raise ConfigError(
+            f"loss.scene_weight={cfg.scene_weight} trains a ColorNet's scene head; the GAN step "
+            "does not use it: set it to 0 for GAN runs."
+        )
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
         rng = jax.random.fold_in(state.rng, state.step)
