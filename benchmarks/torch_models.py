@@ -42,13 +42,19 @@ class ConvNormAct(nn.Module):
         self.conv = nn.Conv2d(in_ch, features, kernel, stride=stride, padding=0)
         self.norm = nn.GroupNorm(num_groups(features), features, eps=FLAX_NORM_EPS)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply conv -> GroupNorm -> ReLU."""
+    def forward(
+        self, x: torch.Tensor, film: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Apply conv -> GroupNorm -> (x * (1 + scale) + shift) -> ReLU."""
         h_lo, h_hi = same_padding(x.shape[-2], self.kernel, self.stride)
         w_lo, w_hi = same_padding(x.shape[-1], self.kernel, self.stride)
         if h_lo or h_hi or w_lo or w_hi:
             x = F.pad(x, (w_lo, w_hi, h_lo, h_hi))
-        return F.relu(self.norm(self.conv(x)))
+        x = self.norm(self.conv(x))
+        if film is not None:
+            scale, shift = film
+            x = x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+        return F.relu(x)
 
 
 class ColorNet(nn.Module):
@@ -66,9 +72,13 @@ class ColorNet(nn.Module):
         upsample: str = "nearest",
         num_classes: int | None = None,
         head_stride: int = 1,
+        fusion: str = "concat",
+        global_activation: str = "relu",
+        scene_head: bool = False,
     ) -> None:
         super().__init__()
         self.head_kind, self.upsample, self.head_stride = head, upsample, head_stride
+        self.film_fusion = fusion == "film"
         low = list(low_features)
         layers, ch = [], 1
         for i in range(3):
@@ -87,10 +97,18 @@ class ColorNet(nn.Module):
         self.global_convs = nn.Sequential(*globs)
         dense = []
         for feats in global_dense:
-            dense += [nn.Linear(g_ch, feats), nn.ReLU()]
+            # flax.linen.gelu is the tanh approximation by default.
+            act = nn.GELU(approximate="tanh") if global_activation == "gelu" else nn.ReLU()
+            dense += [nn.Linear(g_ch, feats), act]
             g_ch = feats
         self.global_dense = nn.Sequential(*dense)
-        self.fusion = ConvNormAct(m_ch + g_ch, fusion_features, kernel=1)
+        # Training-only palette head: counted in the parameters, unused by forward.
+        self.scene_head = nn.Linear(g_ch, int(num_classes)) if scene_head else None
+        if self.film_fusion:
+            self.fusion_film = nn.Linear(g_ch, 2 * fusion_features)
+            self.fusion = ConvNormAct(m_ch, fusion_features, kernel=1)
+        else:
+            self.fusion = ConvNormAct(m_ch + g_ch, fusion_features, kernel=1)
         dec, d_ch = [], fusion_features
         for feats in decoder_features:
             dec.append(nn.ModuleList([ConvNormAct(d_ch, feats), ConvNormAct(feats, feats)]))
@@ -105,8 +123,11 @@ class ColorNet(nn.Module):
         mid = self.mid(x)
         g = self.global_convs(x).float().mean(dim=(2, 3)).to(x.dtype)
         g = self.global_dense(g)
-        tiled = g[:, :, None, None].expand(-1, -1, mid.shape[2], mid.shape[3])
-        x = self.fusion(torch.cat([mid, tiled], dim=1))
+        if self.film_fusion:
+            x = self.fusion(mid, self.fusion_film(g).chunk(2, dim=1))
+        else:
+            tiled = g[:, :, None, None].expand(-1, -1, mid.shape[2], mid.shape[3])
+            x = self.fusion(torch.cat([mid, tiled], dim=1))
         stride = 8
         for first, second in self.decoder:
             x = first(x)
@@ -320,6 +341,10 @@ def load_flax_params(module: nn.Module, params: dict[str, Any]) -> nn.Module:
         for i, layer in enumerate(m for m in module.global_dense if isinstance(m, nn.Linear)):
             _set(layer, params[f"global_dense_{i}"])
         _set_cna(module.fusion, params["fusion"])
+        if module.film_fusion:
+            _set(module.fusion_film, params["fusion_film"])
+        if module.scene_head is not None:
+            _set(module.scene_head, params["scene_head"])
         for i, (first, second) in enumerate(module.decoder):
             _set_cna(first, params[f"decoder_{i}_a"])
             _set_cna(second, params[f"decoder_{i}_b"])

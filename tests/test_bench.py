@@ -211,7 +211,14 @@ def test_torch_param_counts_equal_flax(torch_models) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize(
-    "name", ["colornet-tiny", "colornet-tiny-cls", "colornet-small-cls4", "deepcolorization-small"]
+    "name",
+    [
+        "colornet-tiny",
+        "colornet-tiny-cls",
+        "colornet-small-cls4",
+        "colornet-small-cls4-film",
+        "deepcolorization-small",
+    ],
 )
 def test_torch_mirror_computes_the_same_function(torch_models, name: str) -> None:  # noqa: ANN001
     import torch
@@ -222,6 +229,11 @@ def test_torch_mirror_computes_the_same_function(torch_models, name: str) -> Non
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
     # jit: op-by-op dispatch of a whole network is much slower than one compile on CPU.
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.asarray(x))
+    if "fusion_film" in variables["params"]:  # zero at init: draw it so the FiLM path counts
+        film = variables["params"]["fusion_film"]
+        rng = np.random.default_rng(2)
+        film = {k: jnp.asarray(rng.normal(0, 0.1, v.shape), jnp.float32) for k, v in film.items()}
+        variables = {"params": {**variables["params"], "fusion_film": film}}
     want = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(x)))
     net = torch_models.load_flax_params(torch_models.create_torch_model(name), variables["params"])
     with torch.no_grad():

@@ -26,12 +26,14 @@ class _FlaxConvNormAct(nn.Module):
     upsample_input: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, film: tuple | None = None) -> jax.Array:
         if self.upsample_input:
             x = layers.upsample2x(x, "nearest")
         k, s = (self.kernel, self.kernel), (self.stride, self.stride)
         x = nn.Conv(self.features, k, strides=s, padding="SAME", name="conv")(x)
         x = nn.GroupNorm(num_groups=num_groups(self.features), name="norm")(x)
+        if film is not None:
+            x = x * (1 + film[0][:, None, None, :]) + film[1][:, None, None, :]
         return nn.relu(x)
 
 

@@ -20,6 +20,17 @@ def _np_log_softmax(x):
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
+def _np_soft_targets(ab: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Independent reference: 5 nearest bins, Gaussian sigma 5, normalised; and those bins."""
+    d2 = ((ab[..., None, :] - centers) ** 2).sum(-1)
+    nearest = np.argsort(d2, axis=-1)[..., :5]
+    w = np.exp(-np.take_along_axis(d2, nearest, -1) / (2 * 25.0))
+    w /= w.sum(-1, keepdims=True)
+    target = np.zeros_like(d2)
+    np.put_along_axis(target, nearest, w, -1)
+    return target, nearest
+
+
 def test_regression_losses_match_numpy():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 3, 4, 4, 2)).astype(np.float32)
@@ -60,13 +71,7 @@ def test_rebalanced_cross_entropy_matches_numpy_and_masks_gray_images():
     ab[1] *= 0.01  # near-gray image: max chroma < 5
     logits = rng.normal(size=(3, 4, 4, q)).astype(np.float32)
     got = float(losses.rebalanced_cross_entropy(logits, ab, centers, weights, gray_threshold=5.0))
-    # Independent reference: 5 nearest bins, Gaussian sigma 5, normalised.
-    d2 = ((ab[..., None, :] - centers) ** 2).sum(-1)
-    nearest = np.argsort(d2, axis=-1)[..., :5]
-    w = np.exp(-np.take_along_axis(d2, nearest, -1) / (2 * 25.0))
-    w /= w.sum(-1, keepdims=True)
-    target = np.zeros_like(d2)
-    np.put_along_axis(target, nearest, w, -1)
+    target, nearest = _np_soft_targets(ab, centers)
     ce = -(target * _np_log_softmax(logits)).sum(-1)
     pix_w = weights[nearest[..., 0]]
     keep = np.array([1.0, 0.0, 1.0])[:, None, None]
@@ -226,13 +231,7 @@ def test_palette_cross_entropy_matches_numpy_and_masks_gray_images():
     ab[2] *= 0.01  # near-gray photo: no palette to learn
     logits = rng.normal(size=(3, len(centers))).astype(np.float32)
     got = float(losses.palette_cross_entropy(logits, ab, centers, gray_threshold=5.0))
-    d2 = ((ab[..., None, :] - centers) ** 2).sum(-1)
-    nearest = np.argsort(d2, axis=-1)[..., :5]
-    w = np.exp(-np.take_along_axis(d2, nearest, -1) / (2 * 25.0))
-    w /= w.sum(-1, keepdims=True)
-    target = np.zeros_like(d2)
-    np.put_along_axis(target, nearest, w, -1)
-    palette = target.mean(axis=(1, 2))
+    palette = _np_soft_targets(ab, centers)[0].mean(axis=(1, 2))
     ce = -(palette * _np_log_softmax(logits)).sum(-1)
     assert got == pytest.approx(ce[:2].mean(), rel=1e-5)
 
