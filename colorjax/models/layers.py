@@ -391,10 +391,8 @@ class ConvNormAct(nn.Module):
         x = GroupNorm(num_groups(self.features), dtype=self.dtype, name="norm")(x, conv_bias)
         if film is not None:
             # After the norm: a per-image constant added before it would be largely subtracted.
-            scale, shift = film
-            x = x * (1 + scale[:, None, None, :].astype(x.dtype)) + shift[:, None, None, :].astype(
-                x.dtype
-            )
+            scale, shift = (f[:, None, None, :].astype(x.dtype) for f in film)
+            x = x * (1 + scale) + shift
         return nn.relu(x)
 
 
