@@ -32,3 +32,4 @@ def use_reference_layer_forms(monkeypatch) -> None:
     monkeypatch.setattr(layers, "_upsample_conv_phases", layers._upsample_conv)
     monkeypatch.setattr(conv4x4.UpConv, "cpu_form", staticmethod(conv4x4._upconv_lax))
     monkeypatch.setattr(conv4x4.DownConv, "cpu_form", staticmethod(conv4x4._downconv_lax))
+    monkeypatch.setattr(conv4x4.PatchConv, "cpu_form", staticmethod(conv4x4._patchconv_lax))

@@ -1,4 +1,4 @@
-"""UpConv / DownConv (4x4 stride-2 convs with CPU phase forms) against flax's own layers."""
+"""UpConv / DownConv / PatchConv (4x4 convs with CPU-only forms) against flax's own layers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from colorjax.models import deepcolorization
-from colorjax.models.conv4x4 import DOWNCONV_PADDING, UPCONV_PADDING, DownConv, UpConv
+from colorjax.models.conv4x4 import (
+    DOWNCONV_PADDING,
+    PATCHCONV_PADDING,
+    UPCONV_PADDING,
+    DownConv,
+    PatchConv,
+    UpConv,
+)
 from colorjax.models.layers import Conv1x1
 
 # Inputs smaller than the kernel (1x1, 2x2), odd and non-square sizes, and a U-Net-like one.
@@ -21,6 +28,11 @@ DOWN_SIZES = [(2, 2), (3, 3), (2, 5), (7, 4), (5, 9), (16, 16)]
 def _reference(features: int) -> nn.Module:
     """The layer UpConv replaces, exactly as the U-Net decoder used to call it."""
     return nn.ConvTranspose(features, (4, 4), (2, 2), padding=UPCONV_PADDING)
+
+
+def _patch_reference(features: int) -> nn.Module:
+    """The layer PatchConv replaces, as the PatchGAN's stride-1 layers used to call it."""
+    return nn.Conv(features, (4, 4), (1, 1), padding=PATCHCONV_PADDING)
 
 
 def _down_reference(features: int) -> nn.Module:
@@ -44,7 +56,8 @@ def _variables(cin: int, cout: int, seed: int = 1) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("layer", "reference"), [(UpConv, _reference), (DownConv, _down_reference)]
+    ("layer", "reference"),
+    [(UpConv, _reference), (DownConv, _down_reference), (PatchConv, _patch_reference)],
 )
 def test_parameter_tree_and_init_match_flax(layer, reference):
     x = _inputs(4, 4)
@@ -65,9 +78,26 @@ def test_output_equals_conv_transpose(h, w):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+# On CPU, layers with <= 8 outputs take the tap-gram kernel gradient, wider ones the phase form's.
+OUT_FEATURES = [2, 5, 12]
+
+
+@pytest.mark.parametrize("cout", OUT_FEATURES)
 @pytest.mark.parametrize(("h", "w"), SIZES)
-def test_gradients_equal_conv_transpose(h, w):
-    _check_gradients(UpConv(5), _reference(5), _inputs(h, w), _variables(3, 5))
+def test_gradients_equal_conv_transpose(h, w, cout):
+    _check_gradients(UpConv(cout), _reference(cout), _inputs(h, w), _variables(3, cout))
+
+
+# PatchConv: 1x1 gives an empty output, 2x2 a single logit, then odd and PatchGAN-like sizes.
+@pytest.mark.parametrize("cout", [1, 5, 12])
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (2, 2), (3, 5), (7, 4), (15, 15)])
+def test_patch_conv_output_and_gradients_equal_conv(h, w, cout):
+    x, v = _inputs(h, w, 6), _variables(6, cout)
+    got = PatchConv(cout).apply(v, x)
+    want = _patch_reference(cout).apply(v, x)
+    assert got.shape == want.shape == (2, max(h - 1, 0), max(w - 1, 0), cout)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    _check_gradients(PatchConv(cout), _patch_reference(cout), x, v)
 
 
 # On CPU, narrow inputs (< 8 channels) take the space-to-depth form, wider ones the phase form.
@@ -167,7 +197,9 @@ def test_unet_weights_give_the_flax_layer_outputs(monkeypatch, tmp_path):
     size = 64
     l_norm = np.random.default_rng(3).uniform(-1, 1, (2, size, size, 1)).astype(np.float32)
     variables = jax.jit(model.init)(jax.random.key(0), l_norm)
+    ab_norm = np.random.default_rng(4).uniform(-1, 1, (2, size, size, 2)).astype(np.float32)
     got = model.apply(variables, l_norm)
+    got_logits = model.apply(variables, l_norm, ab_norm, method="discriminate")
 
     def conv_transpose(features: int, name: str, **kw) -> nn.Module:
         return nn.ConvTranspose(features, (4, 4), (2, 2), padding=UPCONV_PADDING, name=name, **kw)
@@ -175,8 +207,14 @@ def test_unet_weights_give_the_flax_layer_outputs(monkeypatch, tmp_path):
     def conv(features: int, name: str, **kw) -> nn.Module:
         return nn.Conv(features, (4, 4), (2, 2), padding=DOWNCONV_PADDING, name=name, **kw)
 
-    # The networks as they were before UpConv/DownConv: flax's own layers, same weights.
+    def patch_conv(features: int, name: str, **kw) -> nn.Module:
+        return nn.Conv(features, (4, 4), (1, 1), padding=PATCHCONV_PADDING, name=name, **kw)
+
+    # The networks as they were before UpConv/DownConv/PatchConv: flax's layers, same weights.
     monkeypatch.setattr(deepcolorization, "UpConv", conv_transpose)
     monkeypatch.setattr(deepcolorization, "DownConv", conv)
+    monkeypatch.setattr(deepcolorization, "PatchConv", patch_conv)
     want = model.apply(variables, l_norm)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    want_logits = model.apply(variables, l_norm, ab_norm, method="discriminate")
+    np.testing.assert_allclose(got_logits, want_logits, rtol=1e-5, atol=1e-5)

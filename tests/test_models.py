@@ -367,6 +367,28 @@ def test_dropout_only_in_train_mode(small_variables) -> None:
         jax.eval_shape(lambda v, x: model.apply(v, x, train=True), variables, X)
 
 
+@pytest.mark.parametrize("rate", [0.5, 0.3, 1.0])
+def test_unet_dropout_drops_at_its_rate_and_scales_the_rest(rate: float) -> None:
+    from colorjax.models.deepcolorization import dropout
+
+    x = jnp.ones((4, 33, 17, 8))  # 17952 elements, not a multiple of 32 mask bits
+    out = np.asarray(dropout(x, rate, jax.random.key(0)))
+    kept = out != 0
+    if rate == 1.0:
+        assert not kept.any()
+        return
+    np.testing.assert_allclose(out[kept], 1.0 / (1.0 - rate), rtol=1e-6)
+    # The keep fraction's standard error here is ~0.004.
+    assert abs(kept.mean() - (1.0 - rate)) < 0.02
+    # Neighbours (bits of one random word at rate 0.5) are uncorrelated...
+    flat = kept.reshape(-1).astype(np.float64)
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.05
+    # ...and another key draws another mask.
+    other = np.asarray(dropout(x, rate, jax.random.key(1))) != 0
+    agree = (1.0 - rate) ** 2 + rate**2
+    assert abs((kept == other).mean() - agree) < 0.03
+
+
 def test_bfloat16_compute_float32_outputs(small_variables) -> None:
     name = "colornet-tiny"
     _, variables = small_variables[name]

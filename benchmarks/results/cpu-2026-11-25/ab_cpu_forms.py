@@ -7,7 +7,9 @@ Each variant is the production train step (colorjax.train) compiled with some CP
 switched back to what other backends run, for the measurement only: `phase` = UpConv/DownConv
 as XLA's own (transposed) convs, `gn` = flax's GroupNorm reduction, `kg` = XLA's kernel
 gradient for ConvNormAct's 3x3 convs, `uc` = nearest upsampling then conv in ColorNet's
-decoder, `1x1` = XLA's convolution for the 1x1 heads (Conv1x1); `all` switches nothing off.
+decoder, `1x1` = XLA's convolution for the 1x1 heads (Conv1x1), `narrow` = XLA's kernel
+gradient for the UpConv/PatchConv layers with few outputs (no tap grams), `drop` = one random
+word per element for the U-Net's dropout masks; `all` switches nothing off.
 Variants run in interleaved rounds, so a load change on a shared machine hits all of them
 alike; CPU/wall is printed per variant.
 """
@@ -24,7 +26,7 @@ import jax
 import numpy as np
 
 from colorjax.bench import real_train_step
-from colorjax.models import conv4x4, layers
+from colorjax.models import conv4x4, deepcolorization, layers
 from colorjax.parallel import make_mesh
 
 
@@ -40,7 +42,14 @@ def plain_forms(off: str) -> Iterator[None]:
     )
     saved = {n: getattr(layers, n) for n in names}
     saved_up, saved_down = conv4x4.UpConv.cpu_form, conv4x4.DownConv.cpu_form
+    saved_patch = conv4x4.PatchConv.cpu_form
+    saved_mask = deepcolorization._half_keep_mask
     parts = set(off.split("+"))
+    if "drop" in parts:
+        deepcolorization._half_keep_mask = lambda key, shape: jax.random.bernoulli(key, 0.5, shape)
+    if "narrow" in parts:
+        conv4x4.UpConv.cpu_form = staticmethod(conv4x4._upconv_phases)
+        conv4x4.PatchConv.cpu_form = staticmethod(conv4x4._patchconv_lax)
     if "phase" in parts:
         conv4x4.UpConv.cpu_form = staticmethod(conv4x4._upconv_lax)
         conv4x4.DownConv.cpu_form = staticmethod(conv4x4._downconv_lax)
@@ -61,6 +70,8 @@ def plain_forms(off: str) -> Iterator[None]:
             setattr(layers, n, fn)
         conv4x4.UpConv.cpu_form = staticmethod(saved_up)
         conv4x4.DownConv.cpu_form = staticmethod(saved_down)
+        conv4x4.PatchConv.cpu_form = staticmethod(saved_patch)
+        deepcolorization._half_keep_mask = saved_mask
 
 
 def main() -> int:
