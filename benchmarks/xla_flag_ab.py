@@ -35,7 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--option", required=True, help="NAME=VALUE of an XLA debug option")
     p.add_argument("--out", help="append the JSON line to this file too")
     args = p.parse_args(argv)
-    name, _, value = args.option.partition("=")
+    name, _, text = args.option.partition("=")
+    # Typed like the option: XLA rejects the string "false" for a bool option.
+    value: str | bool | int = {"true": True, "false": False}.get(text.lower(), text)
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
     tb = real_train_step(args.model, args.size, args.batch, "f32", make_mesh(1))
     rgb = np.random.default_rng(0).integers(0, 256, (args.batch, args.size, args.size, 3), np.uint8)
     data = {"rgb": jax.device_put(rgb)}
