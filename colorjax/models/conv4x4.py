@@ -109,23 +109,26 @@ def _upconv_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
     return jnp.stack([jnp.stack(row) for row in taps])
 
 
-@jax.custom_vjp
-def _upconv_narrow(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`_upconv_phases` whose kernel gradient is `_upconv_kernel_grad`."""
-    return _upconv_phases(x, kernel)
+def _with_kernel_grad(conv: Any, kernel_grad: Any) -> Any:
+    """`conv(x, kernel)` with `kernel_grad(x, dy)` as kernel gradient (input gradient: XLA's)."""
+
+    @jax.custom_vjp
+    def fn(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return conv(x, kernel)
+
+    def fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
+        return conv(x, kernel), (x, kernel)
+
+    def bwd(res: tuple, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
+        x, kernel = res
+        (dx,) = jax.vjp(lambda v: conv(v, kernel), x)[1](dy)
+        return dx, kernel_grad(x, dy).astype(kernel.dtype)
+
+    fn.defvjp(fwd, bwd)
+    return fn
 
 
-def _upconv_narrow_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
-    return _upconv_phases(x, kernel), (x, kernel)
-
-
-def _upconv_narrow_bwd(res: tuple, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x, kernel = res
-    (dx,) = jax.vjp(lambda v: _upconv_phases(v, kernel), x)[1](dy)
-    return dx, _upconv_kernel_grad(x, dy).astype(kernel.dtype)
-
-
-_upconv_narrow.defvjp(_upconv_narrow_fwd, _upconv_narrow_bwd)
+_upconv_narrow = _with_kernel_grad(_upconv_phases, _upconv_kernel_grad)
 
 
 def _upconv_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -299,27 +302,14 @@ def _patchconv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
     )
 
 
-@jax.custom_vjp
-def _patchconv_narrow(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`_patchconv_lax` whose kernel gradient is one tap gram per kernel tap."""
-    return _patchconv_lax(x, kernel)
-
-
-def _patchconv_narrow_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
-    return _patchconv_lax(x, kernel), (x, kernel)
-
-
-def _patchconv_narrow_bwd(res: tuple, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x, kernel = res
-    (dx,) = jax.vjp(lambda v: _patchconv_lax(v, kernel), x)[1](dy)
-    kh, kw, _, o = kernel.shape
+def _patchconv_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
+    """Kernel gradient of `_patchconv_lax` (4, 4, in, out): one tap gram per kernel tap, f32."""
     xp = jnp.pad(x, ((0, 0), *PATCHCONV_PADDING, (0, 0)))
-    grams = _tap_grams(xp, dy, [(i, j) for i in range(kh) for j in range(kw)])
-    dk = grams.reshape(kh, kw, o, x.shape[-1]).transpose(0, 1, 3, 2)
-    return dx, dk.astype(kernel.dtype)
+    grams = _tap_grams(xp, dy, [(i, j) for i in range(4) for j in range(4)])
+    return grams.reshape(4, 4, dy.shape[-1], x.shape[-1]).transpose(0, 1, 3, 2)
 
 
-_patchconv_narrow.defvjp(_patchconv_narrow_fwd, _patchconv_narrow_bwd)
+_patchconv_narrow = _with_kernel_grad(_patchconv_lax, _patchconv_kernel_grad)
 
 
 def _patchconv_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
