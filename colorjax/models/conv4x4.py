@@ -109,8 +109,12 @@ def _upconv_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
     return jnp.stack([jnp.stack(row) for row in taps])
 
 
-def _with_kernel_grad(conv: Any, kernel_grad: Any) -> Any:
-    """`conv(x, kernel)` with `kernel_grad(x, dy)` as kernel gradient (input gradient: XLA's)."""
+def _with_grads(conv: Any, input_grad: Any = None, kernel_grad: Any = None) -> Any:
+    """`conv(x, kernel)` with its own gradients; a gradient given as None stays XLA's.
+
+    input_grad(x, kernel, dy) -> dx and kernel_grad(x, dy) -> dk replace the ones XLA:CPU
+    derives slowly for this layer (see the callers).
+    """
 
     @jax.custom_vjp
     def fn(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -121,14 +125,21 @@ def _with_kernel_grad(conv: Any, kernel_grad: Any) -> Any:
 
     def bwd(res: tuple, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
         x, kernel = res
-        (dx,) = jax.vjp(lambda v: conv(v, kernel), x)[1](dy)
-        return dx, kernel_grad(x, dy).astype(kernel.dtype)
+        if input_grad is None:
+            (dx,) = jax.vjp(lambda v: conv(v, kernel), x)[1](dy)
+        else:
+            dx = input_grad(x, kernel, dy)
+        if kernel_grad is None:
+            (dk,) = jax.vjp(lambda k: conv(x, k), kernel)[1](dy)
+        else:
+            dk = kernel_grad(x, dy)
+        return dx.astype(x.dtype), dk.astype(kernel.dtype)
 
     fn.defvjp(fwd, bwd)
     return fn
 
 
-_upconv_narrow = _with_kernel_grad(_upconv_phases, _upconv_kernel_grad)
+_upconv_narrow = _with_grads(_upconv_phases, kernel_grad=_upconv_kernel_grad)
 
 
 def _upconv_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -226,25 +237,12 @@ def _downconv_input_grad(dy: jax.Array, kernel: jax.Array, height: int, width: i
     return dx.reshape(n, 2 * h, 2 * w, c)[:, :height, :width]
 
 
-@jax.custom_vjp
-def _downconv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`_downconv_lax` whose input gradient is computed by `_downconv_input_grad`."""
-    return _downconv_lax(x, kernel)
-
-
-def _downconv_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
-    return _downconv_lax(x, kernel), (x, kernel)
-
-
-def _downconv_bwd(res: tuple, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x, kernel = res
-    dx = _downconv_input_grad(dy, kernel, x.shape[1], x.shape[2])
-    # The kernel gradient is an ordinary (fast) convolution on XLA:CPU; keep XLA's.
-    (dk,) = jax.vjp(lambda k: _downconv_lax(x, k), kernel)[1](dy)
-    return dx.astype(x.dtype), dk
-
-
-_downconv_phases.defvjp(_downconv_fwd, _downconv_bwd)
+# `_downconv_lax` with the phase-split input gradient; its kernel gradient is an ordinary
+# (fast) convolution on XLA:CPU, so XLA's is kept.
+_downconv_phases = _with_grads(
+    _downconv_lax,
+    input_grad=lambda x, kernel, dy: _downconv_input_grad(dy, kernel, x.shape[1], x.shape[2]),
+)
 
 # Below this many input channels the CPU DownConv runs as a space-to-depth 2x2 conv.
 _SPACE_TO_DEPTH_MAX_CHANNELS = 8
@@ -309,7 +307,7 @@ def _patchconv_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
     return grams.reshape(4, 4, dy.shape[-1], x.shape[-1]).transpose(0, 1, 3, 2)
 
 
-_patchconv_narrow = _with_kernel_grad(_patchconv_lax, _patchconv_kernel_grad)
+_patchconv_narrow = _with_grads(_patchconv_lax, kernel_grad=_patchconv_kernel_grad)
 
 
 def _patchconv_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
