@@ -19,15 +19,15 @@ import numpy as np
 from report import load_torch_bench
 
 from colorjax.bench import real_train_step
-from colorjax.parallel import make_mesh
+from colorjax.parallel import data_sharding, make_mesh
 
 
-def time_step(name: str, batch: int, size: int, steps: int, warmup: int) -> dict:
+def time_step(name: str, batch: int, size: int, steps: int, warmup: int, devices: int = 1) -> dict:
     """Median wall seconds per step and the process CPU/wall ratio over the timed steps."""
-    mesh = make_mesh(1)
+    mesh = make_mesh(devices)
     tb = real_train_step(name, size, batch, "f32", mesh)
     rgb = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
-    data = {"rgb": jax.device_put(rgb)}
+    data = {"rgb": jax.device_put(rgb, data_sharding(mesh))}
     state = tb.state
     for _ in range(warmup):
         state, metrics = tb.step(state, data)
@@ -44,6 +44,7 @@ def time_step(name: str, batch: int, size: int, steps: int, warmup: int) -> dict
         "model": name,
         "batch": batch,
         "size": size,
+        "devices": devices,
         "median_ms": 1e3 * statistics.median(times),
         "min_ms": 1e3 * min(times),
         "cpu_ms_per_step": 1e3 * cpu / steps,
@@ -83,9 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--torch", action="store_true", help="time PyTorch eager instead")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="shard the batch over N devices (on CPU: XLA_FLAGS=--xla_force_host_platform_"
+        "device_count=N, e.g. one per pinned core)",
+    )
     args = parser.parse_args(argv)
-    fn = time_torch_step if args.torch else time_step
-    print(json.dumps(fn(args.model, args.batch, args.size, args.steps, args.warmup)))
+    run = (args.model, args.batch, args.size, args.steps, args.warmup)
+    print(json.dumps(time_torch_step(*run) if args.torch else time_step(*run, args.devices)))
     return 0
 
 

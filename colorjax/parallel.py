@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -49,6 +51,83 @@ def data_sharding(mesh: Mesh) -> NamedSharding:
 def replicated(mesh: Mesh) -> NamedSharding:
     """Sharding that keeps a full copy on every device (parameters, optimizer state)."""
     return NamedSharding(mesh, PartitionSpec())
+
+
+def use_cpu_devices(count: int | str) -> int:
+    """Split JAX's CPU backend into `count` devices ('auto': one per CPU this process may use).
+
+    Must run before any JAX backend starts; returns the count. With a mesh over these devices
+    the batch is split over the cores (data parallelism within one process), and each
+    device's convolutions run on one thread (`--xla_cpu_multi_thread_eigen=false`, added to
+    XLA_FLAGS: the devices already fill the cores, and threaded convs on top oversubscribe
+    them). Why: XLA:CPU's own intra-op threading keeps ~1.5 of 2 cores busy on these nets (its
+    conv library runs the large-image convolutions on one thread); one device per core keeps
+    both busy. Measured in benchmarks/results/cpu-2026-11-25/TUNING.md.
+    """
+    if count == "auto":
+        count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not isinstance(count, int) or count < 1:
+        raise ConfigError(f"CPU device count must be a positive integer or 'auto', got {count!r}")
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        raise ConfigError(
+            "XLA_FLAGS already sets --xla_force_host_platform_device_count; drop it or drop "
+            "--cpu-devices (they would disagree)"
+        )
+    try:
+        jax.config.update("jax_num_cpu_devices", int(count))
+    except RuntimeError as err:
+        raise ConfigError(
+            f"cannot split the CPU into {count} devices: a JAX backend is already running "
+            f"({err}); set it before anything touches JAX (e.g. first thing in the script)"
+        ) from err
+    if count > 1:
+        # Read when the backend starts (after this), like the device count.
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false".strip()
+    return int(count)
+
+
+def traced_on_mesh(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
+    """fn, traced with `mesh` as the abstract mesh in context, so `sum_over_samples` sees it.
+
+    Wrap a step function with this before `jax.jit`; without a context mesh (older JAX, or a
+    function not wrapped) `sum_over_samples` falls back to one loop over the global batch.
+    """
+    use_abstract_mesh = getattr(jax.sharding, "use_abstract_mesh", None)
+    if use_abstract_mesh is None:
+        return fn
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with use_abstract_mesh(mesh.abstract_mesh):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def sum_over_samples(fn: Callable[..., jax.Array], *batched: jax.Array) -> jax.Array:
+    """fn(*batched), a sum over the leading (batch) axis, computed per device and then psum'd.
+
+    With a context mesh whose data axis has more than one device (`traced_on_mesh`) fn runs
+    on each device's shard of the batch in a `shard_map` and the partial sums are added; else
+    fn runs on the whole batch. Why: fn is typically a `lax.scan` over samples (the CPU
+    kernel-gradient forms), which XLA's SPMD partitioner cannot split: it all-gathers the
+    activations to every device and runs the whole loop on each.
+    """
+    get_abstract_mesh = getattr(jax.sharding, "get_abstract_mesh", None)
+    mesh = get_abstract_mesh() if get_abstract_mesh is not None else None
+    if mesh is None or mesh.empty or dict(mesh.shape).get(DATA_AXIS, 1) == 1:
+        return fn(*batched)
+    spec = PartitionSpec(DATA_AXIS)
+    # check_vma=False: fn's scan carries start replicated and become per-device values.
+    per_device = jax.shard_map(
+        lambda *shards: jax.lax.psum(fn(*shards), DATA_AXIS),
+        mesh=mesh,
+        in_specs=(spec,) * len(batched),
+        out_specs=PartitionSpec(),
+        check_vma=False,
+    )
+    return per_device(*batched)
 
 
 def local_device_count(mesh: Mesh) -> int:

@@ -11,6 +11,7 @@ Modes:
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -72,6 +73,59 @@ def run_steps(config, mesh, steps: int, local_slice=slice(None)):
     return task, state, losses
 
 
+def count_all_gathers(compiled_text: str) -> int:
+    """Number of all-gather ops (sync or async) in an optimized HLO text."""
+    return len(re.findall(r"\ball-gather(?:-start)?\(", compiled_text))
+
+
+def step_all_gathers(config, mesh) -> int:
+    """All-gathers in the compiled train step on `mesh` (data parallelism needs none)."""
+    from colorjax.parallel import global_batch_from_local
+    from colorjax.train.state import create_state, make_task
+    from colorjax.train.steps import make_train_step
+
+    task = make_task(config)
+    batch = global_batch_from_local({"rgb": global_batch(0, config.train.batch_size)}, mesh)
+    lowered = make_train_step(task, mesh).lower(create_state(task, mesh), batch)
+    return count_all_gathers(lowered.compile().as_text())
+
+
+def sharded_loops(mesh) -> dict:
+    """The CPU per-sample loops (kernel gradients) on a sharded batch: value vs one device, and
+    the all-gathers in the compiled loop."""
+    import jax
+
+    from colorjax.models.conv4x4 import _tap_grams
+    from colorjax.models.layers import _kernel_grad_per_sample
+    from colorjax.parallel import data_sharding, replicated, traced_on_mesh
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 9, 9, 3)).astype(np.float32)
+    dy = rng.normal(size=(8, 9, 9, 4)).astype(np.float32)
+
+    def kernel_grad(x, dy):
+        return _kernel_grad_per_sample(x, dy, (3, 3), ((1, 1), (1, 1)))
+
+    def tap_grams(x, dy):
+        return _tap_grams(x, dy[:, :8, :8], [(0, 0), (1, 0), (1, 1)])
+
+    out = {}
+    for name, fn in (("kernel_grad", kernel_grad), ("tap_grams", tap_grams)):
+        sharded = jax.jit(
+            traced_on_mesh(fn, mesh),
+            in_shardings=(data_sharding(mesh), data_sharding(mesh)),
+            out_shardings=replicated(mesh),
+        )
+        got = np.asarray(sharded(x, dy))
+        want = np.asarray(jax.jit(fn)(x, dy))
+        out[name] = {
+            "max_abs_diff": float(np.abs(got - want).max()),
+            "scale": float(np.abs(want).max()),
+            "all_gathers": count_all_gathers(sharded.lower(x, dy).compile().as_text()),
+        }
+    return out
+
+
 def mode_devices(out: str) -> None:
     """One step on 8 and on 1 device; ShardingError messages; results to OUT."""
 
@@ -88,6 +142,8 @@ def mode_devices(out: str) -> None:
         _, state, losses = run_steps(config, make_mesh(n), 1)
         result[f"loss_{n}"] = losses[0]
         np.savez(Path(out).with_suffix(f".{n}.npz"), **flat_params(state.params))
+    result["step_all_gathers"] = step_all_gathers(config, make_mesh(8))
+    result["loops"] = sharded_loops(make_mesh(8))
     try:
         check_batch_divisible(12, make_mesh(8))
         result["check_error"] = None

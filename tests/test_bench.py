@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -312,3 +314,25 @@ def test_speedups_refused_when_a_row_fails_the_thread_check() -> None:
     bench.attach_speedups([ours, row("torch", "eager", 0.4, "CPU/wall 0.40 < 1: waited")])
     assert ours["speedup_vs_torch_eager"] is None
     assert "thread check failed" in ours["null_reasons"]["speedup_vs_torch_eager"]
+
+
+def test_cpu_devices_shard_the_bench_train_step(tmp_path: Path) -> None:
+    # A subprocess: the CPU must be split before JAX starts, and this process's JAX runs.
+    out = tmp_path / "bench"
+    argv = ["bench", "--cpu-devices", "2", "--quick", "--models", "colornet-tiny"]
+    argv += ["--resolutions", "32", "--batch-sizes", "2", "--kinds", "train", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [sys.executable, "-m", "colorjax.cli", *argv]
+    subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=600)
+    (rec,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert rec["status"] == "ok", rec["note"]
+    assert rec["device_count"] == rec["meta"]["device_count"] == 2
+    assert "--xla_cpu_multi_thread_eigen=false" in rec["meta"]["xla_flags"]
+    bad = subprocess.run(
+        [sys.executable, "-m", "colorjax.cli", "bench", "--cpu-devices", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "positive integer or 'auto'" in bad.stderr

@@ -1,8 +1,10 @@
-"""Data parallelism: 8 fake devices match 1 device, and bad batch splits fail before compiling."""
+"""Data parallelism: 8 fake devices match 1 device without gathering the batch, and bad batch
+splits fail before compiling."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -28,6 +30,12 @@ def test_eight_devices_match_one_device_and_bad_batches_fail_early(
     assert sorted(p8.files) == sorted(p1.files) and p8.files
     for key in p1.files:
         np.testing.assert_allclose(p8[key], p1[key], atol=1e-5, rtol=1e-5, err_msg=key)
+    # The CPU kernel-gradient loops run per device on its shard of the batch (then one psum),
+    # instead of XLA all-gathering the activations and running the whole loop on every device.
+    assert result["step_all_gathers"] == 0
+    for name, loop in result["loops"].items():
+        assert loop["all_gathers"] == 0, name
+        assert loop["max_abs_diff"] <= 1e-5 * loop["scale"], (name, loop)
     # The ShardingError names the sizes and the fix, and comes before anything compiles.
     for key in ("check_error", "train_error"):
         msg = result[key]
@@ -49,3 +57,43 @@ def test_single_device_helpers():
     np.testing.assert_array_equal(np.asarray(g), x)
     with pytest.raises(ShardingError, match="available"):
         make_mesh(jax.device_count() + 1)
+
+
+def test_use_cpu_devices_splits_the_cpu_before_the_backend_starts():
+    # Pinned to (at most) 2 CPUs first, so 'auto' means 2 devices even on a bigger box.
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    code = (
+        "import json, os, jax\n"
+        f"os.sched_setaffinity(0, {cpus})\n"
+        "from colorjax.parallel import use_cpu_devices\n"
+        "n = use_cpu_devices('auto')\n"
+        "print(json.dumps({'n': n, 'devices': [d.platform for d in jax.devices()],\n"
+        "                  'flags': os.environ.get('XLA_FLAGS', '')}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    cmd = [sys.executable, "-c", code]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=300)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["n"] == len(cpus)
+    assert got["devices"] == ["cpu"] * len(cpus)
+    if len(cpus) > 1:
+        assert "--xla_cpu_multi_thread_eigen=false" in got["flags"]
+
+
+def test_use_cpu_devices_rejects_bad_counts_and_a_running_backend(monkeypatch):
+    import jax
+
+    from colorjax.errors import ConfigError
+    from colorjax.parallel import use_cpu_devices
+
+    for bad in (0, -2, "many"):
+        with pytest.raises(ConfigError, match="positive integer"):
+            use_cpu_devices(bad)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    with pytest.raises(ConfigError, match="drop"):
+        use_cpu_devices(2)
+    monkeypatch.delenv("XLA_FLAGS")
+    jax.devices()  # the backend is running now
+    with pytest.raises(ConfigError, match="already running"):
+        use_cpu_devices(2)
+    assert "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", "")

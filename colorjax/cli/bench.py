@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from colorjax.cli.train import add_cpu_devices_argument
 from colorjax.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="re-time a CPU row whose CPU/wall does not fit --threads up to N times",
     )
+    add_cpu_devices_argument(parser)
     parser.add_argument("--note", help="free text stored in every record's meta (e.g. host load)")
 
 
@@ -149,8 +151,13 @@ def run(args: argparse.Namespace) -> int:
     """Run `colorjax bench`: results.jsonl under --out, the summary table on stdout."""
     from colorjax.bench.threads import pin_threads
 
-    # First, before any backend starts its thread pool: pin to --threads CPUs.
+    # First, before any backend starts its thread pool: pin to --threads CPUs, and split the
+    # CPU into devices (counted on the pinned CPUs).
     pin_threads(args.threads)
+    if args.cpu_devices is not None:
+        from colorjax.parallel import use_cpu_devices
+
+        use_cpu_devices(args.cpu_devices)
     if args.torch:
         # JAX grabs 75% of GPU memory at start-up by default, which would starve PyTorch in the
         # same process; allocate on demand instead (must be set before the backend starts).

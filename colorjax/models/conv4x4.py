@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from colorjax.models.layers import NHWC, Dtype
+from colorjax.parallel import sum_over_samples
 
 # Layers with at most this many output channels get the tap-by-tap kernel gradient on CPU.
 _NARROW_MAX_FEATURES = 8
@@ -45,8 +46,11 @@ def _tap_grams(xp: jax.Array, g: jax.Array, shifts: list[tuple[int, int]]) -> ja
         ]
         return acc + jnp.stack(grams), None
 
-    acc = jnp.zeros((len(shifts), k, c), jnp.float32)
-    return jax.lax.scan(one, acc, (xp, g))[0]
+    def loop(xb: jax.Array, gb: jax.Array) -> jax.Array:
+        acc = jnp.zeros((len(shifts), k, c), jnp.float32)
+        return jax.lax.scan(one, acc, (xb, gb))[0]
+
+    return sum_over_samples(loop, xp, g)
 
 
 # Transposed-conv padding of the U-Net decoder: with a 4x4 kernel and stride 2 it gives an

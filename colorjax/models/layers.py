@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from colorjax.errors import ConfigError, InputShapeError
+from colorjax.parallel import sum_over_samples
 
 Dtype = Any
 
@@ -234,9 +235,11 @@ def _kernel_grad_per_sample(
         )
         return acc + dk, None
 
-    acc = jnp.zeros((x.shape[-1], *window, dy.shape[-1]), jnp.float32)
-    acc, _ = jax.lax.scan(one, acc, (x, dy))
-    return acc.transpose(1, 2, 0, 3)
+    def loop(xb: jax.Array, dyb: jax.Array) -> jax.Array:
+        acc = jnp.zeros((xb.shape[-1], *window, dyb.shape[-1]), jnp.float32)
+        return jax.lax.scan(one, acc, (xb, dyb))[0]
+
+    return sum_over_samples(loop, x, dy).transpose(1, 2, 0, 3)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))

@@ -14,7 +14,7 @@ from jax.sharding import Mesh
 from colorjax import color, gamut, losses, metrics
 from colorjax.errors import ConfigError
 from colorjax.inference.predict import predict_ab
-from colorjax.parallel import data_sharding, replicated
+from colorjax.parallel import data_sharding, replicated, traced_on_mesh
 from colorjax.train.finetune import zhang_classification_step
 from colorjax.train.state import (
     ZHANG_CLASSIFICATION,
@@ -213,7 +213,7 @@ def make_train_step(task: TrainTask, mesh: Mesh) -> StepFn:
     else:
         fn = colornet_step(task)
     return jax.jit(
-        fn,
+        traced_on_mesh(fn, mesh),
         in_shardings=(replicated(mesh), data_sharding(mesh)),
         out_shardings=(replicated(mesh), replicated(mesh)),
         donate_argnums=0,
