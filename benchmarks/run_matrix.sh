@@ -19,10 +19,13 @@ case "$preset" in
     # sets torch.set_num_threads(N); every row records CPU/wall and is re-timed or flagged
     # when it does not fit N. Run for 1 thread and for every core of the box.
     # TORCHINDUCTOR_COMPILE_THREADS=1: no compile worker pool fighting for the same cores.
+    # `--cpu-devices N`: colorjax splits the N cores into N JAX devices and shards the batch
+    # over them (data parallelism, one thread per device), its best use of several cores; the
+    # 1-thread run is one device.
     ncpu="$(python -c 'import os; print(len(os.sched_getaffinity(0)))')"
     for threads in 1 "$ncpu"; do
       OMP_NUM_THREADS="$threads" TORCHINDUCTOR_COMPILE_THREADS=1 \
-      python -m colorjax.cli bench --threads "$threads" \
+      python -m colorjax.cli bench --threads "$threads" --cpu-devices "$threads" \
         --models colornet-tiny deepcolorization-small --resolutions 64 128 --batch-sizes 4 8 \
         --dtype f32 --trials 5 --iters 2 --warmup 2 --latency-samples 20 \
         --kinds train infer --torch --torch-modes ${TORCH_MODES:-eager} \
