@@ -133,6 +133,35 @@ def test_group_norm_module_matches_flax():
     _assert_same(_value_and_grads(GroupNorm(4), v, x, cot), _value_and_grads(ref, v, x, cot))
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 5, 16), (3, 1, 1, 8), (1, 9, 9, 3)])
+@pytest.mark.parametrize("form", ["_instance_norm_cpu", "_instance_norm_reference"])
+def test_instance_norm_forms_equal_flax_outputs_and_gradients(shape, form):
+    # Both lowerings of the GAN's parameter-free instance norm against flax's module.
+    x = jnp.asarray(_inputs(shape) * 3.0 + 1.5)
+    cot = jnp.asarray(np.random.default_rng(4).standard_normal(shape).astype(np.float32))
+    ref = nn.InstanceNorm(use_scale=False, use_bias=False)
+    assert ref.init(jax.random.key(0), x) == {}  # no parameters: the GAN's trees are unchanged
+
+    def flax_form(v: jax.Array) -> jax.Array:
+        return ref.apply({}, v)
+
+    def ours(v: jax.Array) -> jax.Array:
+        return getattr(layers, form)(v, layers.INSTANCE_NORM_EPSILON)
+
+    for fn in (flax_form, ours):
+        assert jax.jit(fn)(x).shape == shape
+    want, want_vjp = jax.vjp(flax_form, x)
+    got, got_vjp = jax.vjp(ours, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got_vjp(cot)[0], want_vjp(cot)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_instance_norm_keeps_the_compute_dtype():
+    x = jnp.asarray(_inputs((2, 4, 4, 8)))
+    assert layers.instance_norm(x).dtype == jnp.float32
+    assert layers.instance_norm(x, dtype=jnp.bfloat16).dtype == jnp.bfloat16
+
+
 def _hlo(platform: str, stride: int = 1) -> str:
     """StableHLO of a ConvNormAct's jitted kernel gradient, lowered for `platform`."""
     x = _inputs((2, 8, 8, 3))

@@ -35,15 +35,11 @@ from colorjax.models.layers import (
     check_ab_input,
     check_l_input,
     conv_receptive_field,
+    instance_norm,
 )
 from colorjax.models.registry import register_model
 
 GENERATORS = ("unet", "colornet")
-
-
-def _instance_norm(dtype: Dtype, name: str) -> nn.Module:
-    """Instance norm without affine parameters, as pix2pix's InstanceNorm2d(affine=False)."""
-    return nn.InstanceNorm(use_scale=False, use_bias=False, dtype=dtype, name=name)
 
 
 def _half_keep_mask(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -108,7 +104,7 @@ class UNetGenerator(nn.Module):
                 x = nn.leaky_relu(x, 0.2)
             x = DownConv(feats, name=f"down_{i}", **conv_kw)(x)
             if 0 < i < self.num_downs - 1:
-                x = _instance_norm(self.dtype, f"down_norm_{i}")(x)
+                x = instance_norm(x, dtype=self.dtype)
             skips.append(x)
 
         x = skips.pop()
@@ -120,7 +116,7 @@ class UNetGenerator(nn.Module):
             x = UpConv(out_feats, name=f"up_{i}", **conv_kw)(x)
             if i == 0:
                 return jnp.tanh(x.astype(jnp.float32))
-            x = _instance_norm(self.dtype, f"up_norm_{i}")(x)
+            x = instance_norm(x, dtype=self.dtype)
             if train and step < self.num_dropout and self.dropout_rate > 0:
                 x = dropout(x, self.dropout_rate, self.make_rng("dropout"))
             x = jnp.concatenate([skips.pop(), x], axis=-1)
@@ -148,7 +144,7 @@ class PatchDiscriminator(nn.Module):
             else:
                 x = PatchConv(feats, name=f"conv_{n}", **conv_kw)(x)
             if self.norm == "instance":
-                x = _instance_norm(self.dtype, f"norm_{n}")(x)
+                x = instance_norm(x, dtype=self.dtype)
             x = nn.leaky_relu(x, 0.2)
         last = f"conv_{self.n_layers + 1}"
         # PatchConv == nn.Conv(1, (4, 4), padding=1), same parameters; its CPU kernel gradient

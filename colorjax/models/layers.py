@@ -155,6 +155,41 @@ def _group_norm_per_channel(
     return xf * a[:, None, None, :] + b[:, None, None, :]
 
 
+# flax's InstanceNorm epsilon, which the GAN has always used (PyTorch's InstanceNorm2d: 1e-5).
+INSTANCE_NORM_EPSILON = 1e-6
+
+
+def _instance_norm_reference(x: jax.Array, epsilon: float) -> jax.Array:
+    """nn.InstanceNorm(use_scale=False, use_bias=False) as flax computes it (f32 statistics)."""
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
+    var = jnp.maximum(0.0, jnp.mean(jnp.square(xf), axis=(1, 2), keepdims=True) - mean**2)
+    return (xf - mean) * jax.lax.rsqrt(var + epsilon)
+
+
+def _instance_norm_cpu(x: jax.Array, epsilon: float) -> jax.Array:
+    """The same as `_group_norm_per_channel` with one group per channel (~1.4x faster on CPU)."""
+    c = x.shape[-1]
+    zeros, ones = jnp.zeros((c,), jnp.float32), jnp.ones((c,), jnp.float32)
+    return _group_norm_per_channel(x, zeros, ones, zeros, c, epsilon)
+
+
+def instance_norm(
+    x: jax.Array, epsilon: float = INSTANCE_NORM_EPSILON, dtype: Dtype | None = None
+) -> jax.Array:
+    """Instance norm without parameters over NHWC (pix2pix's InstanceNorm2d(affine=False)).
+
+    Outputs equal flax's nn.InstanceNorm(use_scale=False, use_bias=False) (which has no
+    parameters either, so parameter trees are unchanged); on CPU from per-channel sums.
+    """
+    y = jax.lax.platform_dependent(
+        x,
+        cpu=lambda v: _instance_norm_cpu(v, epsilon),
+        default=lambda v: _instance_norm_reference(v, epsilon),
+    )
+    return y.astype(dtype if dtype is not None else x.dtype)
+
+
 class GroupNorm(nn.Module):
     """nn.GroupNorm over NHWC with the same parameters ('scale', 'bias' (C,)) and outputs.
 

@@ -9,7 +9,8 @@ as XLA's own (transposed) convs, `gn` = flax's GroupNorm reduction, `kg` = XLA's
 gradient for ConvNormAct's 3x3 convs, `uc` = nearest upsampling then conv in ColorNet's
 decoder, `1x1` = XLA's convolution for the 1x1 heads (Conv1x1), `narrow` = XLA's kernel
 gradient for the UpConv/PatchConv layers with few outputs (no tap grams), `drop` = one random
-word per element for the U-Net's dropout masks; `all` switches nothing off.
+word per element for the U-Net's dropout masks, `in` = the GAN's instance norm as flax computes
+it; `all` switches nothing off.
 Variants run in interleaved rounds, so a load change on a shared machine hits all of them
 alike; CPU/wall is printed per variant.
 """
@@ -39,6 +40,7 @@ def plain_forms(off: str) -> Iterator[None]:
         "_upsample_conv_phases",
         "_conv1x1_dot",
         "_conv_s2_cpu",
+        "_instance_norm_cpu",
     )
     saved = {n: getattr(layers, n) for n in names}
     saved_up, saved_down = conv4x4.UpConv.cpu_form, conv4x4.DownConv.cpu_form
@@ -55,6 +57,8 @@ def plain_forms(off: str) -> Iterator[None]:
         conv4x4.DownConv.cpu_form = staticmethod(conv4x4._downconv_lax)
     if "gn" in parts:
         layers._group_norm_per_channel = layers._group_norm_grouped
+    if "in" in parts:
+        layers._instance_norm_cpu = layers._instance_norm_reference
     if "kg" in parts:
         layers._conv_same_cpu = layers._conv_same
     if "uc" in parts:
