@@ -19,6 +19,7 @@ import numpy as np
 from report import load_torch_bench
 
 from colorjax.bench import real_train_step
+from colorjax.hostmem import reuse_freed_memory
 from colorjax.parallel import data_sharding, make_mesh
 
 
@@ -91,7 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="shard the batch over N devices (on CPU: XLA_FLAGS=--xla_force_host_platform_"
         "device_count=N, e.g. one per pinned core)",
     )
+    parser.add_argument(
+        "--malloc-reuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="colorjax.hostmem.reuse_freed_memory first, as `colorjax bench` does (default on)",
+    )
     args = parser.parse_args(argv)
+    if args.malloc_reuse:
+        reuse_freed_memory()
     run = (args.model, args.batch, args.size, args.steps, args.warmup)
     print(json.dumps(time_torch_step(*run) if args.torch else time_step(*run, args.devices)))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -328,6 +329,8 @@ def test_cpu_devices_shard_the_bench_train_step(tmp_path: Path) -> None:
     assert rec["status"] == "ok", rec["note"]
     assert rec["device_count"] == rec["meta"]["device_count"] == 2
     assert "--xla_cpu_multi_thread_eigen=false" in rec["meta"]["xla_flags"]
+    # malloc reuse is on by default (glibc) and recorded, as it holds for both frameworks.
+    assert rec["meta"]["malloc_reuse"] is (platform.libc_ver()[0] == "glibc")
     bad = subprocess.run(
         [sys.executable, "-m", "colorjax.cli", "bench", "--cpu-devices", "0"],
         env=env,

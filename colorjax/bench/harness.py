@@ -231,6 +231,8 @@ def run_benchmarks(
     meta = collect_metadata(devices, cfg.dtype, torch_bench is not None, cfg.threads, cfg.note)
     peak = lookup_peak_tflops(devices[0].device_kind, cfg.dtype, cfg.peak_tflops)
     ctx = Ctx(cfg=cfg, mesh=mesh, devices=devices, meta=meta, peak=peak)
+    # Process-wide, so PyTorch in the same process runs with the same allocator settings.
+    meta["malloc_reuse"] = cfg.malloc_reuse
     if torch_bench is not None:
         meta["torch_threads"] = torch_bench.set_threads(meta["threads"])
     records: list[dict[str, Any]] = []

@@ -54,6 +54,8 @@ class BenchConfig:
     # Re-time a CPU row whose CPU/wall ratio fails the thread check up to this many times.
     thread_retries: int = 2
     note: str | None = None
+    # Whether the process runs with colorjax.hostmem.reuse_freed_memory (both frameworks do).
+    malloc_reuse: bool = False
 
 
 @dataclasses.dataclass

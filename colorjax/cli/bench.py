@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from colorjax.cli.train import add_cpu_devices_argument
+from colorjax.cli.train import add_host_arguments, apply_host_arguments
 from colorjax.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="re-time a CPU row whose CPU/wall does not fit --threads up to N times",
     )
-    add_cpu_devices_argument(parser)
+    add_host_arguments(parser)
     parser.add_argument("--note", help="free text stored in every record's meta (e.g. host load)")
 
 
@@ -154,10 +155,7 @@ def run(args: argparse.Namespace) -> int:
     # First, before any backend starts its thread pool: pin to --threads CPUs, and split the
     # CPU into devices (counted on the pinned CPUs).
     pin_threads(args.threads)
-    if args.cpu_devices is not None:
-        from colorjax.parallel import use_cpu_devices
-
-        use_cpu_devices(args.cpu_devices)
+    malloc_reuse = apply_host_arguments(args)
     if args.torch:
         # JAX grabs 75% of GPU memory at start-up by default, which would starve PyTorch in the
         # same process; allocate on demand instead (must be set before the backend starts).
@@ -165,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from colorjax.bench import load_module, markdown_table, run_benchmarks, write_jsonl
     from colorjax.fileio import ensure_output_dir
 
-    cfg = config_from_args(args)
+    cfg = dataclasses.replace(config_from_args(args), malloc_reuse=malloc_reuse)
     torch_bench = load_module(args.torch_module) if args.torch else None
     out = Path(args.out)
     ensure_output_dir(out, "--out")  # before the (long) matrix runs

@@ -101,7 +101,9 @@ def train_and_colorize(args: argparse.Namespace, photo: np.ndarray, out_dir: Pat
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print where its outputs are."""
     from colorjax.fileio import ensure_output_dir
+    from colorjax.hostmem import reuse_freed_memory
 
+    reuse_freed_memory()  # the demo trains on the CPU: 15-20 % faster steps (hostmem)
     out_dir = ensure_output_dir(args.workdir, "--workdir")
     photo = sample_photo(args.sample)
     written = colorize_with_bundled(photo, out_dir)

@@ -30,8 +30,8 @@ def _cpu_devices(text: str) -> int | str:
     raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
 
 
-def add_cpu_devices_argument(parser: argparse.ArgumentParser) -> None:
-    """Add `--cpu-devices N|auto`: data parallelism over the cores of a CPU-only machine."""
+def add_host_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add `--cpu-devices N|auto` and `--malloc-reuse/--no-malloc-reuse` (CPU speed settings)."""
     parser.add_argument(
         "--cpu-devices",
         type=_cpu_devices,
@@ -41,6 +41,24 @@ def add_cpu_devices_argument(parser: argparse.ArgumentParser) -> None:
         "use) and shard each batch over them, one thread each; the batch size must be a "
         "multiple of N. Faster than XLA's own threading on multi-core CPUs (README, Benchmarks)",
     )
+    parser.add_argument(
+        "--malloc-reuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="keep freed host memory in malloc's heap for reuse instead of unmapping it (glibc; "
+        "CPU train steps 15-20%% faster, the process keeps its peak heap); default on",
+    )
+
+
+def apply_host_arguments(args: argparse.Namespace) -> bool:
+    """Apply --cpu-devices and --malloc-reuse before any JAX backend starts; True if malloc
+    reuse is on."""
+    from colorjax.hostmem import reuse_freed_memory
+    from colorjax.parallel import use_cpu_devices
+
+    if args.cpu_devices is not None:
+        use_cpu_devices(args.cpu_devices)
+    return reuse_freed_memory() if args.malloc_reuse else False
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +86,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--process-id", type=int, default=None, help="multi-host: this process's id"
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    add_cpu_devices_argument(parser)
+    add_host_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,10 +96,9 @@ def run(args: argparse.Namespace) -> int:
     if args.no_progress:
         config.train.progress = False
 
-    from colorjax.parallel import is_main_process, maybe_initialize_distributed, use_cpu_devices
+    from colorjax.parallel import is_main_process, maybe_initialize_distributed
 
-    if args.cpu_devices is not None:
-        use_cpu_devices(args.cpu_devices)
+    apply_host_arguments(args)
     maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     if not is_main_process():
         logging.getLogger().setLevel(logging.WARNING)
