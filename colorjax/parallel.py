@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -105,23 +106,32 @@ def traced_on_mesh(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
     return wrapped
 
 
-def sum_over_samples(fn: Callable[..., jax.Array], *batched: jax.Array) -> jax.Array:
-    """fn(*batched), a sum over the leading (batch) axis, computed per device and then psum'd.
+def sum_over_samples(per_sample: Callable[..., jax.Array], *batched: jax.Array) -> jax.Array:
+    """The sum over the leading (batch) axis of per_sample(*one_sample), one sample at a time.
 
-    With a context mesh whose data axis has more than one device (`traced_on_mesh`) fn runs
-    on each device's shard of the batch in a `shard_map` and the partial sums are added; else
-    fn runs on the whole batch. Why: fn is typically a `lax.scan` over samples (the CPU
-    kernel-gradient forms), which XLA's SPMD partitioner cannot split: it all-gathers the
-    activations to every device and runs the whole loop on each.
+    A `lax.scan` over the samples; with a context mesh whose data axis has more than one device
+    (`traced_on_mesh`) each device scans its own shard of the batch in a `shard_map` and the
+    partial sums are added with one psum. Why: XLA's SPMD partitioner cannot split a scan
+    over the batch; it all-gathers the activations to every device and runs the whole loop on
+    each (the CPU kernel-gradient forms are such loops).
     """
+
+    def scan_sum(*arrays: jax.Array) -> jax.Array:
+        out = jax.eval_shape(per_sample, *(a[0] for a in arrays))
+
+        def body(acc: jax.Array, sample: tuple[jax.Array, ...]) -> tuple[jax.Array, None]:
+            return acc + per_sample(*sample), None
+
+        return jax.lax.scan(body, jnp.zeros(out.shape, out.dtype), arrays)[0]
+
     get_abstract_mesh = getattr(jax.sharding, "get_abstract_mesh", None)
     mesh = get_abstract_mesh() if get_abstract_mesh is not None else None
     if mesh is None or mesh.empty or dict(mesh.shape).get(DATA_AXIS, 1) == 1:
-        return fn(*batched)
+        return scan_sum(*batched)
     spec = PartitionSpec(DATA_AXIS)
-    # check_vma=False: fn's scan carries start replicated and become per-device values.
+    # check_vma=False: the scan's carry starts replicated and becomes a per-device value.
     per_device = jax.shard_map(
-        lambda *shards: jax.lax.psum(fn(*shards), DATA_AXIS),
+        lambda *shards: jax.lax.psum(scan_sum(*shards), DATA_AXIS),
         mesh=mesh,
         in_specs=(spec,) * len(batched),
         out_specs=PartitionSpec(),

@@ -28,7 +28,6 @@ def use_reference_layer_forms(monkeypatch) -> None:
     from colorjax.models import conv4x4, layers
 
     monkeypatch.setattr(layers, "_group_norm_per_channel", layers._group_norm_grouped)
-    monkeypatch.setattr(layers, "_instance_norm_cpu", layers._instance_norm_reference)
     monkeypatch.setattr(layers, "_conv_same_cpu", layers._conv_same)
     monkeypatch.setattr(layers, "_upsample_conv_phases", layers._upsample_conv)
     monkeypatch.setattr(conv4x4.UpConv, "cpu_form", staticmethod(conv4x4._upconv_lax))

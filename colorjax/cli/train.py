@@ -22,12 +22,9 @@ def add_override_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _cpu_devices(text: str) -> int | str:
-    """'auto' or a positive integer, for --cpu-devices."""
-    if text == "auto":
-        return text
-    if text.isdigit() and int(text) > 0:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}")
+    """--cpu-devices as given: an int where it is one ('auto' and bad values go on to
+    use_cpu_devices, which names the fix)."""
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 def add_host_arguments(parser: argparse.ArgumentParser) -> None:

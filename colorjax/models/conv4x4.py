@@ -35,8 +35,7 @@ def _tap_grams(xp: jax.Array, g: jax.Array, shifts: list[tuple[int, int]]) -> ja
     _, h, w, k = g.shape
     c = xp.shape[-1]
 
-    def one(acc: jax.Array, sample: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-        xs, gs = sample
+    def one(xs: jax.Array, gs: jax.Array) -> jax.Array:
         gt = gs.reshape(h * w, k).T  # (k, h*w) @ (h*w, c): the layout XLA:CPU's dot runs fast
         grams = [
             jnp.matmul(
@@ -44,13 +43,9 @@ def _tap_grams(xp: jax.Array, g: jax.Array, shifts: list[tuple[int, int]]) -> ja
             )
             for u, v in shifts
         ]
-        return acc + jnp.stack(grams), None
+        return jnp.stack(grams)
 
-    def loop(xb: jax.Array, gb: jax.Array) -> jax.Array:
-        acc = jnp.zeros((len(shifts), k, c), jnp.float32)
-        return jax.lax.scan(one, acc, (xb, gb))[0]
-
-    return sum_over_samples(loop, xp, g)
+    return sum_over_samples(one, xp, g)
 
 
 # Transposed-conv padding of the U-Net decoder: with a 4x4 kernel and stride 2 it gives an
@@ -143,14 +138,18 @@ def _with_grads(conv: Any, input_grad: Any = None, kernel_grad: Any = None) -> A
     return fn
 
 
-_upconv_narrow = _with_grads(_upconv_phases, kernel_grad=_upconv_kernel_grad)
+def _narrow_kernel_grad(conv: Any, kernel_grad: Any) -> Any:
+    """`conv`, with `kernel_grad` as its kernel gradient for layers with few output channels."""
+    narrow = _with_grads(conv, kernel_grad=kernel_grad)
+
+    def form(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return (narrow if kernel.shape[-1] <= _NARROW_MAX_FEATURES else conv)(x, kernel)
+
+    return form
 
 
-def _upconv_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The CPU UpConv: the phase form, with tap grams as the kernel gradient for few outputs."""
-    if kernel.shape[-1] <= _NARROW_MAX_FEATURES:
-        return _upconv_narrow(x, kernel)
-    return _upconv_phases(x, kernel)
+# The CPU UpConv: the phase form, with tap grams as the kernel gradient for few outputs.
+_upconv_cpu = _narrow_kernel_grad(_upconv_phases, _upconv_kernel_grad)
 
 
 def _conv4x4_params(module: nn.Module, x: jax.Array) -> tuple[jax.Array, ...]:
@@ -311,14 +310,8 @@ def _patchconv_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
     return grams.reshape(4, 4, dy.shape[-1], x.shape[-1]).transpose(0, 1, 3, 2)
 
 
-_patchconv_narrow = _with_grads(_patchconv_lax, kernel_grad=_patchconv_kernel_grad)
-
-
-def _patchconv_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The CPU PatchConv: tap grams as the kernel gradient for few outputs, else XLA's."""
-    if kernel.shape[-1] <= _NARROW_MAX_FEATURES:
-        return _patchconv_narrow(x, kernel)
-    return _patchconv_lax(x, kernel)
+# The CPU PatchConv: tap grams as the kernel gradient for few outputs, else XLA's.
+_patchconv_cpu = _narrow_kernel_grad(_patchconv_lax, _patchconv_kernel_grad)
 
 
 class PatchConv(_PhaseConv4x4):

@@ -159,19 +159,21 @@ def _group_norm_per_channel(
 INSTANCE_NORM_EPSILON = 1e-6
 
 
+def _no_affine(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(offset 0, scale 1, bias 0) per channel: GroupNorm's extra inputs for an instance norm."""
+    c = x.shape[-1]
+    zeros = jnp.zeros((c,), jnp.float32)
+    return zeros, jnp.ones((c,), jnp.float32), zeros
+
+
 def _instance_norm_reference(x: jax.Array, epsilon: float) -> jax.Array:
-    """nn.InstanceNorm(use_scale=False, use_bias=False) as flax computes it (f32 statistics)."""
-    xf = x.astype(jnp.float32)
-    mean = jnp.mean(xf, axis=(1, 2), keepdims=True)
-    var = jnp.maximum(0.0, jnp.mean(jnp.square(xf), axis=(1, 2), keepdims=True) - mean**2)
-    return (xf - mean) * jax.lax.rsqrt(var + epsilon)
+    """nn.InstanceNorm(use_scale=False, use_bias=False): GroupNorm with one group per channel."""
+    return _group_norm_grouped(x, *_no_affine(x), x.shape[-1], epsilon)
 
 
 def _instance_norm_cpu(x: jax.Array, epsilon: float) -> jax.Array:
-    """The same as `_group_norm_per_channel` with one group per channel (~1.4x faster on CPU)."""
-    c = x.shape[-1]
-    zeros, ones = jnp.zeros((c,), jnp.float32), jnp.ones((c,), jnp.float32)
-    return _group_norm_per_channel(x, zeros, ones, zeros, c, epsilon)
+    """The same from per-channel sums (`_group_norm_per_channel`, ~1.4x faster on CPU)."""
+    return _group_norm_per_channel(x, *_no_affine(x), x.shape[-1], epsilon)
 
 
 def instance_norm(
@@ -256,10 +258,9 @@ def _kernel_grad_per_sample(
     """
     pad = (*padding, (0, 0))
 
-    def one(acc: jax.Array, sample: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-        xs, dys = sample
+    def one(xs: jax.Array, dys: jax.Array) -> jax.Array:
         xt = jnp.pad(xs, pad).transpose(2, 0, 1)[..., None]
-        dk = jax.lax.conv_general_dilated(
+        return jax.lax.conv_general_dilated(
             xt,
             dys[:, :, None, :],
             (1, 1),
@@ -268,13 +269,8 @@ def _kernel_grad_per_sample(
             dimension_numbers=NHWC,
             preferred_element_type=jnp.float32,
         )
-        return acc + dk, None
 
-    def loop(xb: jax.Array, dyb: jax.Array) -> jax.Array:
-        acc = jnp.zeros((xb.shape[-1], *window, dyb.shape[-1]), jnp.float32)
-        return jax.lax.scan(one, acc, (xb, dyb))[0]
-
-    return sum_over_samples(loop, x, dy).transpose(1, 2, 0, 3)
+    return sum_over_samples(one, x, dy).transpose(1, 2, 0, 3)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
