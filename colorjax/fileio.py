@@ -24,6 +24,30 @@ _LEGACY_MAX_AGE_S = 3600.0  # no live writer holds a temporary file for an hour
 _cleaned: set[Path] = set()
 
 
+def child_path(folder: str | os.PathLike, name: str, what: str) -> Path:
+    """`folder / name`, proven to stay inside `folder`; ValueError naming `what` otherwise.
+
+    Every path built from a name that came from a file, a manifest or a request goes through
+    here: a name with a separator, '..', a leading dot or a NUL is refused. (A symlink already
+    at the path is safe: atomic writes and deletes replace or remove the link, not its target.)
+    """
+    bad = (
+        not name
+        or name in (".", "..")
+        or name.startswith(".")
+        or any(ch in name for ch in ("/", "\\", "\0"))
+        or os.path.isabs(name)
+    )
+    base = Path(folder)
+    path = base / name
+    if bad or path.parent != base:
+        raise OutputPathError(
+            f"{what} {name!r} would name a path outside {base}; names may hold letters, "
+            "digits, '.', '_' and '-' only (no '/', '..' or leading dot). Fix the name"
+        )
+    return path
+
+
 def _host() -> str:
     """This machine's short host name, restricted to characters safe in a file name."""
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])[:32]

@@ -10,6 +10,7 @@ import numpy as np
 
 from colorjax.cli.train import add_override_argument
 from colorjax.errors import ColorjaxError, DataSourceError
+from colorjax.fileio import child_path
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def colorize_with_bundled(photo: np.ndarray, out_dir: Path) -> list[Path]:
             logger.warning("no bundled %s weights: %s", family, err)
             continue
         colour = Colorizer(model, variables, int(meta["working_size"])).colorize(photo)
-        path = out_dir / f"bundled-{meta.get('name', family)}.png"
+        path = child_path(out_dir, f"bundled-{meta.get('name', family)}.png", "weights name")
         written.append(_save(side_by_side(photo, colour, photo), path))
     return written
 
@@ -95,7 +96,10 @@ def train_and_colorize(args: argparse.Namespace, photo: np.ndarray, out_dir: Pat
     train(config, run_dir, resume=True)
     model, variables, meta = load_run(run_dir)
     colour = Colorizer(model, variables, meta["working_size"]).colorize(photo)
-    return _save(side_by_side(photo, colour, photo), out_dir / f"trained-{meta['model']}.png")
+    return _save(
+        side_by_side(photo, colour, photo),
+        child_path(out_dir, f"trained-{meta['model']}.png", "model name"),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from colorjax.errors import DownloadError, OfflineError, OutputPathError, WeightsError
-from colorjax.fileio import ensure_output_dir
+from colorjax.fileio import child_path, ensure_output_dir
 from colorjax.weights.fileformat import check_hash, sha256_file
 from colorjax.weights.manifest import (
     WEIGHTS_DIR,
@@ -81,7 +81,10 @@ def cache_path(
     """
     cfg = as_cfg(entry)
     stem = cfg.aliases[0] if cfg.aliases else cfg.name
-    return cache_dir(env) / "weights" / f"{stem}-{cfg.sha256[:12]}.safetensors"
+    # The manifest check refuses unsafe names; this proves it again where the path is made.
+    return child_path(
+        cache_dir(env) / "weights", f"{stem}-{cfg.sha256[:12]}.safetensors", "weights name"
+    )
 
 
 def bundled_file(url: str, bundled_dir: str | os.PathLike | None = None) -> Path:

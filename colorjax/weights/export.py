@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from colorjax.errors import ConfigError
-from colorjax.fileio import ensure_output_dir
+from colorjax.fileio import child_path, ensure_output_dir
 from colorjax.weights.fileformat import check_finite, flatten_variables, save_weights, sha256_file
 from colorjax.weights.manifest import NAME_RE, USER_MANIFEST, entry_family, load_manifest
 
@@ -86,7 +86,7 @@ def export_checkpoint(
             f"weights name {name!r} is invalid; pass --name with letters, digits, '.', '_', '-'"
         )
     ensure_output_dir(out_dir, "--out")
-    out_path = Path(out_dir) / f"{name}.safetensors"
+    out_path = child_path(out_dir, f"{name}.safetensors", "weights name")
     taken = [str(p) for p in (out_path, out_path.with_suffix(".json")) if p.exists()]
     manifest_path = Path(out_dir) / USER_MANIFEST
     if manifest_path.is_file():

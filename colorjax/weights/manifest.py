@@ -177,6 +177,13 @@ def check_entry(entry: Any, where: str) -> None:
     aliases = entry.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
         raise WeightsError(f"{where}: aliases must be a list of names, got {aliases!r}")
+    # Names and aliases become cache file names: nothing that could leave the cache folder.
+    for name in (entry["name"], *aliases):
+        if not NAME_RE.match(name) or ".." in name:
+            raise WeightsError(
+                f"{where}: name or alias {name!r} is not allowed; use letters, digits, '.', '_' "
+                "and '-' only, starting with a letter or digit (no '/', '\\' or '..')"
+            )
 
 
 def entry_family(entry: PretrainedCfg | Mapping[str, Any]) -> str:
