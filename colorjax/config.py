@@ -389,3 +389,53 @@ def incompatible_fields(saved: ExperimentConfig, new: ExperimentConfig) -> list[
         for key, pair in checks.items()
         if pair[0] != pair[1]
     ]
+
+
+# Fields a resumed run may change freely: they shape neither the saved state nor the updates
+# it continues with (train.steps extends or ends the run; the rest is logging and evaluation).
+RESUME_FREE_FIELDS = frozenset(
+    {
+        "model.init_weights",
+        "train.steps",
+        "train.log_every",
+        "train.eval_every",
+        "train.eval_batch_size",
+        "train.eval_batches",
+        "train.checkpoint_every",
+        "train.keep",
+        "train.keep_best",
+        "train.async_checkpoint",
+        "train.progress",
+        "data.eval_source",
+        "data.eval_split",
+    }
+)
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1} (dict-valued fields such as overrides stay whole)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and prefix == "":
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def trajectory_changes(saved: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """Fields that keep the state's shapes but change what the resumed steps compute.
+
+    A resumed run is bit-identical to an uninterrupted one only when none differ (batch size,
+    seed, data, learning rate, loss...). Shape-changing fields are `incompatible_fields`.
+    """
+    old, cur = _flat(saved.to_dict()), _flat(new.to_dict())
+    shape_fields = {entry.split(" ")[0] for entry in incompatible_fields(saved, new)}
+    return [
+        f"{key} {old.get(key)!r} -> {cur.get(key)!r}"
+        for key in sorted(set(old) | set(cur))
+        if key not in RESUME_FREE_FIELDS
+        and key not in shape_fields
+        and old.get(key) != cur.get(key)
+    ]

@@ -55,3 +55,11 @@ class CheckpointWriteError(ColorjaxError, RuntimeError):
 
 class OutputPathError(ColorjaxError, ValueError):
     """An output folder is a file, cannot be created, or is not writable."""
+
+
+class TrainingStopped(ColorjaxError, RuntimeError):  # noqa: N818 - a stop, not an error
+    """Training was stopped by SIGTERM or SIGINT after a checkpoint; the same command resumes."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

@@ -596,7 +596,8 @@ def test_steps_below_warmup_warn(finished_run, tmp_path, caplog):
     config = _train_config(2)
     config.optim.warmup_steps = 10
     with caplog.at_level("WARNING"):
-        train(config, _copy_run(finished_run, tmp_path / "run"), mesh=make_mesh(1))
+        run = _copy_run(finished_run, tmp_path / "run")
+        train(config, run, mesh=make_mesh(1), allow_config_change=True)
     assert "below optim.warmup_steps=10" in caplog.text
 
 

@@ -8,7 +8,7 @@ import logging
 import sys
 
 from colorjax import __version__
-from colorjax.errors import ColorjaxError
+from colorjax.errors import ColorjaxError, TrainingStopped
 
 # One module per command, colorjax/cli/<command>.py, each defining
 # `configure_parser(parser)` and `run(args) -> int`; library modules hold no argparse.
@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     try:
         return int(args._run(args) or 0)
+    except TrainingStopped as err:
+        # Not a failure of the user's: the run saved where it stopped and resumes as it was.
+        print(f"colorjax {args.command}: stopped: {err}", file=sys.stderr)
+        return 128 + err.signum
     except ColorjaxError as err:
         print(f"colorjax {args.command}: error: {err}", file=sys.stderr)
         return 2

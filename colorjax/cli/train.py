@@ -77,6 +77,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="continue from the work dir's latest checkpoint (default); --no-resume refuses a "
         "work dir that already has checkpoints",
     )
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume even though the config changes the updates (batch size, learning rate, "
+        "data, ...): the run then no longer matches an uninterrupted one",
+    )
     parser.add_argument("--coordinator", default=None, help="multi-host: coordinator HOST:PORT")
     parser.add_argument("--num-processes", type=int, default=None, help="multi-host: process count")
     parser.add_argument(
@@ -104,7 +110,13 @@ def run(args: argparse.Namespace) -> int:
 
     argv = getattr(args, "argv", None)  # set by colorjax.cli.main
     command = shlex.join(["colorjax", *argv]) if argv else None
-    result = train_and_evaluate(config, args.workdir, resume=args.resume, command=command)
+    result = train_and_evaluate(
+        config,
+        args.workdir,
+        resume=args.resume,
+        command=command,
+        allow_config_change=args.allow_config_change,
+    )
     if is_main_process():
         if not result.last_metrics:
             print(

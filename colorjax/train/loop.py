@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ import jax
 from jax.sharding import Mesh
 
 from colorjax.checkpoint import CheckpointStore, has_checkpoint
-from colorjax.config import ExperimentConfig, incompatible_fields
-from colorjax.errors import ConfigError, TrainingDivergedError
+from colorjax.config import ExperimentConfig, incompatible_fields, trajectory_changes
+from colorjax.errors import ConfigError, TrainingDivergedError, TrainingStopped
 from colorjax.fileio import atomic_write_text, ensure_output_dir
 from colorjax.parallel import (
     check_batch_divisible,
@@ -29,12 +30,14 @@ from colorjax.parallel import (
     make_mesh,
 )
 from colorjax.train.inputs import eval_batches, make_data_loader
+from colorjax.train.preempt import StopRequests
 from colorjax.train.records import (
     CONFIG_FILE,
     METRICS_FILE,
     MetricsWriter,
     Reporter,
     RunInfo,
+    WorkdirLock,
     due,
 )
 from colorjax.train.state import TrainState, TrainTask, abstract_state, create_state, make_task
@@ -61,11 +64,15 @@ def train_and_evaluate(
     mesh: Mesh | None = None,
     on_step: Callable[[int], None] | None = None,
     command: str | None = None,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Train to config.train.steps, resuming from WORKDIR/checkpoints when allowed and present.
 
     `on_step(step)` runs after each update (tests use it to stop a run mid-way); `command`
-    (the command line) is recorded in WORKDIR/run.json for `weights export`.
+    (the command line) is recorded in WORKDIR/run.json for `weights export`. A resumed run
+    whose config changes its updates (batch size, learning rate, data...) is refused unless
+    `allow_config_change`. SIGTERM or SIGINT ends the run after the current step with a
+    checkpoint and raises TrainingStopped; the same call resumes it exactly.
     """
     workdir = Path(workdir).absolute()
     t = config.train
@@ -82,18 +89,20 @@ def train_and_evaluate(
     # An impossible batch split fails here, before anything is compiled or loaded.
     per_process = check_batch_divisible(t.batch_size, mesh)
     main = is_main_process()
-    resuming = has_checkpoint(workdir)
-    if resuming and not resume:
-        raise ConfigError(
-            f"{workdir} already holds checkpoints and --no-resume was given; pass a new --workdir "
-            "or drop --no-resume to continue that run"
-        )
     ensure_output_dir(workdir, "--workdir")
 
     # ------------------------------------------------------------------------------------ model
     task = make_task(config)
 
     with contextlib.ExitStack() as cleanup:
+        # Held until the run ends: a second training in this work dir is refused by name.
+        cleanup.enter_context(WorkdirLock(workdir, main))
+        resuming = has_checkpoint(workdir)
+        if resuming and not resume:
+            raise ConfigError(
+                f"{workdir} already holds checkpoints and --no-resume was given; pass a new "
+                "--workdir or drop --no-resume to continue that run"
+            )
         # --------------------------------------------------------------------------- checkpoint
         store = CheckpointStore(
             workdir, keep=t.keep, keep_best=t.keep_best, async_save=t.async_checkpoint
@@ -107,7 +116,7 @@ def train_and_evaluate(
         # -------------------------------------------------------------------------------- shard
         # The state lives replicated on the mesh; batches are sharded over its data axis.
         if resuming:
-            state, data_state = _resume(store, task, mesh, workdir)
+            state, data_state = _resume(store, task, mesh, workdir, allow_config_change)
             if data_state is not None:
                 loader.set_state(data_state)
         else:
@@ -145,6 +154,7 @@ def train_and_evaluate(
         last_eval: dict[str, float] | None = None
         # Metrics are read one step late, so the host queues step N+1 before waiting on N.
         pending: tuple[int, Any] | None = None
+        stop = cleanup.enter_context(StopRequests())
         for step in range(start + 1, t.steps + 1):
             batch = next(loader)
             data_state = loader.get_state()  # the position after this batch: what resume needs
@@ -166,6 +176,19 @@ def train_and_evaluate(
                 run_info.write(step)
             if on_step is not None:
                 on_step(step)
+            signum = stop.agreed()
+            if signum is not None and step < t.steps:
+                if not save_now:
+                    if pending is not None:  # a diverged step must not be saved
+                        last_train = report.train(*_fetch(*pending, store))
+                    store.save(step, state, data_state, config)
+                    run_info.write(step)
+                store.wait()
+                raise TrainingStopped(
+                    f"{signal.Signals(signum).name} after step {step}; checkpoint saved in "
+                    f"{workdir}. Run the same command to resume from step {step}",
+                    signum,
+                )
         if pending is not None:  # only when log_every <= 0: train.steps is otherwise always due
             last_train = report.train(*_fetch(*pending, store))
         store.wait()
@@ -179,17 +202,27 @@ train = train_and_evaluate
 
 
 def _resume(
-    store: CheckpointStore, task: TrainTask, mesh: Mesh, workdir: Path
+    store: CheckpointStore, task: TrainTask, mesh: Mesh, workdir: Path, allow_change: bool
 ) -> tuple[TrainState, Any]:
     """The latest checkpoint's state and this process's data position, after checking the run."""
     config = task.config
-    differ = incompatible_fields(store.read_config(), config)
+    saved = store.read_config()
+    differ = incompatible_fields(saved, config)
     if differ:
         raise ConfigError(
             f"cannot resume {workdir}: its checkpoint was saved with other {', '.join(differ)} "
             "(checkpoint -> this config), which changes the saved state; use a new --workdir or "
             "set those fields back"
         )
+    changed = trajectory_changes(saved, config)
+    if changed and not allow_change:
+        raise ConfigError(
+            f"resuming {workdir} with {', '.join(changed)} (checkpoint -> this config) would "
+            "not continue the run exactly; set them back, or pass --allow-config-change to "
+            "continue with the new values"
+        )
+    if changed:
+        logger.warning("resuming %s with changed %s", workdir, ", ".join(changed))
     state, data_state, _ = store.restore(None, abstract_state(task, mesh))
     step, total = int(state.step), config.train.steps
     if step > total:

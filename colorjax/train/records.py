@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import platform
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import jax
 from tqdm.auto import tqdm
 
+from colorjax.errors import ConfigError
 from colorjax.fileio import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -20,6 +23,49 @@ logger = logging.getLogger(__name__)
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 RUN_INFO_FILE = "run.json"  # command, hardware, wall time: what `weights export` records
+LOCK_FILE = ".lock"  # held (flock) by the process 0 of the training using the work dir
+
+
+class WorkdirLock:
+    """An exclusive lock on WORKDIR/.lock for the life of a training (process 0 only).
+
+    Two trainings in one work dir would interleave metrics.jsonl and race for its checkpoints.
+    The lock is the kernel's (flock), so it dies with its process: a killed run leaves no stale
+    lock behind. The file records who holds it, for the error the second run shows.
+    """
+
+    def __init__(self, workdir: Path, enabled: bool) -> None:
+        self.path = workdir / LOCK_FILE
+        self.enabled = enabled
+        self._fh: Any = None
+
+    def __enter__(self) -> WorkdirLock:
+        if not self.enabled:
+            return self
+        fh = self.path.open("a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise ConfigError(
+                f"{self.path.parent} is in use by another training ({holder}); wait for it to "
+                "finish or stop it, or pass another --workdir"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        fh.write(f"pid {os.getpid()} on host {socket.gethostname()}, started {started}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
 
 
 def due(step: int, every: int, total: int) -> bool:

@@ -1,0 +1,277 @@
+"""Second fault pass (issue 24): names from manifests never leave the cache; runs survive SIGTERM.
+
+Each case drives the real command or library entry point and checks the exit status, the one
+error line, and that no file outside the folder a name belongs to was written or removed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import random_variables
+
+from colorjax import cli, models, weights
+from colorjax.errors import OutputPathError, WeightsError
+from colorjax.fileio import child_path
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory) -> Path:
+    model = models.create_model("colornet-tiny")
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    weights.save_weights(
+        path, "colornet-tiny", {}, random_variables(model, SIZE), {"working_size": SIZE}
+    )
+    return path
+
+
+def _manifest(tmp_path: Path, weights_file: Path, **fields) -> Path:
+    entry = {
+        "name": "ok-name",
+        "model": "colornet-tiny",
+        "sha256": weights.sha256_file(weights_file),
+        "urls": [weights_file.resolve().as_uri()],
+        **fields,
+    }
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({"format_version": 1, "weights": [entry]}))
+    return path
+
+
+def _error_line(err: str, command: str) -> str:
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith(f"colorjax {command}: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"name": "../../escaped"},
+        {"name": "..\\escaped"},
+        {"aliases": ["../../escaped"]},
+        {"aliases": ["fine", "/abs/escaped"]},
+        {"name": ".hidden"},
+    ],
+)
+def test_manifest_names_that_leave_the_cache_are_refused_everywhere(
+    fields, weights_file, tmp_path, capsys, monkeypatch
+):
+    home = tmp_path / "home" / "deep" / "cache"
+    monkeypatch.setenv("COLORJAX_HOME", str(home))
+    # A file where the traversal would land: it must survive untouched.
+    victim = tmp_path / "home" / "escaped-" / "x"
+    victim.parent.mkdir(parents=True)
+    victim.write_text("keep me")
+    manifest = _manifest(tmp_path, weights_file, **fields)
+    name = "colornet-tiny"  # the entry by its architecture: the request itself is harmless
+    photo = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), (90, 120, 40)).save(photo)
+    for argv, command in (
+        (["weights", "--manifest", str(manifest), "download", name], "weights"),
+        (["weights", "--manifest", str(manifest), "list"], "weights"),
+        (
+            [
+                "colorize",
+                str(photo),
+                "--manifest",
+                str(manifest),
+                "--weights",
+                name,
+                "-o",
+                str(tmp_path / "out"),
+            ],
+            "colorize",
+        ),
+    ):
+        rc = cli.main(argv)
+        line = _error_line(capsys.readouterr().err, command)
+        assert rc == 2 and "not allowed" in line, line
+    outside = {p for p in tmp_path.rglob("*") if p.is_file()} - {manifest, photo, victim}
+    assert not outside, outside  # nothing written anywhere, not even inside the cache
+    assert victim.read_text() == "keep me"
+
+
+def test_cache_paths_are_proven_inside_the_cache(weights_file, tmp_path):
+    entry = {
+        "name": "ok",
+        "model": "colornet-tiny",
+        "sha256": weights.sha256_file(weights_file),
+        "urls": ["file:///x"],
+    }
+    env = {"COLORJAX_HOME": str(tmp_path)}
+    assert weights.cache_path(entry, env).parent == tmp_path / "weights"
+    # A record built around the manifest check (e.g. by code) still cannot escape.
+    from colorjax.weights.manifest import PretrainedCfg
+
+    bad = PretrainedCfg(name="../../x", model="colornet-tiny", sha256="0" * 64, urls=("a",))
+    with pytest.raises(OutputPathError, match="outside"):
+        weights.cache_path(bad, env)
+    with pytest.raises(WeightsError, match="not allowed"):
+        weights.cache_path({**entry, "aliases": ["a/../../b"]}, env)
+
+
+@pytest.mark.parametrize("name", ["..", ".", "", "a/b", "a\\b", "/etc", ".x", "a\0b"])
+def test_child_path_refuses_every_way_out(name, tmp_path):
+    with pytest.raises(OutputPathError):
+        child_path(tmp_path, name, "name")
+    assert child_path(tmp_path, "plain-name.x", "name") == tmp_path / "plain-name.x"
+
+
+# ------------------------------------------------------------------ SIGTERM, locks, resumes
+
+
+def _config(steps: int, batch_size: int = 2):
+    from colorjax.config import ExperimentConfig
+
+    c = ExperimentConfig()
+    c.model.name = "colornet-tiny"
+    c.data.source = "embedded"
+    c.data.image_size = SIZE
+    c.optim.ema_decay = 0.9
+    c.train.batch_size = batch_size
+    c.train.steps = steps
+    c.train.checkpoint_every = 100  # only the final save, unless a stop asks for one
+    c.train.log_every = 1
+    c.train.eval_every = 0
+    c.train.progress = False
+    c.train.async_checkpoint = True
+    return c
+
+
+def _params(workdir: Path) -> dict:
+    from flax import traverse_util
+
+    from colorjax.weights.loader import load_run
+
+    _, variables, _ = load_run(workdir)
+    return traverse_util.flatten_dict(variables["params"], sep="/")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    from colorjax.train.loop import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("straight") / "run"
+    train_and_evaluate(_config(5), workdir)
+    return workdir
+
+
+def test_sigterm_saves_the_step_and_the_same_call_resumes_bit_identically(uninterrupted, tmp_path):
+    import os
+    import signal
+
+    from colorjax.checkpoint import CheckpointStore
+    from colorjax.errors import TrainingStopped
+    from colorjax.train.loop import train_and_evaluate
+
+    workdir = tmp_path / "run"
+
+    def preempt(step: int) -> None:
+        if step == 2:  # the scheduler's signal arrives while step 3 would be next
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingStopped, match="SIGTERM after step 2") as info:
+        train_and_evaluate(_config(5), workdir, on_step=preempt)
+    assert info.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    store = CheckpointStore(workdir, keep=3)
+    assert store.latest_step() == 2
+    store.close()
+    result = train_and_evaluate(_config(5), workdir)
+    assert result.step == 5
+    straight, resumed = _params(uninterrupted), _params(workdir)
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        np.testing.assert_array_equal(np.asarray(resumed[key]), np.asarray(straight[key]), key)
+    steps = [
+        json.loads(line)["step"] for line in (workdir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow
+def test_sigterm_from_outside_ends_the_cli_with_one_line_and_143(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "c.json"
+    config.write_text(_config(100_000, batch_size=2).to_json())
+    workdir = tmp_path / "run"
+    metrics = workdir / "metrics.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "colorjax.cli",
+            "train",
+            "--config",
+            str(config),
+            "--workdir",
+            str(workdir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    lines = [line for line in err.splitlines() if "colorjax train: stopped:" in line]
+    assert len(lines) == 1 and "SIGTERM after step" in lines[0] and "Traceback" not in err
+    step = int(lines[0].split("after step ")[1].split(";")[0])
+    assert (workdir / "checkpoints" / str(step)).is_dir()
+
+
+def test_a_second_training_in_the_same_workdir_is_refused_by_name(tmp_path, capsys):
+    import os
+
+    from colorjax.train.records import WorkdirLock
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config = tmp_path / "c.json"
+    config.write_text(_config(2).to_json())
+    with WorkdirLock(workdir, enabled=True):
+        rc = cli.main(["train", "--config", str(config), "--workdir", str(workdir)])
+        line = _error_line(capsys.readouterr().err, "train")
+    assert rc == 2 and "in use by another training" in line and f"pid {os.getpid()}" in line
+    assert not (workdir / "metrics.jsonl").exists() and not (workdir / "checkpoints").exists()
+    # Once the first has finished the work dir is free again.
+    assert cli.main(["train", "--config", str(config), "--workdir", str(workdir)]) == 0
+
+
+def test_resuming_with_another_batch_size_is_refused_unless_allowed(
+    uninterrupted, tmp_path, capsys
+):
+    import shutil
+
+    workdir = tmp_path / "run"
+    shutil.copytree(uninterrupted, workdir)
+    before = (workdir / "config.json").read_text()
+    config = tmp_path / "c.json"
+    config.write_text(_config(7, batch_size=4).to_json())
+    argv = ["train", "--config", str(config), "--workdir", str(workdir)]
+    rc = cli.main(argv)
+    line = _error_line(capsys.readouterr().err, "train")
+    assert rc == 2 and "train.batch_size 2 -> 4" in line and "--allow-config-change" in line
+    assert "train.steps" not in line  # extending a run is not a change of its updates
+    assert (workdir / "config.json").read_text() == before
+    assert cli.main([*argv, "--allow-config-change"]) == 0
+    assert json.loads((workdir / "config.json").read_text())["train"]["batch_size"] == 4
