@@ -34,26 +34,13 @@ import jax.numpy as jnp
 
 from colorjax.errors import InputShapeError
 from colorjax.models.conv4x4 import UpConv
+from colorjax.models.frozen_norm import FrozenBatchNorm
 from colorjax.models.layers import Conv1x1, Dtype, check_l_input
 from colorjax.models.registry import register_model
 
 __all__ = ["ZHANG_NUM_BINS", "ZhangECCV16", "ZhangSIGGRAPH17", "bilinear_upsample"]
 
 ZHANG_NUM_BINS = 313
-
-
-class FrozenBatchNorm(nn.Module):
-    """Inference BatchNorm as a per-channel affine map (running statistics folded in)."""
-
-    features: int
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """Return x * scale + shift."""
-        scale = self.param("scale", nn.initializers.ones, (self.features,), jnp.float32)
-        shift = self.param("shift", nn.initializers.zeros, (self.features,), jnp.float32)
-        return x * scale.astype(self.dtype) + shift.astype(self.dtype)
 
 
 def _conv(
