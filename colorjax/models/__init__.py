@@ -13,6 +13,7 @@ from colorjax.models.registry import (  # noqa: I001 - the mechanism first, then
     register_model,
 )
 from colorjax.models.colornet import ColorNet
+from colorjax.models.colornet_lite import LiteColorNet
 from colorjax.models.cost import count_params, forward_flops, param_breakdown
 from colorjax.models.deepcolorization import (
     DeepColorization,
@@ -26,6 +27,7 @@ from colorjax.models.zhang import ZhangECCV16, ZhangSIGGRAPH17
 __all__ = [
     "ColorNet",
     "DeepColorization",
+    "LiteColorNet",
     "ModelSpec",
     "PatchDiscriminator",
     "UNetGenerator",

@@ -23,6 +23,7 @@ from colorjax.config import ExperimentConfig, OptimConfig
 from colorjax.errors import ConfigError
 from colorjax.models import create_model, get_spec
 from colorjax.parallel import replicated
+from colorjax.weights.backbones import lite_params
 from colorjax.weights.fileformat import load_weights
 from colorjax.weights.pth_convert import load_pth_params
 from colorjax.weights.resolve import resolve_weights
@@ -154,7 +155,8 @@ def init_state(task: TrainTask, rng: jax.Array, init_params: Any = None) -> Trai
         if _loads_into_generator(task, init_params):
             params = {**params, "generator": init_params}
         else:
-            params = init_params
+            # A partial tree (the pretrained encoder) replaces those subtrees only.
+            params = {**params, **init_params}
     if task.mode == "gan":
         opt_state = task.tx.init(params["generator"])
         d_opt_state = task.d_tx.init(params["discriminator"])
@@ -203,10 +205,31 @@ def read_init_params(task: TrainTask) -> Any:
     return jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), loaded)
 
 
+def pretrained_parts(task: TrainTask) -> Any:
+    """Subtrees that start from published weights (the ImageNet encoder), or None.
+
+    A model with an ``encoder_variant`` (LiteColorNet) starts its ``encoder`` from the
+    EfficientNet-Lite ImageNet weights; everything else starts from its random init.
+    """
+    variant = getattr(task.model, "encoder_variant", None)
+    if variant is None:
+        return None
+    encoder = dict(lite_params(variant))
+    encoder.pop("fc", None)  # the colorizer uses the pooled embedding, not the classifier
+    return {"encoder": jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), encoder)}
+
+
+def initial_params(task: TrainTask) -> Any:
+    """The params a run starts from besides its random init: init_weights or pretrained parts."""
+    if task.config.model.init_weights:
+        return read_init_params(task)
+    return pretrained_parts(task)
+
+
 def create_state(task: TrainTask, mesh: Mesh) -> TrainState:
     """Initialise the state directly into replicated device memory on the mesh."""
     rng = jax.random.PRNGKey(task.config.train.seed)
-    loaded = read_init_params(task) if task.config.model.init_weights else None
+    loaded = initial_params(task)
     return jax.jit(lambda r, p: init_state(task, r, p), out_shardings=replicated(mesh))(rng, loaded)
 
 
@@ -273,7 +296,8 @@ def debiased_ema(task: Any, state: Any) -> Any:
     if state.ema_params is None or decay is None or steps == 0:
         return state.ema_params
     rng = jax.random.PRNGKey(task.config.train.seed)
-    initial = jax.jit(lambda r: init_state(task, r))(rng).ema_params
+    start = pretrained_parts(task) if not task.config.model.init_weights else None
+    initial = jax.jit(lambda r, p: init_state(task, r, p))(rng, start).ema_params
     weight = float(decay) ** steps
     if weight < 1e-12:
         return state.ema_params  # the initialisation has decayed away entirely
