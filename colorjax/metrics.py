@@ -16,9 +16,12 @@ from colorjax import color
 from colorjax.errors import ConfigError, InputShapeError
 
 __all__ = [
+    "HUE_SECTORS",
     "ab_error_auc",
     "colorfulness",
     "compute_metrics",
+    "hue_agreement",
+    "hue_counts",
     "psnr",
     "saturation_ratio",
     "ssim",
@@ -187,6 +190,51 @@ def saturation_ratio(pred: jnp.ndarray, true: jnp.ndarray) -> jnp.ndarray:
     st = jnp.mean(_hsv_saturation(t), axis=(1, 2))
     both_gray = (sp < _GRAY_SATURATION) & (st < _GRAY_SATURATION)
     return jnp.where(both_gray, 1.0, sp / jnp.maximum(st, _GRAY_SATURATION))
+
+
+# Hue agreement (issue 23): truth pixels with chroma >= 15 are split by the truth's ab angle
+# into six 60-degree sectors; a pixel agrees when the prediction has chroma >= 5 and a hue
+# within 45 degrees. A warm cast scores on the red and yellow sectors only, never on all six.
+HUE_SECTORS = ("red", "yellow", "green", "cyan", "blue", "magenta")  # 0-60, 60-120, ... degrees
+HUE_TRUE_CHROMA = 15.0
+HUE_PRED_CHROMA = 5.0
+HUE_TOLERANCE_DEG = 45.0
+
+
+def hue_counts(pred: jnp.ndarray, true: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Per image and hue sector: (pixels whose hue the prediction gets right, pixels), (N, 6).
+
+    Counts, not shares, so a data set's score pools its pixels (`hue_agreement`).
+    """
+    p, t = _pair(pred, true)
+    ab_p = color.rgb_to_lab(p / DATA_RANGE)[..., 1:]
+    ab_t = color.rgb_to_lab(t / DATA_RANGE)[..., 1:]
+    chroma_p = jnp.hypot(ab_p[..., 0], ab_p[..., 1])
+    chroma_t = jnp.hypot(ab_t[..., 0], ab_t[..., 1])
+    hue_p = jnp.arctan2(ab_p[..., 1], ab_p[..., 0])
+    hue_t = jnp.arctan2(ab_t[..., 1], ab_t[..., 0])
+    # Angle between the two hues, in [0, 180] degrees.
+    diff = jnp.degrees(jnp.abs(jnp.mod(hue_p - hue_t + jnp.pi, 2 * jnp.pi) - jnp.pi))
+    counted = chroma_t >= HUE_TRUE_CHROMA
+    agree = counted & (chroma_p >= HUE_PRED_CHROMA) & (diff <= HUE_TOLERANCE_DEG)
+    sector = jnp.floor(jnp.mod(jnp.degrees(hue_t), 360.0) / 60.0).astype(jnp.int32)
+    onehot = jax.nn.one_hot(jnp.clip(sector, 0, 5), 6, dtype=jnp.float32)
+    hits = jnp.sum(onehot * agree[..., None], axis=(1, 2))
+    totals = jnp.sum(onehot * counted[..., None], axis=(1, 2))
+    return hits, totals
+
+
+def hue_agreement(hits: np.ndarray, totals: np.ndarray) -> dict[str, float]:
+    """Pooled hue agreement per sector and 'balanced' (their mean) from summed `hue_counts`.
+
+    Sectors no truth pixel falls in are NaN and left out of the balanced mean.
+    """
+    hits = np.asarray(hits, np.float64).reshape(-1, 6).sum(axis=0)
+    totals = np.asarray(totals, np.float64).reshape(-1, 6).sum(axis=0)
+    shares = np.where(totals > 0, hits / np.maximum(totals, 1.0), np.nan)
+    out = {f"hue_{name}": float(v) for name, v in zip(HUE_SECTORS, shares, strict=True)}
+    out["hue_balanced"] = float(np.nanmean(shares)) if np.any(totals > 0) else float("nan")
+    return out
 
 
 def compute_metrics(pred: jnp.ndarray, true: jnp.ndarray) -> dict[str, jnp.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from skimage import color as skcolor
@@ -169,3 +170,69 @@ def test_bad_shapes_raise_clear_errors(photo):
         metrics.ssim(photo[None, :8, :8], photo[None, :8, :8])
     with pytest.raises(ValueError):
         metrics.colorfulness(photo[None, ..., :2])
+
+
+# ----------------------------------------------------------------------------- hue agreement
+
+
+def _hue_reference(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Independent NumPy/scikit-image hits and totals per 60-degree sector of the truth's hue."""
+    from skimage import color as skcolor
+
+    hits, totals = np.zeros(6), np.zeros(6)
+    for p, t in zip(pred, true, strict=True):
+        lab_p = skcolor.rgb2lab(p / 255.0)
+        lab_t = skcolor.rgb2lab(t / 255.0)
+        cp = np.hypot(lab_p[..., 1], lab_p[..., 2])
+        ct = np.hypot(lab_t[..., 1], lab_t[..., 2])
+        hp = np.degrees(np.arctan2(lab_p[..., 2], lab_p[..., 1])) % 360
+        ht = np.degrees(np.arctan2(lab_t[..., 2], lab_t[..., 1])) % 360
+        d = np.abs(hp - ht)
+        d = np.minimum(d, 360 - d)
+        counted = ct >= 15
+        ok = counted & (cp >= 5) & (d <= 45)
+        sector = (ht // 60).astype(int)
+        for k in range(6):
+            totals[k] += np.sum(counted & (sector == k))
+            hits[k] += np.sum(ok & (sector == k))
+    return hits, totals
+
+
+def test_hue_counts_equal_an_independent_numpy_computation():
+    rng = np.random.default_rng(3)
+    true = rng.integers(0, 256, (3, 24, 20, 3)).astype(np.uint8)
+    # A prediction near the truth for some pixels, unrelated for others.
+    noise = rng.integers(-40, 41, true.shape)
+    pred = np.where(
+        rng.random(true.shape[:3] + (1,)) < 0.5, true + noise, rng.integers(0, 256, true.shape)
+    )
+    pred = np.clip(pred, 0, 255).astype(np.uint8)
+    hits, totals = metrics.hue_counts(jnp.asarray(pred), jnp.asarray(true))
+    want_hits, want_totals = _hue_reference(pred.astype(float), true.astype(float))
+    # Pixels within float rounding of a threshold may fall either way: allow a handful.
+    np.testing.assert_allclose(np.asarray(totals).sum(0), want_totals, atol=3)
+    np.testing.assert_allclose(np.asarray(hits).sum(0), want_hits, atol=3)
+    assert want_totals.min() > 50  # every sector is exercised
+    scores = metrics.hue_agreement(hits, totals)
+    np.testing.assert_allclose(scores["hue_balanced"], np.mean(want_hits / want_totals), atol=0.01)
+
+
+def test_a_warm_cast_cannot_fake_balanced_hue_agreement():
+    from skimage import color as skcolor
+
+    # Truth: six flat patches, one per hue sector, at chroma 40.
+    angles = np.radians(np.arange(6) * 60 + 30)
+    lab = np.stack([np.full(6, 60.0), 40 * np.cos(angles), 40 * np.sin(angles)], -1)
+    true = np.clip(skcolor.lab2rgb(np.repeat(lab[None, :, None, :], 8, axis=2)) * 255, 0, 255)
+    # Prediction: the same L everywhere tinted sepia (a = 8, b = 20).
+    sepia = lab.copy()
+    sepia[:, 1:] = (8.0, 20.0)
+    pred = np.clip(skcolor.lab2rgb(np.repeat(sepia[None, :, None, :], 8, axis=2)) * 255, 0, 255)
+    hits, totals = metrics.hue_counts(jnp.asarray(np.round(pred)), jnp.asarray(np.round(true)))
+    scores = metrics.hue_agreement(hits, totals)
+    assert scores["hue_yellow"] == 1.0 and scores["hue_red"] == 1.0  # sepia is right on these
+    assert scores["hue_green"] == scores["hue_cyan"] == scores["hue_blue"] == 0.0
+    assert scores["hue_balanced"] == pytest.approx(2 / 6)
+    # The truth itself agrees everywhere; a gray prediction nowhere.
+    perfect = metrics.hue_agreement(*metrics.hue_counts(jnp.asarray(true), jnp.asarray(true)))
+    assert perfect["hue_balanced"] == 1.0
