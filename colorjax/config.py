@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import sys
 import types
 import typing
@@ -367,6 +368,12 @@ def validate(config: ExperimentConfig) -> None:
             raise ConfigError(f"{key} must be positive, got {value}")
     if o.ema_decay is not None and not 0.0 < o.ema_decay < 1.0:
         raise ConfigError(f"optim.ema_decay must be in (0, 1) or none, got {o.ema_decay}")
+    # NaN passes every comparison above unnoticed and only shows as a diverged run later.
+    for key, value in _flat(config.to_dict()).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+    if not o.learning_rate > 0:
+        raise ConfigError(f"optim.learning_rate must be > 0, got {o.learning_rate}")
 
 
 def incompatible_fields(saved: ExperimentConfig, new: ExperimentConfig) -> list[str]:

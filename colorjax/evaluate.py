@@ -72,6 +72,9 @@ def _score_batch(pred_u8: jax.Array, true_u8: jax.Array) -> tuple[dict, dict, ja
     max_chroma = color.max_chroma(color.denormalize_ab(ab_norm))
     model_scores = metrics.compute_metrics(pred_u8, true_u8)
     baseline_scores = metrics.compute_metrics(baseline, true_u8)
+    # Hue agreement pools pixels over the data set: per-image counts, summed by the caller.
+    model_scores["hue_counts"] = jnp.stack(metrics.hue_counts(pred_u8, true_u8), axis=1)
+    baseline_scores["hue_counts"] = jnp.stack(metrics.hue_counts(baseline, true_u8), axis=1)
     return model_scores, baseline_scores, max_chroma, baseline
 
 
@@ -123,7 +126,7 @@ def run_evaluation(
     if resolution < 1 or batch_size < 1:
         raise ConfigError(f"resolution and batch_size must be >= 1, got {resolution}, {batch_size}")
     working_size = int(working_size or meta.get("working_size") or resolution)
-    temperature = float(temperature or inference.default_temperature(meta))
+    temperature = inference.check_temperature(temperature or inference.default_temperature(meta))
     if predict_fn is None:
 
         def predict_fn(rgb: jax.Array) -> jax.Array:
@@ -147,6 +150,7 @@ def run_evaluation(
     rows: list[dict[str, Any]] = []
     sheet: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     scores: dict[str, dict[str, list[float]]] = {"model": {}, "baseline": {}}
+    hue = {"model": np.zeros((2, 6)), "baseline": np.zeros((2, 6))}  # (hits, totals) per sector
 
     def flush(names: list[tuple[int, str]], crops: list[np.ndarray]) -> None:
         n = len(crops)
@@ -172,7 +176,8 @@ def run_evaluation(
                 "max_chroma": float(max_chroma[i]),
             }
             for prefix, values in (("model", model_m), ("baseline", base_m)):
-                for key in sorted(values):
+                hue[prefix] += np.asarray(values["hue_counts"])[i]
+                for key in sorted(k for k in values if k != "hue_counts"):
                     value = float(np.asarray(values[key])[i])
                     row[f"{prefix}_{key}"] = value
                     scores[prefix].setdefault(key, []).append(value)
@@ -215,8 +220,14 @@ def run_evaluation(
 
     summary = {
         "weights": {k: meta[k] for k in ("name", "model", "path", "workdir") if meta.get(k)},
-        "model": {k: float(np.nanmean(v)) for k, v in scores["model"].items()},
-        "baseline": {k: float(np.nanmean(v)) for k, v in scores["baseline"].items()},
+        "model": {
+            **{k: float(np.nanmean(v)) for k, v in scores["model"].items()},
+            **metrics.hue_agreement(*hue["model"]),
+        },
+        "baseline": {
+            **{k: float(np.nanmean(v)) for k, v in scores["baseline"].items()},
+            **metrics.hue_agreement(*hue["baseline"]),
+        },
         "counts": counts,
         "protocol": {
             "resolution": resolution,

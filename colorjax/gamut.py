@@ -197,7 +197,7 @@ def annealed_mean(
             f"logits must have shape (..., Q) with Q={centers.shape[0]} (one per bin centre), "
             f"got {tuple(logits.shape)}."
         )
-    if isinstance(temperature, (int, float)) and not temperature > 0:
+    if isinstance(temperature, (int, float)) and not (0 < temperature < float("inf")):
         raise ConfigError(f"temperature must be > 0, got {temperature}; the paper uses 0.38.")
     z = (logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))) / temperature
     probs = jax.nn.softmax(z, axis=-1)

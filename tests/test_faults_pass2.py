@@ -275,3 +275,108 @@ def test_resuming_with_another_batch_size_is_refused_unless_allowed(
     assert (workdir / "config.json").read_text() == before
     assert cli.main([*argv, "--allow-config-change"]) == 0
     assert json.loads((workdir / "config.json").read_text())["train"]["batch_size"] == 4
+
+
+# ------------------------------------------------------------------ values that did nothing
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--temperature", "inf"], "finite number > 0"),
+        (["--temperature", "nan"], "finite number > 0"),
+        (["--temperature", "0"], "finite number > 0"),
+        (["--working-size", "100000"], "between 1 and 4096"),
+        (["--working-size", "0"], "between 1 and 4096"),
+    ],
+)
+def test_knobs_out_of_range_fail_before_any_work(flags, expected, weights_file, tmp_path, capsys):
+    from PIL import Image
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (96, 64), (90, 120, 40)).save(photo)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        cli.main(["colorize", str(photo), "--weights", str(weights_file), "-o", str(out), *flags])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and expected in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_library_refuses_an_infinite_temperature_and_a_huge_working_size(weights_file):
+    from colorjax import inference
+    from colorjax.errors import ConfigError
+
+    model, variables, meta = weights.load_pretrained(str(weights_file))
+    with pytest.raises(ConfigError, match="finite number > 0"):
+        inference.Colorizer(model, variables, 32, temperature=float("inf"))
+    with pytest.raises(ConfigError, match="between 1 and 4096"):
+        inference.Colorizer(model, variables, 100_000)
+
+
+def test_nan_learning_rate_is_refused_at_once(tmp_path, capsys):
+    config = tmp_path / "c.json"
+    config.write_text(_config(2).to_json())
+    workdir = tmp_path / "run"
+    argv = ["train", "--config", str(config), "--workdir", str(workdir)]
+    rc = cli.main([*argv, "--set", "optim.learning_rate=nan"])
+    line = _error_line(capsys.readouterr().err, "train")
+    assert rc == 2 and "optim.learning_rate must be a finite number" in line
+    assert not workdir.exists()
+
+
+def test_a_pth_given_as_weights_points_to_weights_import(tmp_path, capsys):
+    from PIL import Image
+
+    pth = tmp_path / "model.pth"
+    pth.write_bytes(b"PK\x03\x04 pretend")
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (16, 16), (90, 120, 40)).save(photo)
+    rc = cli.main(["colorize", str(photo), "--weights", str(pth), "-o", str(tmp_path / "o")])
+    line = _error_line(capsys.readouterr().err, "colorize")
+    assert rc == 2 and "colorjax weights import" in line and "PyTorch" in line
+
+
+def test_a_hint_at_negative_coordinates_reaches_the_hint_check(tmp_path, capsys):
+    from PIL import Image
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (16, 16), (90, 120, 40)).save(photo)
+    argv = ["colorize", str(photo), "-o", str(tmp_path / "o"), "--hint", "-1,-1,#ff0000"]
+    rc = cli.main([*argv, "--weights", "zhang-siggraph17"])
+    err = capsys.readouterr().err
+    # argparse no longer takes the value for an option; the hint check (or, offline, the
+    # weights lookup) answers with one line.
+    assert "expected one argument" not in err and "Traceback" not in err
+    assert rc == 2
+    from colorjax.errors import ConfigError
+    from colorjax.inference.hints import hint_arrays, parse_hint
+
+    hint = parse_hint("-1,-1,#ff0000")
+    assert hint == (-1.0, -1.0, (255, 0, 0))
+    with pytest.raises(ConfigError, match="outside|inside"):
+        hint_arrays([hint], (16, 16), (16, 16))
+
+
+def test_attach_dash_values_only_touches_the_listed_options():
+    from colorjax.cli import _attach_dash_values
+
+    argv = [
+        "colorize",
+        "a.png",
+        "--hint",
+        "-1,2,#ffffff",
+        "--weights",
+        "-odd",
+        "--hint",
+        "3,4,#000",
+    ]
+    assert _attach_dash_values(argv) == [
+        "colorize",
+        "a.png",
+        "--hint=-1,2,#ffffff",
+        "--weights",
+        "-odd",
+        "--hint",
+        "3,4,#000",
+    ]

@@ -41,10 +41,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose values may start with '-' (a hint at x = -1 must reach the hint check, which
+# names the fix, not argparse, which would take "-1,-1,#ff0000" for an unknown option).
+_DASH_VALUE_OPTIONS = ("--hint",)
+
+
+def _attach_dash_values(argv: list[str]) -> list[str]:
+    """['--hint', '-1,2,#fff000'] -> ['--hint=-1,2,#fff000'] for the options above."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in _DASH_VALUE_OPTIONS and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the command, and turn user errors into one clear message."""
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded by `train` in run.json
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(_attach_dash_values(argv))
+    args.argv = argv  # recorded by `train` in run.json
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

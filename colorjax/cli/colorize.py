@@ -51,18 +51,52 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_knob_arguments(parser)
 
 
+def _working_size(text: str) -> int:
+    """--working-size: an int in [1, MAX_WORKING_SIZE] (argparse reports the message)."""
+    from colorjax.inference.predict import MAX_WORKING_SIZE
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of pixels, got {text!r}"
+        ) from None
+    if not 1 <= value <= MAX_WORKING_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be between 1 and {MAX_WORKING_SIZE} pixels, got {value} (the output keeps "
+            "the photo's size; 256-1024 covers every use)"
+        )
+    return value
+
+
+def _temperature(text: str) -> float:
+    """--temperature: a finite number > 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number > 0, got {text!r} (lower is more saturated; 0.38 is "
+            "Zhang et al.'s)"
+        )
+    return value
+
+
 def add_knob_arguments(parser: argparse.ArgumentParser) -> None:
     """--working-size (render factor) and --temperature, shared by colorize and eval."""
     parser.add_argument(
         "--working-size",
-        type=int,
+        type=_working_size,
         default=None,
         help="network input size, longer side in pixels (DeOldify's render factor; "
         "default: tuned for the weights)",
     )
     parser.add_argument(
         "--temperature",
-        type=float,
+        type=_temperature,
         default=None,
         help="annealed-mean temperature of classification models, lower is more saturated "
         "(default: tuned for the weights)",
@@ -147,7 +181,8 @@ def run(args: argparse.Namespace) -> int:
         finally:
             progress.close()
     print(
-        f"colorize: {written} written, {skipped} skipped (already exist), {len(failures)} failed",
+        f"colorize: {written} written to {outdir}, {skipped} skipped (already exist), "
+        f"{len(failures)} failed",
         file=sys.stderr,
     )
     if not sources and not failures:

@@ -26,6 +26,7 @@ from colorjax.inference.predict import (
     _round_up,
     _run_chunked,
     bucket_shape,
+    check_temperature,
     working_shape,
 )
 
@@ -54,7 +55,7 @@ class Colorizer:
         self.stride = _model_stride(model)
         self.batch_size = int(batch_size)
         self.bucket_fractions = tuple(float(f) for f in bucket_fractions)
-        self.temperature = float(temperature)
+        self.temperature = check_temperature(temperature)
         bucket_shape(1, 1, self.working_size, self.stride, self.bucket_fractions)  # validate
         self._pad_to = _round_up(self.working_size, self.stride)
         self._buckets_used: set[tuple[int, int]] = set()

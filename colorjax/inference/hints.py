@@ -37,7 +37,7 @@ __all__ = [
 
 # Half-width in working-size pixels: the reference tool's default brush (2 px at load size).
 DEFAULT_HINT_RADIUS = 2
-_HINT_RE = re.compile(r"^\s*([0-9.]+)\s*,\s*([0-9.]+)\s*,\s*#?([0-9a-fA-F]{6})\s*$")
+_HINT_RE = re.compile(r"^\s*(-?[0-9.]+)\s*,\s*(-?[0-9.]+)\s*,\s*#?([0-9a-fA-F]{6})\s*$")
 
 Hint = tuple[float, float, tuple[int, int, int]]
 

@@ -39,6 +39,10 @@ from colorjax.errors import ConfigError, InputShapeError, PredictionError
 
 DEFAULT_BUCKET_FRACTIONS: tuple[float, ...] = (0.5, 1.0)
 DEFAULT_TEMPERATURE = 0.38
+# The network's input is at most this many pixels on its longer side. The output keeps the
+# photo's size whatever the working size, and memory grows with its square (an unbounded
+# --working-size 100000 asked for 17 GB and was killed by the kernel).
+MAX_WORKING_SIZE = 4096
 # Full-resolution kernels work on flat chunks of these many pixels: a small size so thumbnails
 # stay cheap, a large one for photos (a 12 MP photo is ~46 large chunks).
 _CHUNK_SIZES: tuple[int, int] = (1 << 14, 1 << 18)
@@ -132,9 +136,24 @@ def _check_working_size(working_size: Any) -> int:
     """Validate the working size and return it as an int."""
     if isinstance(working_size, bool) or not isinstance(working_size, (int, np.integer)):
         raise ConfigError(f"working_size must be a positive int, got {working_size!r}")
-    if working_size < 1:
-        raise ConfigError(f"working_size must be a positive int, got {working_size}")
+    if not 1 <= working_size <= MAX_WORKING_SIZE:
+        raise ConfigError(
+            f"working_size must be between 1 and {MAX_WORKING_SIZE} pixels, got {working_size}; "
+            "the network sees the photo at this size (the output keeps the photo's own size), "
+            "so 256-1024 covers every use"
+        )
     return int(working_size)
+
+
+def check_temperature(temperature: Any) -> float:
+    """Validate an annealed-mean temperature: a finite number > 0 (inf gives one flat tint)."""
+    value = float(temperature)
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(
+            f"temperature must be a finite number > 0, got {temperature!r}; lower is more "
+            f"saturated, {DEFAULT_TEMPERATURE} is Zhang et al.'s"
+        )
+    return value
 
 
 # --------------------------------------------------------------------------- device kernels

@@ -68,6 +68,13 @@ def resolve_weights(
             raise WeightsError(
                 f"weights file {path} does not exist (or is not a file); check the path"
             )
+        if path.suffix.lower() in (".pth", ".pt", ".bin", ".ckpt"):
+            raise WeightsError(
+                f"{path} is a PyTorch file, not colorjax weights; convert it once with "
+                f"`colorjax weights import {path} --name NAME` (an official file in the "
+                f"manifest) or `colorjax weights import {path} --model MODEL --out FILE`, "
+                "then pass that name or file"
+            )
         return path
     if name_or_path is None:
         cfg = default_entry(family, manifest)
