@@ -380,3 +380,53 @@ def test_attach_dash_values_only_touches_the_listed_options():
         "--hint",
         "3,4,#000",
     ]
+
+
+def test_a_manifest_entry_pointing_at_another_model_is_refused_by_the_cli(tmp_path, capsys):
+    from PIL import Image
+
+    gan = models.create_model("deepcolorization-small")
+    gan_file = tmp_path / "gan.safetensors"
+    weights.save_weights(
+        gan_file, "deepcolorization-small", {}, random_variables(gan, SIZE), {"working_size": SIZE}
+    )
+    entry = {
+        "name": "colornet-tiny.mine",
+        "model": "colornet-tiny",  # says ColorNet ...
+        "sha256": weights.sha256_file(gan_file),  # ... but is the GAN
+        "urls": [gan_file.resolve().as_uri()],
+    }
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"format_version": 1, "weights": [entry]}))
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (16, 16), (90, 120, 40)).save(photo)
+    out = tmp_path / "out"
+    rc = cli.main(
+        [
+            "colorize",
+            str(photo),
+            "--manifest",
+            str(manifest),
+            "--weights",
+            "colornet-tiny.mine",
+            "-o",
+            str(out),
+        ]
+    )
+    line = _error_line(capsys.readouterr().err, "colorize")
+    assert rc == 2 and "'colornet-tiny'" in line and "'deepcolorization-small'" in line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_integer_tensors_in_a_weights_file_are_refused(weights_file, tmp_path):
+    import safetensors.numpy
+
+    raw = weights_file.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    tensors = safetensors.numpy.load(raw)
+    key = next(k for k in tensors if k.endswith("kernel"))
+    tensors[key] = np.round(tensors[key] * 100).astype(np.int32)
+    bad = tmp_path / "int.safetensors"
+    bad.write_bytes(safetensors.numpy.save(tensors, metadata=header["__metadata__"]))
+    with pytest.raises(WeightsError, match=f"{key}.*int32"):
+        weights.load_pretrained(str(bad))

@@ -234,6 +234,14 @@ def load_weights(
                 flat[key] = value
     except Exception as err:
         raise WeightsError(f"{path} has damaged tensor data ({err}); download it again") from err
+    # An integer kernel would be cast silently in apply and change every output.
+    not_float = sorted(k for k, v in flat.items() if not np.issubdtype(v.dtype, np.floating))
+    if not_float:
+        raise WeightsError(
+            f"{path}: tensor {not_float[0]} has dtype {flat[not_float[0]].dtype} (and "
+            f"{len(not_float) - 1} more non-float tensors); colorjax weights are float16/32/64. "
+            "The file was not written by colorjax (or was edited); export the weights again"
+        )
     if not flat:
         raise WeightsError(f"{path} holds no tensors; export the weights again")
     check_finite(flat, str(path))

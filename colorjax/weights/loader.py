@@ -48,10 +48,24 @@ def _build(arch: str, overrides: Mapping[str, Any], where: str) -> Any:
 
 
 def _from_file(
-    path: Path, name: str | None, arch: str | None, overrides: Mapping[str, Any]
+    path: Path,
+    name: str | None,
+    arch: str | None,
+    overrides: Mapping[str, Any],
+    expected_model: str | None = None,
 ) -> Pretrained:
-    """Load a weights file into its model (arch/overrides override the file's own)."""
+    """Load a weights file into its model (arch/overrides override the file's own).
+
+    `expected_model` is what a manifest entry says the file holds; a file whose header names
+    another model is refused rather than run as whatever it is.
+    """
     variables, meta = load_weights(path)
+    if expected_model is not None and meta["model"] != expected_model:
+        raise WeightsError(
+            f"weights {name!r} are listed as model {expected_model!r}, but {path} holds "
+            f"{meta['model']!r}; the manifest entry points at the wrong file: fix its model or "
+            "its URL"
+        )
     arch = arch or meta["model"]
     overrides = {**meta["overrides"], **overrides}
     model = _build(arch, overrides, str(path))
@@ -102,7 +116,7 @@ def load_pretrained(
         cfg = get_entry(str(name_or_path), manifest)
         name = cfg.name
     path = resolve_weights(cfg if name else name_or_path, manifest, **fetch)
-    loaded = _from_file(path, name, None, {})
+    loaded = _from_file(path, name, None, {}, cfg.model if name else None)
     if name is not None and cfg.temperature is not None:
         loaded.meta.setdefault("temperature", cfg.temperature)
     return loaded
@@ -147,7 +161,7 @@ def create_model(
     if cfg.model != arch:
         raise WeightsError(f"weights {cfg.name!r} are for {cfg.model!r}, not {arch!r}")
     path = resolve_weights(cfg, manifest)
-    loaded = _from_file(path, cfg.name, arch, overrides)
+    loaded = _from_file(path, cfg.name, arch, overrides, cfg.model)
     if cfg.temperature is not None:
         loaded.meta.setdefault("temperature", cfg.temperature)
     return loaded
