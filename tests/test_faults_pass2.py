@@ -430,3 +430,113 @@ def test_integer_tensors_in_a_weights_file_are_refused(weights_file, tmp_path):
     bad.write_bytes(safetensors.numpy.save(tensors, metadata=header["__metadata__"]))
     with pytest.raises(WeightsError, match=f"{key}.*int32"):
         weights.load_pretrained(str(bad))
+
+
+# ------------------------------------------------------------------ colour-managed photos
+
+# Adobe RGB (1998): D50-adapted colorants (columns of the RGB -> XYZ matrix) and its gamma.
+_ADOBE_D50 = np.array(
+    [[0.60974, 0.20528, 0.14919], [0.31111, 0.62567, 0.06322], [0.01947, 0.06087, 0.74457]]
+)
+_ADOBE_GAMMA = 563 / 256
+# sRGB's D50-adapted colorants (Bradford), as ICC colour management uses them.
+_SRGB_D50 = np.array(
+    [
+        [0.4360747, 0.3850649, 0.1430804],
+        [0.2225045, 0.7168786, 0.0606169],
+        [0.0139322, 0.0971045, 0.7141733],
+    ]
+)
+
+
+def _icc_matrix_profile(matrix: np.ndarray, gamma: float, name: str) -> bytes:
+    """A minimal ICC v2 RGB display profile: colorants, one gamma per channel, D50 white."""
+    import struct
+
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", int(round(v * 65536)))
+
+    def xyz(v) -> bytes:
+        return b"XYZ " + b"\0" * 4 + b"".join(s15(c) for c in v)
+
+    curv = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, int(round(gamma * 256))) + b"\0\0"
+    text = name.encode() + b"\0"
+    desc = b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * (4 + 4 + 2 + 1 + 67)
+    desc += b"\0" * (-len(desc) % 4)
+    d50 = (0.9642, 1.0, 0.8249)
+    tags = [
+        (b"desc", desc),
+        (b"wtpt", xyz(d50)),
+        (b"rXYZ", xyz(matrix[:, 0])),
+        (b"gXYZ", xyz(matrix[:, 1])),
+        (b"bXYZ", xyz(matrix[:, 2])),
+        (b"rTRC", curv),
+        (b"gTRC", curv),
+        (b"bTRC", curv),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for sig, payload in tags:
+        table += sig + struct.pack(">II", offset + len(data), len(payload))
+        data += payload
+    size = offset + len(data)
+    header = (
+        struct.pack(">I", size)
+        + b"lcms"
+        + bytes([2, 0x10, 0, 0])
+        + b"mntrRGB XYZ "
+        + b"\0" * 12
+        + b"acsp"
+        + b"\0" * 24
+        + struct.pack(">I", 0)
+        + b"".join(s15(c) for c in d50)
+        + b"\0" * 48
+    )
+    assert len(header) == 128
+    return header + table + data
+
+
+def test_an_adobe_rgb_photo_is_converted_to_srgb_before_colorizing(tmp_path):
+    from PIL import Image
+    from skimage import color as skcolor
+
+    from colorjax import data
+
+    rng = np.random.default_rng(4)
+    pixels = rng.integers(0, 256, (12, 16, 3)).astype(np.uint8)
+    icc = _icc_matrix_profile(_ADOBE_D50, _ADOBE_GAMMA, "Adobe RGB (1998) test")
+    for fmt in ("PNG", "JPEG", "TIFF"):
+        path = tmp_path / f"adobe.{fmt.lower()}"
+        Image.fromarray(pixels).save(
+            path, fmt, icc_profile=icc, **({"quality": 100} if fmt == "JPEG" else {})
+        )
+        stored = np.asarray(Image.open(path).convert("RGB"), np.float64)  # as written (JPEG loses)
+        # Independent reference: Adobe RGB -> XYZ (D50) -> sRGB, in NumPy.
+        linear = (stored / 255.0) ** _ADOBE_GAMMA
+        srgb_lin = np.clip(linear @ _ADOBE_D50.T @ np.linalg.inv(_SRGB_D50).T, 0, 1)
+        want = (
+            np.where(srgb_lin <= 0.0031308, 12.92 * srgb_lin, 1.055 * srgb_lin ** (1 / 2.4) - 0.055)
+            * 255
+        )
+        got = data.decode_image(path).astype(np.float64)
+        assert np.abs(got - want).max() <= 3, fmt
+        # What matters for colorization: the L a viewer sees is the L the model gets.
+        l_got = skcolor.rgb2lab(got / 255)[..., 0]
+        l_want = skcolor.rgb2lab(want / 255)[..., 0]
+        assert np.abs(l_got - l_want).max() < 1.0, fmt
+        l_naive = skcolor.rgb2lab(stored / 255)[..., 0]
+        assert np.abs(l_naive - l_want).max() > 2.0  # the case the conversion fixes
+
+
+def test_an_animated_gif_says_only_its_first_frame_is_used(tmp_path, caplog):
+    from PIL import Image
+
+    from colorjax import data
+
+    frames = [Image.new("RGB", (8, 8), c) for c in ((200, 30, 30), (30, 200, 30), (30, 30, 200))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with caplog.at_level("WARNING"):
+        rgb = data.decode_image(path)
+    assert "3 frames" in caplog.text and "only the first" in caplog.text
+    assert rgb[0, 0, 0] > 150 and rgb[0, 0, 1] < 80  # the first frame, red
