@@ -319,7 +319,14 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     """Load `get_config()` from an experiment .py file or preset name; apply `--set` overrides."""
     path = resolve_config_path(path)
     if path.suffix == ".json":
-        config = ExperimentConfig.from_dict(json.loads(path.read_text()))
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"config {str(path)!r} is not valid JSON (line {err.lineno}, column {err.colno}: "
+                f"{err.msg}); fix the file or write it again with ExperimentConfig.to_json()"
+            ) from None
+        config = ExperimentConfig.from_dict(raw)
     else:
         module_name = f"_colorjax_experiment_{path.stem}"
         spec = importlib.util.spec_from_file_location(module_name, path)
@@ -329,6 +336,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
+        except SyntaxError as err:
+            raise ConfigError(
+                f"experiment config {str(path)!r} has a syntax error at line {err.lineno}: "
+                f"{err.msg}; fix the file"
+            ) from None
         finally:
             sys.modules.pop(module_name, None)
         if not hasattr(module, "get_config"):

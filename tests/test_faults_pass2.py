@@ -540,3 +540,70 @@ def test_an_animated_gif_says_only_its_first_frame_is_used(tmp_path, caplog):
         rgb = data.decode_image(path)
     assert "3 frames" in caplog.text and "only the first" in caplog.text
     assert rgb[0, 0, 0] > 150 and rgb[0, 0, 1] < 80  # the first frame, red
+
+
+def test_rerunning_colorize_with_other_weights_or_mode_is_not_mistaken_for_done(
+    weights_file, tmp_path, capsys
+):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.new("RGB", (24, 16), (60 + 40 * i, 120, 40)).save(photos / f"p{i}.png")
+    other = tmp_path / "other.safetensors"
+    model = models.create_model("colornet-tiny")
+    weights.save_weights(
+        other, "colornet-tiny", {}, random_variables(model, SIZE, seed=7), {"working_size": SIZE}
+    )
+    out = tmp_path / "out"
+    base = ["colorize", str(photos), "-o", str(out)]
+    assert cli.main([*base, "--weights", str(weights_file)]) == 0
+    capsys.readouterr()
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    # The same weights and mode again: done already, skipped.
+    assert cli.main([*base, "--weights", str(weights_file)]) == 0
+    assert "2 skipped" in capsys.readouterr().err
+    # Other weights, or --compare: each existing output is named as made by something else.
+    for extra in (["--weights", str(other)], ["--weights", str(weights_file), "--compare"]):
+        rc = cli.main([*base, *extra])
+        err = capsys.readouterr().err
+        assert rc == 1 and err.count("was made by") == 2 and "--overwrite" in err
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    assert cli.main([*base, "--weights", str(other), "--overwrite"]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} != first
+
+
+def test_fifos_and_symlink_loops_inside_a_folder_are_reported_not_dropped(
+    weights_file, tmp_path, capsys
+):
+    import os
+
+    from PIL import Image
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.new("RGB", (16, 16), (100, 20, 20)).save(folder / "ok.png")
+    os.mkfifo(folder / "pipe.png")
+    (folder / "loop.png").symlink_to("loop.png")
+    out = tmp_path / "out"
+    rc = cli.main(["colorize", str(folder), "--weights", str(weights_file), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err
+    assert "pipe.png: not a regular file" in err and "loop.png: not a regular file" in err
+    assert "1 written" in err and "2 failed" in err and (out / "ok.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "expected"),
+    [
+        ("bad.py", "def get_config(:\n    pass\n", "syntax error at line 1"),
+        ("bad.json", '{"model": {"name": ', "not valid JSON (line 1"),
+    ],
+)
+def test_a_broken_config_file_is_one_line(name, text, expected, tmp_path, capsys):
+    config = tmp_path / name
+    config.write_text(text)
+    rc = cli.main(["train", "--config", str(config), "--workdir", str(tmp_path / "w")])
+    line = _error_line(capsys.readouterr().err, "train")
+    assert rc == 2 and expected in line

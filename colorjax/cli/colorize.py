@@ -109,11 +109,23 @@ def run(args: argparse.Namespace) -> int:
 
     from colorjax import data
     from colorjax.inference import as_pretrained, make_colorizer
-    from colorjax.inference.files import expand_inputs, save_image
+    from colorjax.inference.files import expand_inputs, read_provenance, save_image
 
     if getattr(args, "hint", None):
         return run_hinted(args)
     outdir = Path(args.output)
+    # Loaded before planning: an existing output is skipped only if these weights and this
+    # mode made it, so outputs of other weights are never mistaken for this run's.
+    model, variables, meta = as_pretrained(args.weights, args.manifest)
+    colorizer = make_colorizer(
+        model,
+        variables,
+        meta,
+        working_size=args.working_size,
+        temperature=args.temperature,
+        batch_size=max(1, args.batch_size),
+    )
+    provenance = _provenance(meta, colorizer, args.compare)
     sources, failures = expand_inputs(args.inputs, exclude=outdir)
     inputs = {src.resolve() for src, _ in sources}
     todo: list[tuple[Path, Path]] = []
@@ -132,6 +144,16 @@ def run(args: argparse.Namespace) -> int:
             continue
         planned[out] = src
         if out.exists() and not args.overwrite:
+            made_by = read_provenance(out)
+            if made_by is not None and made_by != provenance:
+                failures.append(
+                    (
+                        str(src),
+                        f"{out} exists but was made by {made_by}, not {provenance}; pass "
+                        "--overwrite to replace it or another -o folder to keep both",
+                    )
+                )
+                continue
             skipped += 1
             print(f"skip {src}: {out} exists (pass --overwrite to replace it)", file=sys.stderr)
             continue
@@ -144,15 +166,6 @@ def run(args: argparse.Namespace) -> int:
     written = 0
     if todo:
         ensure_output_dir(outdir, "-o")  # before the model runs on every photo
-        model, variables, meta = as_pretrained(args.weights, args.manifest)
-        colorizer = make_colorizer(
-            model,
-            variables,
-            meta,
-            working_size=args.working_size,
-            temperature=args.temperature,
-            batch_size=max(1, args.batch_size),
-        )
         progress = tqdm(total=len(todo), unit="img", desc="colorize", file=sys.stderr)
 
         def decoded() -> Iterator[tuple[tuple[Path, Path], np.ndarray]]:
@@ -172,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
                 # --compare: the input's luminance as neutral gray, then the colorized photo.
                 image = np.concatenate(result[::-1], axis=1) if args.compare else result
                 try:
-                    save_image(image, out, args.format)
+                    save_image(image, out, args.format, provenance)
                     written += 1
                 except OSError as err:
                     failures.append((str(src), f"cannot write {out}: {err}"))
@@ -188,6 +201,16 @@ def run(args: argparse.Namespace) -> int:
     if not sources and not failures:
         raise ColorjaxError("no input images found; pass image files, folders or globs")
     return 1 if failures else 0
+
+
+def _provenance(meta: dict, colorizer: object, compare: bool) -> str:
+    """What makes an output: weights, mode and knobs, e.g. 'weights=NAME mode=colour ws=256'."""
+    weights = meta.get("name") or meta.get("path") or meta.get("workdir") or meta.get("model")
+    mode = "compare" if compare else "colour"
+    return (
+        f"weights={weights} mode={mode} working_size={colorizer.working_size} "
+        f"temperature={colorizer.temperature:g}"
+    )
 
 
 def run_hinted(args: argparse.Namespace) -> int:

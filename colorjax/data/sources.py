@@ -121,7 +121,16 @@ def list_image_files(root: Path, exclude: Path | None = None) -> list[Path]:
     Hidden files and folders (a leading '.': .git, .ipynb_checkpoints) are skipped, and so
     is the folder `exclude` (e.g. an output folder inside the input folder).
     """
-    files = []
+    return list_image_entries(root, exclude)[0]
+
+
+def list_image_entries(root: Path, exclude: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """(regular image files, image-named entries that are not regular files) below root.
+
+    The second list holds what must not be read but must not vanish unseen either: FIFOs and
+    devices (reading one blocks forever) and dangling or self-looping symlinks.
+    """
+    files, others = [], []
     for folder, dirs, names in os.walk(root):
         here = Path(folder)
         dirs[:] = [
@@ -129,14 +138,15 @@ def list_image_files(root: Path, exclude: Path | None = None) -> list[Path]:
             for d in dirs
             if not d.startswith(".") and not (exclude is not None and is_within(here / d, exclude))
         ]
-        files += [
-            here / n
-            for n in names
-            if not n.startswith(".")
-            and Path(n).suffix.lower() in IMAGE_EXTENSIONS
-            and (here / n).is_file()
-        ]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+        for n in names:
+            if n.startswith(".") or Path(n).suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            (files if (here / n).is_file() else others).append(here / n)
+
+    def key(p: Path) -> str:
+        return p.relative_to(root).as_posix()
+
+    return sorted(files, key=key), sorted(others, key=key)
 
 
 def _folder_source(path: str, split: str, val_fraction: float, seed: int) -> FileSource:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from colorjax.data.sources import IMAGE_EXTENSIONS, is_within, list_image_files
+from colorjax.data.sources import IMAGE_EXTENSIONS, is_within, list_image_entries
 from colorjax.fileio import atomic_write_bytes
 
 
@@ -41,8 +41,12 @@ def expand_inputs(
         return exclude if exclude is not None and not is_within(base, exclude) else None
 
     def add_dir(root: Path) -> None:
-        for p in list_image_files(root, exclude=skips(root)):
-            found.append((p, p.relative_to(root)))
+        files, others = list_image_entries(root, exclude=skips(root))
+        found.extend((p, p.relative_to(root)) for p in files)
+        failures.extend(
+            (str(p), "not a regular file (a FIFO, device or broken symlink); skipped")
+            for p in others
+        )
 
     def add_file(path: Path) -> None:
         if path.is_file():
@@ -72,11 +76,35 @@ def expand_inputs(
     return found, failures
 
 
-def save_image(rgb: np.ndarray, path: Path, fmt: str) -> None:
-    """Encode uint8 RGB as PNG or JPEG and write it atomically."""
+PROVENANCE_KEY = "colorjax"  # PNG text chunk / JPEG comment naming what made an output
+
+
+def save_image(rgb: np.ndarray, path: Path, fmt: str, provenance: str | None = None) -> None:
+    """Encode uint8 RGB as PNG or JPEG and write it atomically, tagged with its provenance."""
     buf = io.BytesIO()
     if fmt == "jpg":
-        Image.fromarray(rgb).save(buf, format="JPEG", quality=95)
+        extra = {"comment": f"{PROVENANCE_KEY}: {provenance}"} if provenance else {}
+        Image.fromarray(rgb).save(buf, format="JPEG", quality=95, **extra)
     else:
-        Image.fromarray(rgb).save(buf, format="PNG")
+        info = None
+        if provenance:
+            from PIL import PngImagePlugin
+
+            info = PngImagePlugin.PngInfo()
+            info.add_text(PROVENANCE_KEY, provenance)
+        Image.fromarray(rgb).save(buf, format="PNG", pnginfo=info)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_provenance(path: Path) -> str | None:
+    """The provenance `save_image` wrote into an output, or None (not ours, or unreadable)."""
+    try:
+        with Image.open(path) as img:
+            if PROVENANCE_KEY in img.info:
+                return str(img.info[PROVENANCE_KEY])
+            comment = img.info.get("comment", b"")
+            text = comment.decode("utf-8", "replace") if isinstance(comment, bytes) else comment
+            prefix = f"{PROVENANCE_KEY}: "
+            return text[len(prefix) :] if text.startswith(prefix) else None
+    except (OSError, ValueError):
+        return None
