@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+# The CLI keeps compiled programs in a persistent cache; tests call it in-process with many
+# temporary COLORJAX_HOMEs, so it stays off here (tests/test_faults_pass2.py turns it on in
+# subprocesses to test it).
+os.environ["COLORJAX_COMPILE_CACHE"] = "0"
 
 
 def fake_device_env(devices: int) -> dict[str, str]:

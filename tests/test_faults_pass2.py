@@ -607,3 +607,66 @@ def test_a_broken_config_file_is_one_line(name, text, expected, tmp_path, capsys
     rc = cli.main(["train", "--config", str(config), "--workdir", str(tmp_path / "w")])
     line = _error_line(capsys.readouterr().err, "train")
     assert rc == 2 and expected in line
+
+
+# ------------------------------------------------------------------ a CLI that answers at once
+
+
+@pytest.mark.slow
+def test_a_second_colorize_loads_its_programs_from_the_persistent_cache(weights_file, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (40, 24), (90, 120, 40)).save(photo)
+    env = {**os.environ, "COLORJAX_HOME": str(tmp_path / "home"), "COLORJAX_COMPILE_CACHE": "1"}
+    cache = tmp_path / "home" / "jax-compile-cache"
+    argv = [
+        sys.executable,
+        "-m",
+        "colorjax.cli",
+        "colorize",
+        str(photo),
+        "--weights",
+        str(weights_file),
+        "-o",
+        str(tmp_path / "out"),
+        "--overwrite",
+    ]
+    subprocess.run(argv, env=env, check=True, capture_output=True)
+    first = sorted(p.name for p in cache.iterdir())
+    assert first  # the compiled programs were kept
+    subprocess.run(argv, env=env, check=True, capture_output=True)
+    assert sorted(p.name for p in cache.iterdir()) == first  # nothing compiled again
+    off = {**env, "COLORJAX_COMPILE_CACHE": "0", "COLORJAX_HOME": str(tmp_path / "off")}
+    subprocess.run(argv, env=off, check=True, capture_output=True)
+    assert not (tmp_path / "off" / "jax-compile-cache").exists()
+
+
+def test_version_and_help_import_no_command_module():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from colorjax.cli import main\n"
+        "try:\n    main(['--version'])\nexcept SystemExit:\n    pass\n"
+        "heavy = [m for m in ('jax', 'flax', 'colorjax.cli.train', 'colorjax.models') "
+        "if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in out.stdout, out.stdout
+
+
+def test_models_lists_the_registry_without_tracing(capsys, monkeypatch):
+    from colorjax.models import cost
+
+    monkeypatch.setattr(cost, "forward_flops", lambda *a, **k: pytest.fail("compiled a model"))
+    monkeypatch.setattr(cost, "param_breakdown", lambda *a, **k: pytest.fail("traced a model"))
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "colornet-lite2-cls4" in out and "zhang-eccv16" in out and "--cost" in out

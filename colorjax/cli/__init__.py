@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+from pathlib import Path
 
 from colorjax import __version__
 from colorjax.errors import ColorjaxError, TrainingStopped
@@ -25,8 +27,12 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with one subparser per command."""
+def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+    """Build the top-level parser with one subparser per command.
+
+    Only `command`'s module is imported and configured ('*': every command's, None: none):
+    the modules pull in JAX, so `colorjax --version` and `colorjax -h` must not import them.
+    """
     parser = argparse.ArgumentParser(
         prog="colorjax", description="Automatic image colorization in JAX."
     )
@@ -34,11 +40,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"colorjax {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"colorjax.cli.{name}")
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(sub_parser)
-        sub_parser.set_defaults(_run=module.run)
+        if command in ("*", name):
+            module = importlib.import_module(f"colorjax.cli.{name}")
+            module.configure_parser(sub_parser)
+            sub_parser.set_defaults(_run=module.run)
     return parser
+
+
+# Commands whose compiled programs are worth keeping between runs (bench measures compile
+# time, so it always compiles afresh).
+COMPILE_CACHE_COMMANDS = ("colorize", "eval", "train", "demo")
+COMPILE_CACHE_MIN_SECONDS = 0.0
+
+
+def enable_compile_cache(env: dict[str, str] | None = None) -> Path | None:
+    """Keep compiled programs in JAX's persistent cache under COLORJAX_HOME (None: turned off).
+
+    A second `colorjax colorize photo.jpg` then loads its kernels instead of compiling them.
+    COLORJAX_COMPILE_CACHE=0 turns it off.
+    """
+    environ = os.environ if env is None else env
+    if environ.get("COLORJAX_COMPILE_CACHE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    import jax
+
+    from colorjax.weights.download import cache_dir
+
+    folder = cache_dir(environ) / "jax-compile-cache"
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", COMPILE_CACHE_MIN_SECONDS)
+    return folder
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command an argv names: its first word that is not an option (None: none given)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 # Options whose values may start with '-' (a hint at x = -1 must reach the hint check, which
@@ -63,7 +100,10 @@ def _attach_dash_values(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the command, and turn user errors into one clear message."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(_attach_dash_values(argv))
+    command = _command_of(argv)
+    args = build_parser(command if command in COMMANDS else None).parse_args(
+        _attach_dash_values(argv)
+    )
     args.argv = argv  # recorded by `train` in run.json
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -78,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         # backend 'tpu'") on every run of a CPU or GPU machine; the backend used is not affected.
         logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
     try:
+        if args.command in COMPILE_CACHE_COMMANDS:
+            enable_compile_cache()
         return int(args._run(args) or 0)
     except TrainingStopped as err:
         # Not a failure of the user's: the run saved where it stopped and resumes as it was.

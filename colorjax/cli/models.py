@@ -1,4 +1,4 @@
-"""`colorjax models`: table of every registered model with parameter counts and forward GFLOPs."""
+"""`colorjax models`: every registered model; `--cost` adds parameter counts and forward GFLOPs."""
 
 from __future__ import annotations
 
@@ -20,7 +20,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="only these models (default: every registered one)",
     )
     parser.add_argument(
-        "--markdown", action="store_true", help="print a Markdown table (as in the README)"
+        "--markdown",
+        action="store_true",
+        help="print the Markdown table of the README (implies --cost)",
+    )
+    parser.add_argument(
+        "--cost",
+        action="store_true",
+        help="add parameter counts and forward GFLOPs (traces and compiles every model: slow)",
     )
     parser.add_argument(
         "--resolution",
@@ -85,8 +92,25 @@ def render_markdown(rows: list[dict[str, Any]], resolution: int = 256) -> str:
     return render(rows, resolution, markdown=True)
 
 
+def quick_rows(names: list[str] | None = None) -> list[list[str]]:
+    """Name, family, task and description of each model, from the registry alone (fast)."""
+    from colorjax.models import get_spec, list_models
+
+    return [
+        [name, get_spec(name).family, get_spec(name).task, get_spec(name).description]
+        for name in names or list_models()
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Print the model table (plain or Markdown)."""
+    """Print the model table: names from the registry, or with --cost/--markdown their costs."""
+    if not (args.cost or args.markdown):
+        from colorjax.table import render_table
+
+        header = ("model", "family", "task", "description")
+        print(render_table(header, quick_rows(args.names or None)))
+        print("parameters and GFLOPs: colorjax models --cost")
+        return 0
     rows = model_rows(args.names or None, args.resolution)
     print(render(rows, args.resolution, markdown=args.markdown), end="")
     return 0
