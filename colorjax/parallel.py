@@ -193,6 +193,79 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
+# Variables that give the size of a launch under the usual launchers; one saying > 1 process
+# where JAX can form no cluster means a job that would train N times alone: refused.
+LAUNCH_SIZE_VARS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE")
+
+
+def detected_cluster() -> tuple[str, int | None] | None:
+    """(name, process count) of the cluster JAX's own detection finds here, or None.
+
+    The environments are JAX's (`jax._src.clusters`: SLURM, Open MPI, Cloud TPU pods on GCE
+    and GKE, Kubernetes); `jax.distributed.initialize()` without arguments joins them. The
+    module is private, so a JAX without it means no detection, never a crash.
+    """
+    try:
+        from jax._src import clusters
+    except ImportError:  # pragma: no cover - a future JAX moved it
+        return None
+    for env in getattr(clusters.ClusterEnv, "_cluster_types", []):
+        if getattr(env, "opt_in_only_method", False) or not env.is_env_present():
+            continue
+        try:
+            count = int(env.get_process_count())
+        except Exception:  # noqa: BLE001 - TPU metadata and the like may not answer
+            count = None
+        return str(env.name), count
+    return None
+
+
+def _join_detected_cluster() -> bool:
+    """Join the cluster this process was launched in (no flags given); True when multi-process.
+
+    Without a cluster: single process, unless a launcher variable says there are several
+    (then ConfigError: N copies training alone would overwrite each other's work).
+    """
+    found = detected_cluster()
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") and found is None:
+        found = ("JAX_COORDINATOR_ADDRESS", None)
+    if found is None:
+        sizes = {v: os.environ[v] for v in LAUNCH_SIZE_VARS if os.environ.get(v, "1") != "1"}
+        if sizes:
+            var, value = next(iter(sizes.items()))
+            raise ConfigError(
+                f"{var}={value} says this is one of {value} processes, but JAX cannot form a "
+                "cluster from this environment (for SLURM it needs SLURM_JOB_ID, "
+                "SLURM_STEP_NODELIST, SLURM_NTASKS, SLURM_PROCID and SLURM_LOCALID; for Open MPI "
+                "OMPI_MCA_orte_hnp_uri). Launch with srun or mpirun, or pass --coordinator "
+                "HOST:PORT --num-processes N --process-id I"
+            )
+        return False
+    name, count = found
+    if count == 1:
+        return False  # e.g. an interactive one-task SLURM allocation
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize()
+    except Exception as err:  # noqa: BLE001 - JAX raises several types; all mean "cannot join"
+        raise ConfigError(
+            f"this process runs in a {name} cluster"
+            + (f" of {count} processes" if count else "")
+            + f", but it could not join it ({type(err).__name__}: {err}). Check that every "
+            "process was started and the coordinator's port is free (JAX_COORDINATOR_PORT "
+            "picks another), or pass --coordinator HOST:PORT --num-processes N --process-id I"
+        ) from err
+    logger.info(
+        "process %d/%d joined the %s cluster; %d local, %d global devices",
+        jax.process_index(),
+        jax.process_count(),
+        name,
+        jax.local_device_count(),
+        jax.device_count(),
+    )
+    return jax.process_count() > 1
+
+
 def maybe_initialize_distributed(
     coordinator: str | None = None,
     num_processes: int | None = None,
@@ -202,10 +275,9 @@ def maybe_initialize_distributed(
 ) -> bool:
     """Call jax.distributed.initialize from flags or COLORJAX_* env; True when multi-process.
 
-    Must run before anything touches a JAX backend. With no flag and no env variable it does
-    nothing (single process), unless JAX's cluster auto-detection env (e.g. on a TPU pod or
-    SLURM with JAX_COORDINATOR_ADDRESS) is present, in which case initialize() is called
-    without arguments.
+    Must run before anything touches a JAX backend. With no flag and no COLORJAX_* variable it
+    joins the cluster JAX's own detection finds (SLURM, Open MPI, TPU pods, Kubernetes; see
+    `detected_cluster`), and is a single process only where there is none.
     """
     coordinator = coordinator or os.environ.get(ENV_COORDINATOR)
     if num_processes is None and os.environ.get(ENV_NUM_PROCESSES):
@@ -213,10 +285,7 @@ def maybe_initialize_distributed(
     if process_id is None and os.environ.get(ENV_PROCESS_ID):
         process_id = _env_int(ENV_PROCESS_ID)
     if coordinator is None and num_processes is None and process_id is None:
-        if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-            jax.distributed.initialize()
-            return jax.process_count() > 1
-        return False
+        return _join_detected_cluster()
     if coordinator is None or num_processes is None or process_id is None:
         raise ConfigError(
             "multi-process training needs all of --coordinator HOST:PORT, --num-processes N and "

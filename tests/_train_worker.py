@@ -2,7 +2,7 @@
 
 Modes:
   devices OUT.json                one step on 8 vs 1 devices; sharding errors
-  multihost PID NPROC PORT WORKDIR OUT.npz
+  multihost PID NPROC PORT WORKDIR OUT.npz   (PORT 0: join the cluster the environment names)
                                   3 steps in a 2-process cluster, checkpoint, params to OUT
   train CONFIG.json WORKDIR OUT.npz [HANG_AFTER]
                                   run the training loop; optionally hang after a step
@@ -165,13 +165,21 @@ def mode_devices(out: str) -> None:
 
 
 def mode_multihost(pid: int, nproc: int, port: int, workdir: str, out: str) -> None:
-    """Join a local cluster, train 3 steps on this process's slice, checkpoint."""
+    """Join a local cluster, train 3 steps on this process's slice, checkpoint.
+
+    PORT 0 gives no flags: the process joins whatever cluster its environment describes
+    (SLURM or Open MPI variables set by the test), as `colorjax train` does.
+    """
 
     from colorjax.parallel import is_main_process, make_mesh, maybe_initialize_distributed
 
-    maybe_initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
+    if port:
+        maybe_initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
+    else:
+        maybe_initialize_distributed()
     import jax
 
+    pid = jax.process_index()
     from colorjax.checkpoint import CheckpointStore
 
     assert jax.process_count() == nproc and jax.local_device_count() == 2

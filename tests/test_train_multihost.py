@@ -6,17 +6,112 @@ import json
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 from _train_worker import flat_params, run_steps, tiny_config
 
+from colorjax.parallel import make_mesh
+
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _launch(tmp_path, train_worker, envs, port) -> Path:
+    """Start one worker per environment, wait, return the shared work dir."""
+    workdir = tmp_path / "run"
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(train_worker),
+                "multihost",
+                str(pid),
+                str(len(envs)),
+                str(port),
+                str(workdir),
+                str(tmp_path / f"p{pid}.npz"),
+            ],
+            env=env,
+        )
+        for pid, env in enumerate(envs)
+    ]
+    try:
+        codes = [p.wait(timeout=900) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0]
+    return workdir
+
+
+def _check_like_one_process(tmp_path, workdir) -> None:
+    """Both processes' params equal one process's; process 0 is the main one."""
+    infos = [json.loads((tmp_path / f"p{pid}.json").read_text()) for pid in range(2)]
+    assert [i["main"] for i in infos] == [True, False]
+    _, state, losses = run_steps(tiny_config(), make_mesh(1), 3)
+    want = flat_params(state.params)
+    np.testing.assert_allclose(infos[0]["losses"], losses, rtol=1e-5, atol=1e-6)
+    for pid in range(2):
+        got = np.load(tmp_path / f"p{pid}.npz")
+        for key, value in want.items():
+            np.testing.assert_allclose(got[key], value, atol=3e-5, rtol=1e-5, err_msg=key)
+
+
+def _slurm_env(base: dict, pid: int, port: int) -> dict:
+    """What srun sets for task `pid` of a 2-task step on one node (127.0.0.1)."""
+    return {
+        **base,
+        "SLURM_JOB_ID": "4242",
+        "SLURM_STEP_NODELIST": "127.0.0.1",
+        "SLURM_NTASKS": "2",
+        "SLURM_PROCID": str(pid),
+        "SLURM_LOCALID": "0",  # one task per (simulated) node
+        "SLURM_STEP_NUM_NODES": "2",
+        "JAX_COORDINATOR_PORT": str(port),
+    }
+
+
+def _ompi_env(base: dict, pid: int, port: int) -> dict:
+    """What mpirun sets for rank `pid` of 2 (the launcher's URI names the coordinator host)."""
+    return {
+        **base,
+        "OMPI_MCA_orte_hnp_uri": "1531576320.0;tcp://127.0.0.1:34911",
+        "OMPI_COMM_WORLD_SIZE": "2",
+        "OMPI_COMM_WORLD_RANK": str(pid),
+        "OMPI_COMM_WORLD_LOCAL_RANK": "0",
+        "JAX_COORDINATOR_PORT": str(port),
+    }
+
+
+@pytest.mark.multiprocess
+@pytest.mark.parametrize("launcher", [_slurm_env, _ompi_env], ids=["slurm", "open-mpi"])
+def test_processes_launched_by_a_cluster_join_one_run_without_flags(
+    launcher, tmp_path, train_worker, worker_env
+):
+    port = _free_port()
+    envs = [launcher(worker_env(2), pid, port) for pid in range(2)]
+    workdir = _launch(tmp_path, train_worker, envs, 0)
+    _check_like_one_process(tmp_path, workdir)
+
+
+def test_a_launch_jax_cannot_join_is_refused_not_run_n_times(monkeypatch):
+    from colorjax.errors import ConfigError
+    from colorjax.parallel import maybe_initialize_distributed
+
+    for var in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "OMPI_MCA_orte_hnp_uri"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # srun-like, but the node list is missing
+    with pytest.raises(ConfigError, match="SLURM_NTASKS=4 says this is one of 4 processes"):
+        maybe_initialize_distributed()
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    assert maybe_initialize_distributed() is False
 
 
 @pytest.mark.multiprocess
