@@ -201,3 +201,21 @@ def test_import_colorjax_loads_no_input_pipeline_and_no_torch():
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+
+
+def test_no_module_probes_a_model_for_attributes():
+    # Callers learn what a model needs from its declared contract (models.model_contract),
+    # never by getattr on the module: a new family is one file plus its registration.
+    offenders = []
+    for name, path in package_modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr")
+                and node.args
+                and "model" in ast.unparse(node.args[0])
+                and "type(model)" not in ast.unparse(node.args[0])
+            ):
+                offenders.append(f"{name}: {ast.unparse(node)}")
+    assert not offenders, offenders

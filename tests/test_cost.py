@@ -27,6 +27,12 @@ from colorjax.models.cost import (
 
 def test_count_params_and_forward_flops_on_a_single_conv() -> None:
     class OneConv(nn.Module):
+        @property
+        def contract(self):
+            from colorjax.models import ModelContract
+
+            return ModelContract(task="regression", stride=1)
+
         @nn.compact
         def __call__(self, x, train=False):
             return nn.Conv(8, (3, 3), use_bias=False)(x)

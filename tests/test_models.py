@@ -95,7 +95,13 @@ def test_registry_has_required_variants() -> None:
     for name in names:
         spec = get_spec(name)
         assert spec.name == name
-        assert spec.family in ("colornet", "deepcolorization", "zhang-eccv16", "zhang-siggraph17")
+        assert spec.family in (
+            "colornet",
+            "colornet-lite",
+            "deepcolorization",
+            "zhang-eccv16",
+            "zhang-siggraph17",
+        )
         assert spec.description
     assert create_model("deepcolorization-small").stride == 32
     assert create_model("deepcolorization-unet256").stride == 256
@@ -112,6 +118,8 @@ def test_each_variant_stores_its_head_once_and_derives_its_task() -> None:
         "colornet-small-cls4-film": "classification",
         "colornet-base": "regression",
         "colornet-base-cls": "classification",
+        "colornet-lite2-cls4": "classification",
+        "colornet-lite0-cls4": "classification",
         "deepcolorization-small": "gan",
         "deepcolorization-colornet": "gan",
         "deepcolorization-colornet-film": "gan",
@@ -136,6 +144,7 @@ def test_variants_are_registered_beside_their_architecture() -> None:
     families = {get_spec(n).family: get_spec(n).cls.__module__ for n in list_models()}
     assert families == {
         "colornet": "colorjax.models.colornet",
+        "colornet-lite": "colorjax.models.colornet_lite",
         "deepcolorization": "colorjax.models.deepcolorization",
         "zhang-eccv16": "colorjax.models.zhang",
         "zhang-siggraph17": "colorjax.models.zhang",
@@ -409,7 +418,11 @@ def test_bfloat16_compute_float32_outputs(small_variables) -> None:
 def test_predict_ab_heads(small_variables) -> None:
     # Regression and GAN: predict_ab is the eval-mode output itself.
     class Stub(nn.Module):
-        head: str = "regression"
+        @property
+        def contract(self):
+            from colorjax.models import ModelContract
+
+            return ModelContract(task="regression", stride=1)
 
         @nn.compact
         def __call__(self, x, train=False):
@@ -547,3 +560,30 @@ def test_conv_norm_act_film_scales_and_shifts_the_normalised_features() -> None:
     np.testing.assert_allclose(
         out, jnp.broadcast_to(jax.nn.relu(shift)[:, None, None, :], out.shape), atol=1e-6
     )
+
+
+def test_every_model_declares_its_contract_and_stubs_without_one_are_refused() -> None:
+    from flax import linen as nn
+
+    from colorjax.models import ModelContract, model_contract
+
+    for name in list_models():
+        contract = model_contract(create_model(name))
+        assert isinstance(contract, ModelContract)
+        assert contract.task == get_spec(name).task and contract.stride >= 1
+    assert model_contract(create_model("zhang-siggraph17")).takes_hints
+    assert model_contract(create_model("deepcolorization-colornet")).decodes_bins
+    assert model_contract(create_model("colornet-small-cls4-film")).palette_head
+    assert model_contract(create_model("colornet-lite2-cls4")).pretrained_encoder == "lite2"
+
+    class NoContract(nn.Module):
+        stride: int = 8  # an attribute is not a contract
+
+        @nn.compact
+        def __call__(self, x):
+            return x
+
+    with pytest.raises(ConfigError, match="declares no model contract"):
+        model_contract(NoContract())
+    with pytest.raises(ConfigError, match="unknown task"):
+        ModelContract(task="segmentation", stride=1)

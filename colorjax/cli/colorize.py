@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,18 +115,24 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "hint", None):
         return run_hinted(args)
     outdir = Path(args.output)
-    # Loaded before planning: an existing output is skipped only if these weights and this
-    # mode made it, so outputs of other weights are never mistaken for this run's.
-    model, variables, meta = as_pretrained(args.weights, args.manifest)
-    colorizer = make_colorizer(
-        model,
-        variables,
-        meta,
-        working_size=args.working_size,
-        temperature=args.temperature,
-        batch_size=max(1, args.batch_size),
-    )
-    provenance = _provenance(meta, colorizer, args.compare)
+    loaded: list[tuple[Any, str]] = []
+
+    def colorizer_and_provenance() -> tuple[Any, str]:
+        # Loaded once, when first needed: an existing output is skipped only if these weights
+        # and this mode made it, so outputs of other weights are never mistaken for this run's.
+        if not loaded:
+            model, variables, meta = as_pretrained(args.weights, args.manifest)
+            colorizer = make_colorizer(
+                model,
+                variables,
+                meta,
+                working_size=args.working_size,
+                temperature=args.temperature,
+                batch_size=max(1, args.batch_size),
+            )
+            loaded.append((colorizer, _provenance(meta, colorizer, args.compare)))
+        return loaded[0]
+
     sources, failures = expand_inputs(args.inputs, exclude=outdir)
     inputs = {src.resolve() for src, _ in sources}
     todo: list[tuple[Path, Path]] = []
@@ -144,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         planned[out] = src
         if out.exists() and not args.overwrite:
+            provenance = colorizer_and_provenance()[1]
             made_by = read_provenance(out)
             if made_by is not None and made_by != provenance:
                 failures.append(
@@ -166,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     written = 0
     if todo:
         ensure_output_dir(outdir, "-o")  # before the model runs on every photo
+        colorizer, provenance = colorizer_and_provenance()
         progress = tqdm(total=len(todo), unit="img", desc="colorize", file=sys.stderr)
 
         def decoded() -> Iterator[tuple[tuple[Path, Path], np.ndarray]]:

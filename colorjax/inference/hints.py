@@ -123,8 +123,10 @@ def colorize_with_hints(
     radius: int = DEFAULT_HINT_RADIUS,
 ) -> np.ndarray:
     """Colorize one image with colour hints; same size and full-resolution L as colorize()."""
+    from colorjax.models import model_contract
+
     model = colorizer.model
-    if not getattr(model, "accepts_hints", False):
+    if not model_contract(model).takes_hints:
         raise ConfigError(
             f"the model {type(model).__name__} takes no colour hints; drop the hints or use "
             "weights made for a model that takes them (weights='zhang-siggraph17')"

@@ -61,23 +61,24 @@ def predict_ab(
     """Normalised ab (N,H,W,2) for any registered model in eval mode (annealed mean for bins).
 
     `hints` is (hint_ab / 110 (N,H,W,2), hint_mask (N,H,W,1)) for models that take colour hints
-    (``model.accepts_hints``, e.g. zhang-siggraph17); see colorjax.inference.hints.
+    (its contract's ``takes_hints``, e.g. zhang-siggraph17); see colorjax.inference.hints.
     """
-    from colorjax.models import model_task
+    from colorjax.models import model_contract
     from colorjax.models.layers import resize_to
 
+    contract = model_contract(model)
     if hints is not None:
-        if not getattr(model, "accepts_hints", False):
+        if not contract.takes_hints:
             raise ConfigError(
                 f"{type(model).__name__} takes no colour hints; drop the hints or use a model "
                 "that takes them (zhang-siggraph17)."
             )
         return model.apply(variables, l_norm, *hints, train=False)
-    if getattr(model, "generator_arch", None) == "colornet":
+    if contract.decodes_bins:
         # A GAN with a ColorNet generator decodes its bins itself, at the requested T.
         return model.apply(variables, l_norm, train=False, temperature=temperature)
     out = model.apply(variables, l_norm, train=False)
-    if model_task(model) == "classification":
+    if contract.task == "classification":
         from colorjax.gamut import ab_bin_centers, annealed_mean
 
         centers = jnp.asarray(ab_bin_centers(), dtype=jnp.float32)
@@ -128,8 +129,10 @@ def _to_uint8(rgb: jax.Array) -> jax.Array:
 
 
 def _model_stride(model: Any) -> int:
-    """Return the spatial divisor the model needs (1 if it declares none)."""
-    return int(getattr(model, "stride", 1) or 1)
+    """Return the spatial divisor the model's contract declares."""
+    from colorjax.models import model_contract
+
+    return model_contract(model).stride
 
 
 def _check_working_size(working_size: Any) -> int:

@@ -4,10 +4,12 @@ Importing the family modules registers their variants (each registers its own, a
 """
 
 from colorjax.models.registry import (  # noqa: I001 - the mechanism first, then the families
+    ModelContract,
     ModelSpec,
     create_model,
     get_spec,
     list_models,
+    model_contract,
     model_task,
     register,
     register_model,
@@ -28,6 +30,7 @@ __all__ = [
     "ColorNet",
     "DeepColorization",
     "LiteColorNet",
+    "ModelContract",
     "ModelSpec",
     "PatchDiscriminator",
     "UNetGenerator",
@@ -36,6 +39,7 @@ __all__ = [
     "forward_flops",
     "get_spec",
     "list_models",
+    "model_contract",
     "model_task",
     "param_breakdown",
     "patchgan_output_size",

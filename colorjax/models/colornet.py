@@ -47,7 +47,7 @@ from colorjax.models.layers import (
     check_upsample_method,
     upsample2x,
 )
-from colorjax.models.registry import register_model
+from colorjax.models.registry import ModelContract, register_model
 
 HEADS = ("regression", "classification")
 FUSIONS = ("concat", "film")
@@ -136,6 +136,11 @@ class ColorNet(nn.Module):
     def stride(self) -> int:
         """Required divisor of H and W: the encoder downsamples three times by 2."""
         return 8
+
+    @property
+    def contract(self) -> ModelContract:
+        """Regression or bin logits at H/head_stride; a palette head when scene_head."""
+        return ModelContract(task=self.head, stride=self.stride, palette_head=self.scene_head)
 
     @nn.compact
     def __call__(self, l_norm: jax.Array, train: bool = False) -> jax.Array:

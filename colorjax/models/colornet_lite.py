@@ -34,7 +34,7 @@ from colorjax.errors import ConfigError
 from colorjax.models.backbones import EfficientNetLite, gray_encoder_input
 from colorjax.models.colornet import HEADS, num_ab_bins
 from colorjax.models.layers import Conv1x1, ConvNormAct, Dtype, check_l_input, upsample2x
-from colorjax.models.registry import register_model
+from colorjax.models.registry import ModelContract, register_model
 
 
 class LiteColorNet(nn.Module):
@@ -60,6 +60,13 @@ class LiteColorNet(nn.Module):
 
     stride: ClassVar[int] = 32
     head_stride: ClassVar[int] = 4
+
+    @property
+    def contract(self) -> ModelContract:
+        """Bin logits (or ab) at H/4; the encoder starts from its ImageNet weights."""
+        return ModelContract(
+            task=self.head, stride=self.stride, pretrained_encoder=self.encoder_variant
+        )
 
     def __post_init__(self) -> None:
         """Validate the configuration at construction."""

@@ -21,7 +21,6 @@ from scratch with L1 + GAN on a CPU budget gives pastel, blotchy colour.
 from __future__ import annotations
 
 import math
-from typing import ClassVar
 
 import flax.linen as nn
 import jax
@@ -37,7 +36,7 @@ from colorjax.models.layers import (
     conv_receptive_field,
     instance_norm,
 )
-from colorjax.models.registry import register_model
+from colorjax.models.registry import ModelContract, register_model
 
 GENERATORS = ("unet", "colornet")
 
@@ -172,8 +171,6 @@ class DeepColorization(nn.Module):
     temperature: float = 0.38  # annealed-mean temperature of the 'colornet' generator
     dtype: Dtype = jnp.float32
 
-    task: ClassVar[str] = "gan"  # see colorjax.models.registry.model_task
-
     def __post_init__(self) -> None:
         """Validate the configuration so a bad override fails at construction, not in apply."""
         if self.generator_arch not in GENERATORS:
@@ -196,6 +193,14 @@ class DeepColorization(nn.Module):
         if self.generator_arch == "colornet":
             return self._colornet().stride
         return 2**self.num_downs
+
+    @property
+    def contract(self) -> ModelContract:
+        """A GAN; with a ColorNet generator it decodes its own bins and returns their logits."""
+        colornet = self.generator_arch == "colornet"
+        return ModelContract(
+            task="gan", stride=self.stride, decodes_bins=colornet, bin_logits_generator=colornet
+        )
 
     def _colornet(self) -> ColorNet:
         """The ColorNet generator (classification head) described by `colornet`."""

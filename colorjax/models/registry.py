@@ -21,16 +21,43 @@ from colorjax.errors import ConfigError
 TASKS = ("regression", "classification", "gan")
 
 
-def model_task(model: nn.Module) -> str:
-    """'regression', 'classification' or 'gan' for a model built by this package.
+@dataclasses.dataclass(frozen=True)
+class ModelContract:
+    """What a model needs and gives, declared by its family in one place (`Module.contract`).
 
-    A family whose task is fixed says so with a class attribute `task` (DeepColorization:
-    'gan'); otherwise the model's `head` decides (ColorNet's head field, Zhang's class value).
+    Training, inference, weights loading and evaluation read these fields and nothing else of
+    a model: a new family is its module with a `contract` property plus its registration.
     """
-    task = getattr(model, "task", None) or getattr(model, "head", "regression")
-    if task not in TASKS:
-        raise ConfigError(f"{type(model).__name__} has unknown task {task!r}; expected {TASKS}.")
-    return task
+
+    task: str  # 'regression' (ab out), 'classification' (ab-bin logits out) or 'gan'
+    stride: int  # H and W of the input L must be multiples of it
+    takes_hints: bool = False  # apply(l, hint_ab, hint_mask): user colour hints
+    decodes_bins: bool = False  # apply(l, temperature=T) decodes its bins itself (GAN, ColorNet G)
+    bin_logits_generator: bool = False  # a GAN whose generator also returns ab-bin logits
+    palette_head: bool = False  # sows scene logits into 'aux' (ColorNet's palette loss)
+    pretrained_encoder: str | None = None  # EfficientNet-Lite variant starting params['encoder']
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.stride < 1:
+            raise ConfigError(f"stride must be >= 1, got {self.stride}")
+
+
+def model_contract(model: nn.Module) -> ModelContract:
+    """The contract a model's family declares; ConfigError for a module that declares none."""
+    contract = getattr(type(model), "contract", None)
+    if not isinstance(contract, property):
+        raise ConfigError(
+            f"{type(model).__name__} declares no model contract; give it a `contract` property "
+            "returning colorjax.models.ModelContract (task, stride, ...)"
+        )
+    return model.contract
+
+
+def model_task(model: nn.Module) -> str:
+    """'regression', 'classification' or 'gan', from the model's contract."""
+    return model_contract(model).task
 
 
 @dataclasses.dataclass(frozen=True)

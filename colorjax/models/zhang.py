@@ -36,7 +36,7 @@ from colorjax.errors import InputShapeError
 from colorjax.models.conv4x4 import UpConv
 from colorjax.models.frozen_norm import FrozenBatchNorm
 from colorjax.models.layers import Conv1x1, Dtype, check_l_input
-from colorjax.models.registry import register_model
+from colorjax.models.registry import ModelContract, register_model
 
 __all__ = ["ZHANG_NUM_BINS", "ZhangECCV16", "ZhangSIGGRAPH17", "bilinear_upsample"]
 
@@ -116,8 +116,11 @@ class ZhangECCV16(nn.Module):
     dtype: Dtype = jnp.float32
 
     stride: ClassVar[int] = 8
-    head: ClassVar[str] = "regression"  # the network decodes its bins itself (softmax mean)
-    accepts_hints: ClassVar[bool] = False
+
+    @property
+    def contract(self) -> ModelContract:
+        """ab out (the network decodes its 313 bins itself); stride 8."""
+        return ModelContract(task="regression", stride=self.stride, takes_hints=False)
 
     @nn.compact
     def __call__(
@@ -168,8 +171,11 @@ class ZhangSIGGRAPH17(nn.Module):
     dtype: Dtype = jnp.float32
 
     stride: ClassVar[int] = 8
-    head: ClassVar[str] = "regression"
-    accepts_hints: ClassVar[bool] = True
+
+    @property
+    def contract(self) -> ModelContract:
+        """ab out (the hints are optional inputs); stride 8."""
+        return ModelContract(task="regression", stride=self.stride, takes_hints=True)
 
     @nn.compact
     def __call__(

@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 
 from colorjax.config import ExperimentConfig, OptimConfig
 from colorjax.errors import ConfigError
-from colorjax.models import create_model, get_spec
+from colorjax.models import create_model, get_spec, model_contract
 from colorjax.parallel import replicated
 from colorjax.weights.backbones import lite_params
 from colorjax.weights.fileformat import load_weights
@@ -121,7 +121,7 @@ def make_task(config: ExperimentConfig) -> TrainTask:
     overrides.setdefault("dtype", config.train.dtype)
     model = create_model(config.model.name, **overrides)
     mode = spec.task
-    if config.loss.lambda_ce and getattr(model, "generator_arch", None) != "colornet":
+    if config.loss.lambda_ce and not model_contract(model).bin_logits_generator:
         raise ConfigError(
             f"loss.lambda_ce={config.loss.lambda_ce} needs a GAN with a ColorNet generator "
             f"(generator_arch='colornet'); {config.model.name!r} has none: set loss.lambda_ce=0."
@@ -211,7 +211,7 @@ def pretrained_parts(task: TrainTask) -> Any:
     A model with an ``encoder_variant`` (LiteColorNet) starts its ``encoder`` from the
     EfficientNet-Lite ImageNet weights; everything else starts from its random init.
     """
-    variant = getattr(task.model, "encoder_variant", None)
+    variant = model_contract(task.model).pretrained_encoder
     if variant is None:
         return None
     encoder = dict(lite_params(variant))

@@ -14,6 +14,7 @@ from jax.sharding import Mesh
 from colorjax import color, gamut, losses, metrics
 from colorjax.errors import ConfigError
 from colorjax.inference.predict import predict_ab
+from colorjax.models import model_contract
 from colorjax.parallel import data_sharding, replicated, traced_on_mesh
 from colorjax.train.finetune import zhang_classification_step
 from colorjax.train.state import (
@@ -70,7 +71,7 @@ def _palette_loss_fn(task: TrainTask) -> Callable[..., jax.Array] | None:
     cfg = task.config.loss
     if not cfg.scene_weight:
         return None
-    if not getattr(task.model, "scene_head", False):
+    if not model_contract(task.model).palette_head:
         raise ConfigError(
             f"loss.scene_weight={cfg.scene_weight} needs a model with a scene head "
             f"({task.config.model.name!r} has none); use colornet-small-cls4-film or set it to 0."

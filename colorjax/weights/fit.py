@@ -16,7 +16,9 @@ def abstract_variables(model: Any, working_size: int) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    stride = int(getattr(model, "stride", 1) or 1)
+    from colorjax.models import model_contract
+
+    stride = model_contract(model).stride
     size = working_size if working_size % stride == 0 else stride * max(1, working_size // stride)
     key = jax.random.PRNGKey(0)
     sample = jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
