@@ -49,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, required=True)
     p.add_argument("--working-size", type=int, required=True)
     p.add_argument("--default", action="store_true")
+    p.add_argument(
+        "--family",
+        default=None,
+        help="manifest family (default: the registry's); colornet-lite weights serve the "
+        "colornet family's users",
+    )
+    p.add_argument("--licence", default=None, help="licence text (default: Tiny ImageNet's)")
     p.add_argument("--description", required=True)
     p.add_argument("--command", required=True, help="the training command, for the manifest")
     p.add_argument("--hardware", required=True)
@@ -83,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     manifest_path = WEIGHTS / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    family = entry_family({"model": config.model.name})
+    family = args.family or entry_family({"model": config.model.name})
     gone = {args.name, *args.replaces}
     kept = [e for e in manifest["weights"] if e["name"] not in gone]
     if args.default:
@@ -102,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         "sha256": weights.sha256_file(path),
         "size": path.stat().st_size,
         "dtype": "float16",
-        "licence": "Apache-2.0 (the weights); trained on Tiny ImageNet photos, which are under "
+        "licence": args.licence
+        or "Apache-2.0 (the weights); trained on Tiny ImageNet photos, which are under "
         "the ImageNet terms of access (non-commercial research)",
         "training_data": config.data.source,
         "training_command": args.command,

@@ -26,7 +26,17 @@ from colorjax import data, evaluate, gamut, inference
 from colorjax.table import render_table
 from colorjax.weights import load_pretrained
 
-METRICS = ("colorfulness_pred", "colorfulness_true", "psnr", "ssim", "auc")
+METRICS = (
+    "colorfulness_pred",
+    "colorfulness_true",
+    "psnr",
+    "ssim",
+    "auc",
+    "hue_balanced",
+    "hue_green",
+    "hue_cyan",
+    "hue_blue",
+)
 
 
 def undo_rebalancing(variables: dict, beta: float, lam: float = 0.5) -> dict:
@@ -96,7 +106,7 @@ def _rows(args: argparse.Namespace) -> list[dict]:
 
 HEADER = (
     "run", "beta", "T", "working size", "colourfulness (x truth)", "PSNR (vs gray)",
-    "SSIM (vs gray)", "AuC (vs gray)",
+    "SSIM (vs gray)", "AuC (vs gray)", "hue balanced (green/cyan/blue)",
 )  # fmt: skip
 RIGHT = tuple(range(1, len(HEADER)))
 
@@ -113,6 +123,12 @@ def _cells(r: dict) -> list[str]:
         f"{r['model_psnr']:.2f} ({r['model_psnr'] - r['baseline_psnr']:+.2f})",
         f"{r['model_ssim']:.4f} ({r['model_ssim'] - r['baseline_ssim']:+.4f})",
         f"{r['model_auc']:.4f} ({r['model_auc'] - r['baseline_auc']:+.4f})",
+        (
+            f"{r['model_hue_balanced']:.3f} ({r['model_hue_green']:.2f}/"
+            f"{r['model_hue_cyan']:.2f}/{r['model_hue_blue']:.2f})"
+            if "model_hue_balanced" in r
+            else "-"
+        ),
     ]
 
 

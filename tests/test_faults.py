@@ -684,7 +684,10 @@ def test_version_and_weights_legend(capsys):
     assert capsys.readouterr().out.strip() == f"colorjax {colorjax.__version__}"
     assert importlib.metadata.version("colorjax") == colorjax.__version__
     rc, out, _ = _main(["weights", "list"], capsys)
-    assert rc == 0 and "*" in out.splitlines()[1] and out.splitlines()[-1].startswith("* ")
+    # One star: the entry used without --weights (not every family's only entry, as before).
+    starred = [line.split()[0] for line in out.splitlines() if " * " in line]
+    assert rc == 0 and starred == [weights.default_entry().name]
+    assert any(line.startswith("* used when no --weights") for line in out.splitlines())
 
 
 def test_no_backend_or_read_only_noise(finished_run, tmp_path):

@@ -72,6 +72,7 @@ def _iter_list_rows(manifest: Any) -> Iterator[str]:
     """Yield the lines of `colorjax weights list`."""
     from colorjax.weights import cache_path, list_pretrained
     from colorjax.weights.download import bundled_file
+    from colorjax.weights.manifest import default_entry, entry_family
 
     entries = list_pretrained(manifest)
     if not entries:
@@ -81,18 +82,32 @@ def _iter_list_rows(manifest: Any) -> Iterator[str]:
     wide = max(len(e.name) + 2 for e in entries)
     model_wide = max(len("MODEL"), *(len(e.model) for e in entries))
     yield f"{'NAME':{wide}} {'MODEL':{model_wide}} {'SIZE':>10}  STATUS     DESCRIPTION"
-    defaults = False
+    # '*' marks the one entry used when no --weights is given; '+' the default of a family
+    # that offers a choice (a family with one entry has nothing to choose between).
+    overall = default_entry(None, manifest).name
+    sizes: dict[str, int] = {}
+    for cfg in entries:
+        sizes[entry_family(cfg)] = sizes.get(entry_family(cfg), 0) + 1
+    marks = set()
     for cfg in entries:
         bundled = any(u.startswith("bundled:") and bundled_file(u).is_file() for u in cfg.urls)
         status = "bundled" if bundled else "cached" if cache_path(cfg).is_file() else "remote"
-        name = cfg.name + (" *" if cfg.default else "")
-        defaults = defaults or cfg.default
+        mark = (
+            " *"
+            if cfg.name == overall
+            else " +"
+            if cfg.default and sizes[entry_family(cfg)] > 1
+            else ""
+        )
+        marks.add(mark.strip())
         yield (
-            f"{name:{wide}} {cfg.model:{model_wide}} {_human_size(cfg.size):>10}  "
+            f"{cfg.name + mark:{wide}} {cfg.model:{model_wide}} {_human_size(cfg.size):>10}  "
             f"{status:10} {cfg.description}"
         )
-    if defaults:
-        yield "* the default of its family: used when no --weights is given"
+    if "*" in marks:
+        yield "* used when no --weights is given (colorjax colorize, eval, colorjax.colorize)"
+    if "+" in marks:
+        yield "+ the default of its family (colorjax.load_pretrained(family=...))"
 
 
 def _verify(args: argparse.Namespace) -> int:
