@@ -1,8 +1,9 @@
-"""README gallery: photos as gray | ColorNet | DeepColorization | truth, one committed JPEG.
+"""README gallery: photos as gray | one column per weights | truth, one committed JPEG.
 
-Each photo is colorized at full size with the bundled weights (the way a user runs
-`colorjax colorize`), then centre-cropped to a square and shrunk for display. The photos are
-a fixed, evenly spaced pick from a folder (not chosen by how good they look):
+Each photo is colorized at full size with the given weights (default: every bundled entry, the
+way a user runs `colorjax colorize --weights NAME`), then centre-cropped to a square and shrunk
+for display. The photos are a fixed, evenly spaced pick from a folder (not chosen by how good
+they look):
 
     python benchmarks/gallery.py --data ../shared/data/bsds500/test --out benchmarks/gallery.jpg
 """
@@ -18,7 +19,12 @@ from PIL import Image, ImageDraw
 import colorjax
 from colorjax import data, weights
 
-COLUMNS = ("gray", "ColorNet", "DeepColorization", "truth")
+# Short column titles for the bundled weights (others are titled by their name).
+TITLES = {
+    "colornet-lite2-cls4.tinyimagenet": "ColorNet-Lite2 (ImageNet encoder)",
+    "colornet-small-cls4.tinyimagenet": "ColorNet (from scratch)",
+    "deepcolorization-colornet.tinyimagenet": "DeepColorization",
+}
 
 
 def pick(folder: Path, count: int) -> list[Path]:
@@ -49,18 +55,24 @@ def gray_of(rgb: np.ndarray) -> np.ndarray:
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
-def make_gallery(paths: list[Path], size: int) -> Image.Image:
-    """One row per photo, one column per COLUMNS entry, with a header strip."""
-    colornet = weights.default_entry("colornet").name
-    gan = weights.default_entry("deepcolorization").name
+def bundled_names() -> list[str]:
+    """Every bundled entry of the manifest, the default ColorNet first."""
+    names = [e.name for e in weights.list_pretrained() if e.urls[0].startswith("bundled:")]
+    first = weights.default_entry("colornet").name
+    return sorted(names, key=lambda n: n != first)
+
+
+def make_gallery(paths: list[Path], size: int, names: list[str]) -> Image.Image:
+    """One row per photo: gray, one column per weights name, truth; with a header strip."""
+    columns = ["gray", *(TITLES.get(n, n) for n in names), "truth"]
     header = 18
-    sheet = Image.new("RGB", (size * len(COLUMNS), header + size * len(paths)), "white")
+    sheet = Image.new("RGB", (size * len(columns), header + size * len(paths)), "white")
     draw = ImageDraw.Draw(sheet)
-    for j, title in enumerate(COLUMNS):
+    for j, title in enumerate(columns):
         draw.text((j * size + 6, 3), title, fill="black")
     for i, path in enumerate(paths):
         rgb = data.decode_image(path)
-        tiles = [gray_of(rgb), colorjax.colorize(rgb, colornet), colorjax.colorize(rgb, gan), rgb]
+        tiles = [gray_of(rgb), *(colorjax.colorize(rgb, n) for n in names), rgb]
         for j, tile in enumerate(tiles):
             sheet.paste(square(tile, size), (j * size, header + i * size))
     return sheet
@@ -74,8 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--size", type=int, default=176, help="tile side in pixels")
     parser.add_argument("--quality", type=int, default=85)
+    parser.add_argument(
+        "--weights",
+        nargs="+",
+        default=None,
+        help="weights names, one column each (default: bundled)",
+    )
     args = parser.parse_args(argv)
-    sheet = make_gallery(pick(args.data, args.count), args.size)
+    sheet = make_gallery(pick(args.data, args.count), args.size, args.weights or bundled_names())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(args.out, quality=args.quality, optimize=True)
     print(f"wrote {args.out} ({args.out.stat().st_size // 1024} KB)")
