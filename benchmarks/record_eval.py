@@ -13,7 +13,18 @@ from pathlib import Path
 from colorjax.fileio import atomic_write_text
 
 MANIFEST = Path(__file__).resolve().parents[1] / "colorjax" / "weights" / "manifest.json"
-METRICS = ("psnr", "ssim", "colorfulness_pred", "colorfulness_true", "auc", "saturation_ratio")
+METRICS = (
+    "psnr",
+    "ssim",
+    "colorfulness_pred",
+    "colorfulness_true",
+    "auc",
+    "saturation_ratio",
+    "hue_balanced",
+    "hue_green",
+    "hue_cyan",
+    "hue_blue",
+)
 
 
 def evaluation_record(summary: dict) -> dict:
@@ -25,8 +36,11 @@ def evaluation_record(summary: dict) -> dict:
         "resolution": protocol["resolution"],
         "count": summary["counts"]["evaluated"],
         "excluded_gray": summary["counts"]["excluded_gray"],
-        "model": {k: round(summary["model"][k], 4) for k in METRICS},
-        "baseline": {k: round(summary["baseline"][k], 4) for k in METRICS},
+        # Summaries written before the hue metric existed lack its keys: recorded without them.
+        "model": {k: round(summary["model"][k], 4) for k in METRICS if k in summary["model"]},
+        "baseline": {
+            k: round(summary["baseline"][k], 4) for k in METRICS if k in summary["baseline"]
+        },
         "versions": summary["versions"],
     }
 

@@ -50,9 +50,11 @@ def weights_markdown(manifest_path: Path) -> str:
                     f"{m['ssim']:.3f} ({b['ssim']:.3f})",
                     f"{m['colorfulness_pred']:.1f} ({m['colorfulness_true']:.1f})",
                     f"{m['auc']:.3f} ({b['auc']:.3f})",
+                    f"{m['hue_balanced']:.3f}" if "hue_balanced" in m else "-",
                 ]
             )
-    return render_table((*header, "AuC (gray)"), rows, right=(2, 3, 4, 5))
+    header = (*header, "AuC (gray)", "hue balanced")
+    return render_table(header, rows, right=(2, 3, 4, 5, 6))
 
 
 def main(argv: list[str] | None = None) -> int:
