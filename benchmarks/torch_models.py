@@ -262,6 +262,11 @@ def _torch_zhang() -> Any:
     return sys.modules["torch_zhang"]
 
 
+# Families with a PyTorch mirror here. colornet-lite (the ImageNet-encoder ColorNet) has none
+# yet: its bench rows beside PyTorch are open work (issue 23, item 5).
+MIRRORED_FAMILIES = ("colornet", "deepcolorization", "zhang-eccv16", "zhang-siggraph17")
+
+
 def create_torch_model(name: str) -> nn.Module:
     """The PyTorch mirror of the registered colorjax model `name` (same spec kwargs)."""
     from colorjax.models import get_spec

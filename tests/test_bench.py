@@ -207,6 +207,8 @@ def test_torch_param_counts_equal_flax(torch_models) -> None:  # noqa: ANN001
     from colorjax.models.cost import abstract_variables
 
     for name in models.list_models():
+        if models.get_spec(name).family not in torch_models.MIRRORED_FAMILIES:
+            continue  # no mirror yet (colornet-lite); create_torch_model says so
         model = models.create_model(name)
         variables = abstract_variables(model, max(model.stride, 64))
         flax_count = models.count_params(variables["params"])
