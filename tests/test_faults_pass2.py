@@ -670,3 +670,20 @@ def test_models_lists_the_registry_without_tracing(capsys, monkeypatch):
     assert cli.main(["models"]) == 0
     out = capsys.readouterr().out
     assert "colornet-lite2-cls4" in out and "zhang-eccv16" in out and "--cost" in out
+
+
+def test_the_bar_says_compiling_and_its_eta_starts_after_the_first_step(tmp_path):
+    from colorjax.train.records import MetricsWriter, Reporter
+
+    writer = MetricsWriter(tmp_path / "m.jsonl", True, None)
+    report = Reporter(writer, start=0, total=100, log_every=1, batch_size=2, show=True)
+    assert str(report.bar).startswith("compiling")  # the line the terminal shows
+    report.bar.start_t -= 600.0  # ten minutes of compiling before step 1 returns
+    report.train(1, {"loss": 1.0})
+    # The rate no longer counts the compile: 1 step in 600 s would promise a 16 h ETA.
+    assert report.bar.format_dict["elapsed"] < 5 and report.bar.desc == "train"
+    report.train(2, {"loss": 1.0})
+    assert report.bar.n == 2 and report.bar.format_dict["elapsed"] < 5
+    steps = [json.loads(line)["step"] for line in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]  # the first step's record is still written
+    report.close()

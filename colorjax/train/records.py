@@ -166,13 +166,28 @@ class Reporter:
         self.log_every = log_every
         self.batch_size = batch_size
         self.show = show
+        # Until the first step returns, the time goes to compiling: say so, and keep that time
+        # out of the bar's rate and ETA (which would otherwise promise hours for minutes).
         self.bar = tqdm(
-            total=total, initial=start, disable=not show, unit="step", dynamic_ncols=True
+            total=total,
+            initial=start,
+            disable=not show,
+            unit="step",
+            dynamic_ncols=True,
+            desc="compiling",
         )
+        self._compiled = False
         self._clock = (time.perf_counter(), start)  # throughput since the last logged step
 
     def train(self, step: int, values: dict[str, float]) -> dict[str, float]:
         """Advance the bar to `step`; at logging steps add images/s and write a record."""
+        if not self._compiled and not self.bar.disable:
+            # The bar's rate and ETA count from the end of the first (compiled) step on.
+            self._compiled = True
+            self.bar.set_description_str("train", refresh=False)
+            self.bar.n = self.bar.initial = self.bar.last_print_n = step
+            self.bar.start_t = self.bar.last_print_t = time.time()  # tqdm's own clock
+            self.bar.refresh()
         self.bar.update(step - self.bar.n)
         if due(step, self.log_every, self.total):
             now = time.perf_counter()
