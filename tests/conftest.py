@@ -38,3 +38,17 @@ def worker_env() -> Callable[[int], dict[str, str]]:
 def train_worker() -> Path:
     """The subprocess script of the training tests (tests/_train_worker.py)."""
     return TESTS / "_train_worker.py"
+
+
+def _slow_ids() -> set[str]:
+    """Node ids (without parameters) listed in tests/slow_tests.txt."""
+    lines = (TESTS / "slow_tests.txt").read_text().splitlines()
+    return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001 - pytest's hook
+    """Mark the measured-slow tests `slow`; the default run (setup.cfg) leaves them out."""
+    slow = _slow_ids()
+    for item in items:
+        if item.nodeid.split("[", 1)[0] in slow:
+            item.add_marker(pytest.mark.slow)
