@@ -3,6 +3,7 @@
 Modes:
   devices OUT.json                one step on 8 vs 1 devices; sharding errors
   multihost PID NPROC PORT WORKDIR OUT.npz   (PORT 0: join the cluster the environment names)
+  stoppable PID NPROC PORT CONFIG.json WORKDIR OUT.json   (the loop, until SIGTERM)
                                   3 steps in a 2-process cluster, checkpoint, params to OUT
   train CONFIG.json WORKDIR OUT.npz [HANG_AFTER]
                                   run the training loop; optionally hang after a step
@@ -195,6 +196,25 @@ def mode_multihost(pid: int, nproc: int, port: int, workdir: str, out: str) -> N
     )
 
 
+def mode_stoppable(pid: int, nproc: int, port: int, config_path: str, workdir: str, out: str):
+    """Join a local cluster and run the real training loop until a signal stops it."""
+
+    from colorjax.parallel import maybe_initialize_distributed
+
+    maybe_initialize_distributed(f"127.0.0.1:{port}", nproc, pid)
+    from colorjax.config import ExperimentConfig
+    from colorjax.errors import TrainingStopped
+    from colorjax.train.loop import train
+
+    config = ExperimentConfig.from_dict(json.loads(Path(config_path).read_text()))
+    try:
+        result = train(config, workdir)
+        record = {"finished": result.step}
+    except TrainingStopped as err:
+        record = {"stopped": str(err), "signum": err.signum}
+    Path(out).write_text(json.dumps(record))
+
+
 def mode_train(config_path: str, workdir: str, out: str, hang_after: int | None) -> None:
     """Run the training loop; with hang_after, stop making progress after that step."""
 
@@ -221,6 +241,8 @@ def main(argv: list[str]) -> None:
         mode_devices(argv[1])
     elif mode == "multihost":
         mode_multihost(int(argv[1]), int(argv[2]), int(argv[3]), argv[4], argv[5])
+    elif mode == "stoppable":
+        mode_stoppable(int(argv[1]), int(argv[2]), int(argv[3]), argv[4], argv[5], argv[6])
     elif mode == "train":
         mode_train(argv[1], argv[2], argv[3], int(argv[4]) if len(argv) > 4 else None)
     else:

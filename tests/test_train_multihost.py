@@ -142,3 +142,61 @@ def test_two_processes_match_one_and_their_checkpoint_restores(tmp_path, train_w
     for key, value in flat_params(restored.params).items():
         np.testing.assert_array_equal(value, p0[key], err_msg=key)
     assert jax.tree_util.tree_structure(restored) == jax.tree_util.tree_structure(state)
+
+
+@pytest.mark.multiprocess
+def test_sigterm_to_one_process_stops_every_process_after_the_same_step(
+    tmp_path, train_worker, worker_env
+):
+    import signal
+    import time
+
+    from colorjax.checkpoint import checkpoint_steps
+    from colorjax.config import ExperimentConfig
+
+    c = ExperimentConfig()
+    c.model.name = "colornet-tiny"
+    c.data.source = "embedded"
+    c.data.image_size = 32
+    c.train.batch_size = 4  # 2 processes x 2 devices
+    c.train.steps = 100_000
+    c.train.log_every = 1
+    c.train.checkpoint_every = 10_000
+    c.train.eval_every = 0
+    c.train.progress = False
+    config = tmp_path / "c.json"
+    config.write_text(c.to_json())
+    workdir, port = tmp_path / "run", _free_port()
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(train_worker),
+                "stoppable",
+                str(pid),
+                "2",
+                str(port),
+                str(config),
+                str(workdir),
+                str(tmp_path / f"out{pid}.json"),
+            ],
+            env=worker_env(2),
+        )
+        for pid in range(2)
+    ]
+    try:
+        metrics, deadline = workdir / "metrics.jsonl", time.monotonic() + 600
+        while not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+            assert all(p.poll() is None for p in procs) and time.monotonic() < deadline
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)  # the scheduler preempts one host only
+        codes = [p.wait(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert codes == [0, 0]
+    outs = [json.loads((tmp_path / f"out{pid}.json").read_text()) for pid in range(2)]
+    steps = [int(o["stopped"].split("after step ")[1].split(";")[0]) for o in outs]
+    assert steps[0] == steps[1] >= 3, outs  # both stopped after the same step ...
+    assert checkpoint_steps(workdir)[-1] == steps[0]  # ... and saved it together
