@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,23 +116,21 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "hint", None):
         return run_hinted(args)
     outdir = Path(args.output)
-    loaded: list[tuple[Any, str]] = []
 
+    @functools.cache
     def colorizer_and_provenance() -> tuple[Any, str]:
         # Loaded once, when first needed: an existing output is skipped only if these weights
         # and this mode made it, so outputs of other weights are never mistaken for this run's.
-        if not loaded:
-            model, variables, meta = as_pretrained(args.weights, args.manifest)
-            colorizer = make_colorizer(
-                model,
-                variables,
-                meta,
-                working_size=args.working_size,
-                temperature=args.temperature,
-                batch_size=max(1, args.batch_size),
-            )
-            loaded.append((colorizer, _provenance(meta, colorizer, args.compare)))
-        return loaded[0]
+        model, variables, meta = as_pretrained(args.weights, args.manifest)
+        colorizer = make_colorizer(
+            model,
+            variables,
+            meta,
+            working_size=args.working_size,
+            temperature=args.temperature,
+            batch_size=max(1, args.batch_size),
+        )
+        return colorizer, _provenance(meta, colorizer, args.compare)
 
     sources, failures = expand_inputs(args.inputs, exclude=outdir)
     inputs = {src.resolve() for src, _ in sources}
