@@ -59,6 +59,9 @@ class OptimConfig:
     grad_clip_norm: float | None = None
     ema_decay: float | None = None  # EMA of (generator) weights; None disables
     d_learning_rate: float | None = None  # GAN discriminator lr; None: same as learning_rate
+    # Multiplies the learning rate of every parameter under an ``encoder`` subtree (a pretrained
+    # ImageNet encoder being fine-tuned): a small step keeps what ImageNet taught it.
+    encoder_lr_scale: float = 1.0
 
 
 @dataclasses.dataclass
@@ -386,6 +389,8 @@ def validate(config: ExperimentConfig) -> None:
             raise ConfigError(f"{key} must be a finite number, got {value}")
     if not o.learning_rate > 0:
         raise ConfigError(f"optim.learning_rate must be > 0, got {o.learning_rate}")
+    if not o.encoder_lr_scale >= 0:
+        raise ConfigError(f"optim.encoder_lr_scale must be >= 0, got {o.encoder_lr_scale}")
 
 
 def incompatible_fields(saved: ExperimentConfig, new: ExperimentConfig) -> list[str]:
@@ -398,8 +403,13 @@ def incompatible_fields(saved: ExperimentConfig, new: ExperimentConfig) -> list[
         # Only on/off matters: the value of the decay or the clip norm does not change shapes.
         "optim.ema_decay": (saved.optim.ema_decay is None, new.optim.ema_decay is None),
         "optim.grad_clip_norm": (bool(saved.optim.grad_clip_norm), bool(new.optim.grad_clip_norm)),
+        "optim.encoder_lr_scale": (
+            saved.optim.encoder_lr_scale == 1.0,
+            new.optim.encoder_lr_scale == 1.0,
+        ),
     }
     shown = {
+        "optim.encoder_lr_scale": (saved.optim.encoder_lr_scale, new.optim.encoder_lr_scale),
         "optim.ema_decay": (saved.optim.ema_decay, new.optim.ema_decay),
         "optim.grad_clip_norm": (saved.optim.grad_clip_norm, new.optim.grad_clip_norm),
     }

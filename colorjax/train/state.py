@@ -85,17 +85,32 @@ def make_schedule(optim: OptimConfig, total_steps: int, base_lr: float) -> optax
     return optax.join_schedules(pieces, boundaries)
 
 
+def encoder_mask(params: Any) -> Any:
+    """True for every leaf under a subtree named ``encoder`` (the pretrained ImageNet encoder)."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: any(getattr(k, "key", None) == "encoder" for k in path), params
+    )
+
+
 def make_optimizer(optim: OptimConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """Optax optimizer with optional global-norm gradient clipping in front."""
+    """Optax optimizer with optional global-norm clipping in front and encoder lr scaling behind.
+
+    Scaling the updates after Adam is scaling the learning rate of those parameters (Adam's
+    step does not depend on the gradient's scale). The scaling stage exists only when the scale
+    is not 1, so runs saved without it keep their optimizer-state structure.
+    """
     if optim.optimizer == "adam":
         base = optax.adam(schedule, b1=optim.b1, b2=optim.b2)
     elif optim.optimizer == "adamw":
         base = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay)
     else:
         base = optax.sgd(schedule, momentum=optim.b1 or None)
+    parts = [base]
     if optim.grad_clip_norm:
-        return optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), base)
-    return base
+        parts.insert(0, optax.clip_by_global_norm(optim.grad_clip_norm))
+    if optim.encoder_lr_scale != 1.0:
+        parts.append(optax.masked(optax.scale(optim.encoder_lr_scale), encoder_mask))
+    return parts[0] if len(parts) == 1 else optax.chain(*parts)
 
 
 ZHANG_CLASSIFICATION = "zhang-classification"

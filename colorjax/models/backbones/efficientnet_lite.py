@@ -25,8 +25,9 @@ import jax.numpy as jnp
 
 from colorjax import color
 from colorjax.errors import ConfigError
+from colorjax.models.depthwise import depthwise_conv
 from colorjax.models.frozen_norm import FrozenBatchNorm
-from colorjax.models.layers import Dtype
+from colorjax.models.layers import Conv1x1, Dtype
 
 # (width multiplier, depth multiplier, native input size) of each variant.
 LITE_VARIANTS: dict[str, tuple[float, float, int]] = {
@@ -101,20 +102,46 @@ def _conv_bn(
     dtype: Dtype,
     act: bool = True,
 ) -> jax.Array:
-    """Bias-free TF-'SAME' conv, frozen BatchNorm, ReLU6; its params sit in the calling module."""
-    x = nn.Conv(
-        features,
-        (kernel, kernel),
-        strides=(stride, stride),
-        padding="SAME",
-        feature_group_count=groups,
-        use_bias=False,
-        dtype=dtype,
-        param_dtype=jnp.float32,
-        name=names[0],
-    )(x)
+    """Bias-free TF-'SAME' conv, frozen BatchNorm, ReLU6; its params sit in the calling module.
+
+    Depthwise and 1x1 convs take the layer forms XLA:CPU runs fast (same parameters).
+    """
+    if groups > 1:
+        x = DepthwiseConv(kernel, stride, dtype, name=names[0])(x)
+    elif kernel == 1 and stride == 1:
+        x = Conv1x1(features, use_bias=False, dtype=dtype, name=names[0])(x)
+    else:
+        x = nn.Conv(
+            features,
+            (kernel, kernel),
+            strides=(stride, stride),
+            padding="SAME",
+            use_bias=False,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            name=names[0],
+        )(x)
     x = FrozenBatchNorm(features, dtype, name=names[1])(x)
     return jnp.clip(x, 0.0, 6.0) if act else x
+
+
+class DepthwiseConv(nn.Module):
+    """Bias-free depthwise conv with nn.Conv's parameter ('kernel', (k, k, 1, C)), fast on CPU."""
+
+    kernel_size: int
+    stride: int
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Convolve every channel with its own kxk kernel, TF 'SAME' padding."""
+        kernel = self.param(
+            "kernel",
+            nn.initializers.lecun_normal(),
+            (self.kernel_size, self.kernel_size, 1, x.shape[-1]),
+            jnp.float32,
+        )
+        return depthwise_conv(x.astype(self.dtype), kernel.astype(self.dtype), self.stride)
 
 
 class MBConv(nn.Module):
