@@ -184,6 +184,8 @@ def _cuda_gan_step(
         l_norm = l_norm.contiguous(memory_format=fmt)
         with _autocast(dtype, dev):
             fake = gen(l_norm)
+        if model.bin_generator:  # ColorNet(-Lite) logits at H/4 -> annealed-mean ab at H
+            fake = model.decode(fake, tuple(l_norm.shape[-2:]))
         return l_norm, ab, fake
 
     def d_loss_fn(l_norm: torch.Tensor, ab: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -269,6 +271,10 @@ def _classification_loss(dev: torch.device) -> Callable[..., torch.Tensor]:
     weights = torch.tensor(np.asarray(rebalancing_weights(default_prior())), device=dev)
 
     def loss(logits: torch.Tensor, ab_norm: torch.Tensor) -> torch.Tensor:
+        if ab_norm.shape[-1] != logits.shape[-1]:
+            # Heads at H/k (head_stride 4, ColorNet-Lite) learn block-mean targets, as colorjax
+            # (losses.area_downsample).
+            ab_norm = F.avg_pool2d(ab_norm, ab_norm.shape[-1] // logits.shape[-1])
         ab = (ab_norm * AB_SCALE).permute(0, 2, 3, 1)
         d2 = ((ab[..., None, :] - centers) ** 2).sum(-1)
         neg, idx = torch.topk(-d2, 5, dim=-1)
@@ -358,6 +364,8 @@ def _gan_step(model: Any, rgb: Any, dev: Any, dtype: str, mode: str, fmt: Any) -
         l_norm = l_norm.contiguous(memory_format=fmt)
         with _autocast(dtype, dev):
             fake = gen(l_norm)
+            if model.bin_generator:  # ColorNet(-Lite) logits at H/4 -> annealed-mean ab at H
+                fake = model.decode(fake, tuple(l_norm.shape[-2:]))
             real_logits = disc(l_norm, ab)
             fake_logits = disc(l_norm, fake.detach())
         loss_d = 0.5 * (

@@ -215,6 +215,215 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([l_norm, ab_norm], dim=1)).float()
 
 
+# ----------------------------------------------------------------------------- EfficientNet-Lite
+
+# colorjax.color's Lab -> sRGB constants (D65 white, skimage's matrices and knees).
+_WHITE_D65 = (0.95047, 1.0, 1.08883)
+_XYZ_FROM_RGB = (
+    (0.412453, 0.357580, 0.180423),
+    (0.212671, 0.715160, 0.072169),
+    (0.019334, 0.119193, 0.950227),
+)
+_LAB_INV_KNEE, _LAB_KAPPA, _LAB_OFFSET = 0.2068966, 7.787, 16.0 / 116.0
+_LAB_CLAMP = 1.0e4
+# Inverted in float64, then rounded to float32, as colorjax.color does; kept as Python floats
+# (exact float32 values) so no device tensor is built per call.
+_RGB_FROM_XYZ = torch.linalg.inv(torch.tensor(_XYZ_FROM_RGB, dtype=torch.float64)).float().tolist()
+
+
+def gray_encoder_input(l_norm: torch.Tensor) -> torch.Tensor:
+    """Normalised L (N,1,H,W) -> the gray sRGB photo (Lab (L, 0, 0)), 3 channels in [-1, 1].
+
+    colorjax.models.backbones.gray_encoder_input via colorjax.color.lab_inputs_to_rgb with
+    a = b = 0, step by step in float32 (same constants, same order of operations).
+    """
+    lightness = ((l_norm.float() + 1.0) * 50.0).clamp(-_LAB_CLAMP, _LAB_CLAMP)
+    fy = (lightness + 16.0) / 116.0
+    # a = b = 0: fx = fy, and fz = max(fy, 0) (colorjax clips negative Z the same way).
+    f = torch.cat([fy, fy, fy.clamp_min(0.0)], dim=1)
+    t = torch.where(f > _LAB_INV_KNEE, f * f * f, (f - _LAB_OFFSET) / _LAB_KAPPA)
+    x, y, z = (c * w for c, w in zip(t.unbind(1), _WHITE_D65, strict=True))
+    m = _RGB_FROM_XYZ
+    linear = torch.stack([m[i][0] * x + m[i][1] * y + m[i][2] * z for i in range(3)], dim=1)
+    high = linear > 0.0031308
+    srgb = torch.where(
+        high, 1.055 * torch.where(high, linear, 1.0) ** (1.0 / 2.4) - 0.055, linear * 12.92
+    )
+    return srgb.clamp(0.0, 1.0) * 2.0 - 1.0
+
+
+class SameConv2d(nn.Conv2d):
+    """nn.Conv2d with TF/XLA 'SAME' padding (the extra pixel of an odd total goes after)."""
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
+        super().__init__(in_ch, out_ch, kernel, stride=stride, groups=groups, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad as 'SAME' does, then convolve."""
+        k, s = self.kernel_size[0], self.stride[0]
+        h_lo, h_hi = same_padding(x.shape[-2], k, s)
+        w_lo, w_hi = same_padding(x.shape[-1], k, s)
+        if h_lo == h_hi and w_lo == w_hi:  # symmetric: the conv pads itself, no padded copy
+            return F.conv2d(x, self.weight, self.bias, self.stride, (h_lo, w_lo), 1, self.groups)
+        x = F.pad(x, (w_lo, w_hi, h_lo, h_hi))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, 1, self.groups)
+
+
+class FrozenBatchNorm(nn.Module):
+    """Inference BatchNorm as x * scale + shift per channel, as colorjax's FrozenBatchNorm.
+
+    scale and shift are parameters (as in Flax, where they are params), so parameter counts
+    match; a frozen encoder turns their requires_grad off.
+    """
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(features))
+        self.shift = nn.Parameter(torch.zeros(features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return x * scale + shift."""
+        return x * self.scale[:, None, None] + self.shift[:, None, None]
+
+
+class ConvBN(nn.Module):
+    """Bias-free 'SAME' conv, frozen BatchNorm, ReLU6 (clip to [0, 6]): Flax's `_conv_bn`."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel: int, stride: int, groups: int, act: bool = True
+    ) -> None:
+        super().__init__()
+        self.act = act
+        self.conv = SameConv2d(in_ch, out_ch, kernel, stride, groups)
+        self.bn = FrozenBatchNorm(out_ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply conv -> scale/shift -> ReLU6."""
+        x = self.bn(self.conv(x))
+        return F.relu6(x) if self.act else x
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expansion, depthwise kxk, 1x1 projection, identity skip."""
+
+    def __init__(self, kernel: int, stride: int, expand: int, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        hidden = in_ch * expand
+        self.expand = ConvBN(in_ch, hidden, 1, 1, 1) if expand != 1 else None
+        self.depthwise = ConvBN(hidden, hidden, kernel, stride, hidden)
+        self.project = ConvBN(hidden, out_ch, 1, 1, 1, act=False)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Apply the block."""
+        x = inputs if self.expand is None else self.expand(inputs)
+        x = self.project(self.depthwise(x))
+        return x + inputs if self.residual else x
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite encoder, mirror of colorjax.models.backbones.EfficientNetLite.
+
+    RGB in [-1, 1] (N,3,H,W) -> (features at strides 2, 4, 8, 16, 32, pooled 1280-wide
+    embedding); ``num_classes`` > 0 adds the ImageNet classifier (its logits are not returned:
+    colorjax's LiteColorNet drops it, and the mirror exists for the colorizers).
+    """
+
+    def __init__(self, variant: str = "lite2", num_classes: int = 0) -> None:
+        super().__init__()
+        # The block table is colorjax's own (pure Python), so the two cannot drift apart.
+        from colorjax.models.backbones.efficientnet_lite import (
+            HEAD_FEATURES,
+            STEM_FEATURES,
+            lite_block_args,
+        )
+
+        blocks = lite_block_args(variant)
+        self.stem = ConvBN(3, STEM_FEATURES, 3, 2, 1)
+        self.blocks = nn.ModuleList(MBConv(*args) for args in blocks)
+        # The map before each stride-2 block is the last one at its resolution.
+        self.tap_before = [i for i, (_, stride, *_) in enumerate(blocks) if stride > 1]
+        self.feature_channels = (*(blocks[i][3] for i in self.tap_before), blocks[-1][4])
+        self.head = ConvBN(blocks[-1][4], HEAD_FEATURES, 1, 1, 1)
+        self.fc = nn.Linear(HEAD_FEATURES, num_classes) if num_classes else None
+
+    def forward(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """(feature maps at strides 2..32, embedding (N, 1280) in float32)."""
+        x = self.stem(x)
+        features = []
+        for i, block in enumerate(self.blocks):
+            if i in self.tap_before:
+                features.append(x)
+            x = block(x)
+        features.append(x)
+        embedding = self.head(x).float().mean(dim=(2, 3))
+        return tuple(features), embedding
+
+
+class LiteColorNet(nn.Module):
+    """EfficientNet-Lite encoder + U-Net decoder, mirror of colorjax's LiteColorNet.
+
+    L (N,1,H,W) -> ab-bin logits (N,Q,H/4,W/4) or tanh ab (N,2,H/4,W/4). ``freeze_encoder``
+    turns the encoder's requires_grad off: Flax stops gradients at its outputs, so neither
+    trains it, and autograd here then neither records nor differentiates it.
+    """
+
+    def __init__(
+        self,
+        encoder_variant: str = "lite2",
+        freeze_encoder: bool = True,
+        global_features: int = 256,
+        decoder_features: Sequence[int] = (256, 128, 96),
+        head: str = "classification",
+        num_classes: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.head_kind, self.freeze_encoder = head, freeze_encoder
+        self.encoder = EfficientNetLite(encoder_variant, num_classes=0)
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+        _, c4, c8, c16, c32 = self.encoder.feature_channels
+        self.scene = nn.Linear(1280, global_features)
+        self.fusion = ConvNormAct(c32 + global_features, decoder_features[0])
+        dec, ch = [], decoder_features[0]
+        for skip, feats in zip((c16, c8, c4), decoder_features, strict=True):
+            dec.append(nn.ModuleList([ConvNormAct(ch + skip, feats), ConvNormAct(feats, feats)]))
+            ch = feats
+        self.decoder = nn.ModuleList(dec)
+        if head == "regression":
+            out = 2
+        elif num_classes is not None:
+            out = int(num_classes)
+        else:
+            from colorjax.gamut import ab_bin_centers
+
+            out = len(ab_bin_centers())
+        self.head = nn.Conv2d(ch, out, 1)
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        """L (N,1,H,W) -> logits (N,Q,H/4,W/4) or tanh ab (N,2,H/4,W/4), float32."""
+        features, embedding = self.encoder(gray_encoder_input(l_norm))
+        _, s4, s8, s16, s32 = features
+        if self.freeze_encoder:  # Flax's stop_gradient on the encoder outputs
+            s4, s8, s16, s32, embedding = (t.detach() for t in (s4, s8, s16, s32, embedding))
+        g = F.relu(self.scene(embedding))
+        tiled = g[:, :, None, None].expand(-1, -1, s32.shape[2], s32.shape[3]).to(s32.dtype)
+        x = self.fusion(torch.cat([s32, tiled], dim=1))
+        for (first, second), skip in zip(self.decoder, (s16, s8, s4), strict=True):
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = second(first(torch.cat([x, skip.to(x.dtype)], dim=1)))
+        out = self.head(x).float()
+        return torch.tanh(out) if self.head_kind == "regression" else out
+
+
 class DeepColorization(nn.Module):
     """pix2pix pair: .generator and .discriminator, like the Flax module's two subtrees."""
 
@@ -232,18 +441,52 @@ class DeepColorization(nn.Module):
         temperature: float = 0.38,
     ) -> None:
         super().__init__()
-        if generator_arch == "colornet":
+        self.bin_generator = generator_arch in ("colornet", "colornet-lite")
+        self.temperature, self.ab_scale = temperature, 1.0
+        if self.bin_generator:
+            from colorjax.color import AB_SCALE
             from colorjax.gamut import ab_bin_centers
 
+            centers = torch.as_tensor(_np(ab_bin_centers()))
             kwargs = {**dict(colornet), "head": "classification"}
-            self.generator = ColorNet(**kwargs, num_classes=len(ab_bin_centers()))
+            cls = LiteColorNet if generator_arch == "colornet-lite" else ColorNet
+            self.generator = cls(**kwargs, num_classes=len(centers))
+            # A buffer, not a parameter: it moves with .to(device) and is not counted.
+            self.register_buffer("centers", centers, persistent=False)
+            self.ab_scale = AB_SCALE
         else:
             self.generator = UNetGenerator(ngf, num_downs, dropout_rate, num_dropout)
         self.discriminator = PatchDiscriminator(ndf, n_layers_d, disc_norm)
 
     def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
-        """Generator output (U-Net: ab like DeepColorization.__call__; ColorNet: bin logits)."""
+        """Generator output (U-Net: ab like DeepColorization.__call__; ColorNet(-Lite): logits)."""
         return self.generator(l_norm)
+
+    def generate(
+        self, l_norm: torch.Tensor, temperature: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(normalised ab (N,2,H,W), bin logits or None), as the Flax module's `generate`."""
+        out = self.generator(l_norm)
+        if not self.bin_generator:
+            return out, None
+        return self.decode(out, tuple(l_norm.shape[-2:]), temperature), out
+
+    def decode(
+        self, logits: torch.Tensor, size: tuple[int, int], temperature: float | None = None
+    ) -> torch.Tensor:
+        """Bin logits (N,Q,h,w) -> annealed-mean ab bilinearly upsampled to `size` (N,2,*size).
+
+        The ab a bin generator hands the discriminator (Flax: annealed_mean, then resize_to).
+        """
+        temp = self.temperature if temperature is None else temperature
+        z = logits.float()
+        # The max is a constant shift (stop_gradient in Flax): softmax is invariant to it.
+        z = (z - z.amax(dim=1, keepdim=True).detach()) / temp
+        probs = torch.softmax(z, dim=1)
+        ab = torch.einsum("nqhw,qd->ndhw", probs, self.centers) / self.ab_scale
+        if tuple(ab.shape[-2:]) == tuple(size):
+            return ab
+        return F.interpolate(ab, size=size, mode="bilinear", align_corners=False)
 
 
 def _torch_zhang() -> Any:
@@ -262,9 +505,14 @@ def _torch_zhang() -> Any:
     return sys.modules["torch_zhang"]
 
 
-# Families with a PyTorch mirror here. colornet-lite (the ImageNet-encoder ColorNet) has none
-# yet: its bench rows beside PyTorch are open work (issue 23, item 5).
-MIRRORED_FAMILIES = ("colornet", "deepcolorization", "zhang-eccv16", "zhang-siggraph17")
+# Families with a PyTorch mirror here (every registered family, so `bench --torch` times all).
+MIRRORED_FAMILIES = (
+    "colornet",
+    "colornet-lite",
+    "deepcolorization",
+    "zhang-eccv16",
+    "zhang-siggraph17",
+)
 
 
 def create_torch_model(name: str) -> nn.Module:
@@ -282,6 +530,8 @@ def create_torch_model(name: str) -> nn.Module:
 
             kwargs["num_classes"] = len(ab_bin_centers())
         return ColorNet(**kwargs)
+    if spec.family == "colornet-lite":
+        return LiteColorNet(**kwargs)
     if spec.family == "deepcolorization":
         return DeepColorization(**kwargs)
     if spec.family in ("zhang-eccv16", "zhang-siggraph17"):
@@ -311,7 +561,7 @@ def _np(x: Any) -> Any:
 
 
 def _set(module: nn.Module, params: dict[str, Any], transpose: bool = False) -> None:
-    """Copy one Flax conv/dense/convtranspose {'kernel', 'bias'} into a torch layer."""
+    """Copy one Flax conv/dense/convtranspose {'kernel'[, 'bias']} into a torch layer."""
     kernel = params["kernel"]
     if isinstance(module, nn.Linear):
         weight = torch.as_tensor(_np(kernel)).T.contiguous()
@@ -323,7 +573,8 @@ def _set(module: nn.Module, params: dict[str, Any], transpose: bool = False) -> 
         weight = _conv_weight(kernel)
     with torch.no_grad():
         module.weight.copy_(weight)
-        module.bias.copy_(torch.as_tensor(_np(params["bias"])))
+        if module.bias is not None:  # the encoder's convs are bias-free (BatchNorm follows)
+            module.bias.copy_(torch.as_tensor(_np(params["bias"])))
 
 
 def _set_cna(module: ConvNormAct, params: dict[str, Any]) -> None:
@@ -332,6 +583,28 @@ def _set_cna(module: ConvNormAct, params: dict[str, Any]) -> None:
     with torch.no_grad():
         module.norm.weight.copy_(torch.as_tensor(_np(params["norm"]["scale"])))
         module.norm.bias.copy_(torch.as_tensor(_np(params["norm"]["bias"])))
+
+
+def _set_conv_bn(module: ConvBN, params: dict[str, Any], conv: str, bn: str) -> None:
+    """Copy a Flax `_conv_bn` (bias-free conv `conv`, FrozenBatchNorm `bn`) into a ConvBN."""
+    _set(module.conv, params[conv])
+    with torch.no_grad():
+        module.bn.scale.copy_(torch.as_tensor(_np(params[bn]["scale"])))
+        module.bn.shift.copy_(torch.as_tensor(_np(params[bn]["shift"])))
+
+
+def _load_lite_encoder(module: EfficientNetLite, params: dict[str, Any]) -> None:
+    """Copy Flax EfficientNetLite params (names of the PyTorch state dict) into the mirror."""
+    _set_conv_bn(module.stem, params, "conv_stem", "bn0")
+    for i, block in enumerate(module.blocks):
+        p = params[f"blocks_{i}"]
+        if block.expand is not None:
+            _set_conv_bn(block.expand, p, "expand_conv", "bn0")
+        _set_conv_bn(block.depthwise, p, "depthwise_conv", "bn1")
+        _set_conv_bn(block.project, p, "project_conv", "bn2")
+    _set_conv_bn(module.head, params, "conv_head", "bn1")
+    if module.fc is not None:
+        _set(module.fc, params["fc"])
 
 
 def load_flax_params(module: nn.Module, params: dict[str, Any]) -> nn.Module:
@@ -355,9 +628,18 @@ def load_flax_params(module: nn.Module, params: dict[str, Any]) -> nn.Module:
             _set_cna(second, params[f"decoder_{i}_b"])
         _set(module.head, params["head"])
         return module
+    if isinstance(module, LiteColorNet):
+        _load_lite_encoder(module.encoder, params["encoder"])
+        _set(module.scene, params["scene"])
+        _set_cna(module.fusion, params["fusion"])
+        for i, (first, second) in enumerate(module.decoder):
+            _set_cna(first, params[f"decoder_{i}_a"])
+            _set_cna(second, params[f"decoder_{i}_b"])
+        _set(module.head, params["head"])
+        return module
     if isinstance(module, DeepColorization):
         gen, disc = params["generator"], params["discriminator"]
-        if isinstance(module.generator, ColorNet):
+        if isinstance(module.generator, (ColorNet, LiteColorNet)):
             load_flax_params(module.generator, gen)
         else:
             n = module.generator.num_downs

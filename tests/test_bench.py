@@ -208,7 +208,7 @@ def test_torch_param_counts_equal_flax(torch_models) -> None:  # noqa: ANN001
 
     for name in models.list_models():
         if models.get_spec(name).family not in torch_models.MIRRORED_FAMILIES:
-            continue  # no mirror yet (colornet-lite); create_torch_model says so
+            continue  # no mirror; create_torch_model says so
         model = models.create_model(name)
         variables = abstract_variables(model, max(model.stride, 64))
         flax_count = models.count_params(variables["params"])
@@ -253,6 +253,93 @@ def test_torch_mirror_computes_the_same_function(torch_models, name: str) -> Non
                 torch.as_tensor(x).permute(0, 3, 1, 2), torch.as_tensor(ab).permute(0, 3, 1, 2)
             )
         np.testing.assert_allclose(got_d.permute(0, 2, 3, 1).numpy(), want_d, atol=2e-4)
+
+
+def _random_params(model, x: jax.Array, seed: int = 3) -> dict:  # noqa: ANN001
+    """Random params of the model's shapes, without compiling its init (20 s for Lite2 on CPU).
+
+    Kernels are LeCun-normal; every scale, shift and bias is drawn too, so a frozen
+    BatchNorm that init would leave the identity (scale 1, shift 0) is tested as well.
+    """
+    from flax import traverse_util
+
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)["params"]
+    rng = np.random.default_rng(seed)
+    flat = {}
+    for key, leaf in traverse_util.flatten_dict(shapes).items():
+        if key[-1] == "kernel":  # (..., in, out): fan_in is every axis but the last
+            value = rng.normal(0.0, 1.0, leaf.shape) / math.sqrt(math.prod(leaf.shape[:-1]))
+        elif key[-1] == "scale":
+            value = rng.uniform(0.5, 1.5, leaf.shape)
+        else:
+            value = rng.normal(0.0, 0.1, leaf.shape)
+        flat[key] = jnp.asarray(value, jnp.float32)
+    return traverse_util.unflatten_dict(flat)
+
+
+@pytest.mark.parametrize("name", ["colornet-lite0-cls4", "colornet-lite2-cls4"])
+def test_torch_lite_mirror_computes_the_same_logits(torch_models, name: str) -> None:  # noqa: ANN001
+    import torch
+
+    from colorjax import models
+
+    model = models.create_model(name)
+    # Non-square, and 96 / 32 = 3 is odd: TF 'SAME' pads stride-2 convs asymmetrically here.
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 96, 1)).astype(np.float32)
+    params = _random_params(model, jnp.asarray(x))
+    want = np.asarray(jax.jit(model.apply)({"params": params}, jnp.asarray(x)))
+    net = torch_models.load_flax_params(torch_models.create_torch_model(name), params)
+    assert torch_models.count_params(net) == models.count_params(params)
+    with torch.no_grad():
+        got = net.eval()(torch.as_tensor(x).permute(0, 3, 1, 2))
+    got = got.permute(0, 2, 3, 1).numpy()
+    assert got.shape == want.shape == (2, 16, 24, want.shape[-1])
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("name", ["deepcolorization-colornet", "deepcolorization-lite2"])
+def test_torch_gan_mirror_generates_the_same_ab(torch_models, name: str) -> None:  # noqa: ANN001
+    # generate: the bin generator's H/4 logits, decoded by annealed mean and upsampled to H x W.
+    import torch
+
+    from colorjax import models
+
+    model = models.create_model(name)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 64, 96, 1)).astype(np.float32)
+    params = _random_params(model, jnp.asarray(x))
+    gen = jax.jit(lambda p, v: model.apply({"params": p}, v, temperature=0.5, method="generate"))
+    want_ab, want_logits = (np.asarray(a) for a in gen(params, jnp.asarray(x)))
+    net = torch_models.load_flax_params(torch_models.create_torch_model(name), params)
+    with torch.no_grad():
+        ab, logits = net.eval().generate(torch.as_tensor(x).permute(0, 3, 1, 2), temperature=0.5)
+    assert ab.shape == (2, 2, 64, 96)
+    scale = max(1.0, float(np.abs(want_logits).max()))
+    np.testing.assert_allclose(
+        logits.permute(0, 2, 3, 1).numpy(), want_logits, rtol=0, atol=1e-4 * scale
+    )
+    np.testing.assert_allclose(ab.permute(0, 2, 3, 1).numpy(), want_ab, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "name", ["colornet-lite0-cls4", "colornet-lite2-cls4", "deepcolorization-lite2"]
+)
+def test_torch_lite_mirrors_count_flax_params_and_freeze_the_encoder(  # noqa: ANN001
+    torch_models, name: str
+) -> None:
+    from colorjax import models
+    from colorjax.models.cost import abstract_variables
+
+    model = models.create_model(name)
+    flax_count = models.count_params(abstract_variables(model, 64)["params"])
+    net = torch_models.create_torch_model(name)
+    parts = [net.generator, net.discriminator] if hasattr(net, "generator") else [net]
+    assert sum(torch_models.count_params(part) for part in parts) == flax_count
+    # Frozen (the default): the encoder's scalars are counted but get no gradient.
+    encoder = parts[0].encoder
+    assert not any(p.requires_grad for p in encoder.parameters())
+    others = [p for n, p in net.named_parameters() if ".encoder." not in f".{n}"]
+    assert others and all(p.requires_grad for p in others)
 
 
 def test_torch_lab_conversion_matches_colorjax() -> None:

@@ -123,6 +123,7 @@ def test_each_variant_stores_its_head_once_and_derives_its_task() -> None:
         "deepcolorization-small": "gan",
         "deepcolorization-colornet": "gan",
         "deepcolorization-colornet-film": "gan",
+        "deepcolorization-lite2": "gan",
         "deepcolorization-unet256": "gan",
         "zhang-eccv16": "regression",
         "zhang-siggraph17": "regression",

@@ -63,9 +63,12 @@ class LiteColorNet(nn.Module):
 
     @property
     def contract(self) -> ModelContract:
-        """Bin logits (or ab) at H/4; the encoder starts from its ImageNet weights."""
+        """Bin logits (or ab) at H/4; the encoder starts from ImageNet weights, maybe frozen."""
         return ModelContract(
-            task=self.head, stride=self.stride, pretrained_encoder=self.encoder_variant
+            task=self.head,
+            stride=self.stride,
+            pretrained_encoder=self.encoder_variant,
+            frozen=("encoder",) if self.freeze_encoder else (),
         )
 
     def __post_init__(self) -> None:

@@ -16,6 +16,10 @@ ab-bin logits, usually at quarter resolution; Iizuka et al. / Zhang et al.) whos
 ab is what the discriminator sees: the DeOldify-style "NoGAN" recipe pretrains it with the
 colour loss as a plain ColorNet, then a short adversarial phase sharpens it. The U-Net trained
 from scratch with L1 + GAN on a CPU budget gives pastel, blotchy colour.
+
+``generator='colornet-lite'`` is DeOldify's generator proper: a U-Net whose down path is an
+ImageNet-trained encoder (EfficientNet-Lite; `colornet_lite.LiteColorNet`), pretrained as
+ColorNet-Lite with the colour loss (NoGAN), then the same short adversarial phase.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import jax.numpy as jnp
 
 from colorjax.errors import ConfigError
 from colorjax.models.colornet import SMALL_WIDTHS, ColorNet
+from colorjax.models.colornet_lite import LiteColorNet
 from colorjax.models.conv4x4 import DownConv, PatchConv, UpConv
 from colorjax.models.layers import (
     Dtype,
@@ -38,7 +43,9 @@ from colorjax.models.layers import (
 )
 from colorjax.models.registry import ModelContract, register_model
 
-GENERATORS = ("unet", "colornet")
+GENERATORS = ("unet", "colornet", "colornet-lite")
+# Generators that predict ab-bin logits, decoded here with the annealed mean.
+BIN_GENERATORS = ("colornet", "colornet-lite")
 
 
 def _half_keep_mask(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -167,7 +174,7 @@ class DeepColorization(nn.Module):
     num_dropout: int = 3
     disc_norm: str = "instance"
     generator_arch: str = "unet"
-    colornet: tuple = ()  # ColorNet constructor kwargs as (key, value) pairs (hashable)
+    colornet: tuple = ()  # ColorNet / LiteColorNet kwargs as (key, value) pairs (hashable)
     temperature: float = 0.38  # annealed-mean temperature of the 'colornet' generator
     dtype: Dtype = jnp.float32
 
@@ -190,23 +197,30 @@ class DeepColorization(nn.Module):
     @property
     def stride(self) -> int:
         """Required divisor of H and W: the U-Net halves the size num_downs times."""
-        if self.generator_arch == "colornet":
+        if self.generator_arch in BIN_GENERATORS:
             return self._colornet().stride
         return 2**self.num_downs
 
     @property
     def contract(self) -> ModelContract:
         """A GAN; with a ColorNet generator it decodes its own bins and returns their logits."""
-        colornet = self.generator_arch == "colornet"
+        bins = self.generator_arch in BIN_GENERATORS
+        generator = self._colornet().contract if self.generator_arch == "colornet-lite" else None
         return ModelContract(
-            task="gan", stride=self.stride, decodes_bins=colornet, bin_logits_generator=colornet
+            task="gan",
+            stride=self.stride,
+            decodes_bins=bins,
+            bin_logits_generator=bins,
+            pretrained_encoder=generator.pretrained_encoder if generator else None,
+            frozen=generator.frozen if generator else (),
         )
 
-    def _colornet(self) -> ColorNet:
-        """The ColorNet generator (classification head) described by `colornet`."""
+    def _colornet(self) -> ColorNet | LiteColorNet:
+        """The ColorNet (or LiteColorNet) generator, classification head, from `colornet`."""
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(self.colornet).items()}
         kwargs.update(head="classification", dtype=self.dtype)
-        return ColorNet(**kwargs, parent=None)
+        cls = LiteColorNet if self.generator_arch == "colornet-lite" else ColorNet
+        return cls(**kwargs, parent=None)
 
     @property
     def receptive_field(self) -> int:
@@ -215,7 +229,7 @@ class DeepColorization(nn.Module):
 
     def setup(self) -> None:
         """Create the two subnetworks under the 'generator' and 'discriminator' names."""
-        if self.generator_arch == "colornet":
+        if self.generator_arch in BIN_GENERATORS:
             self.generator = self._colornet().clone(parent=self, name="generator")
         else:
             self.generator = UNetGenerator(
@@ -251,7 +265,7 @@ class DeepColorization(nn.Module):
         """
         check_l_input(l_norm, self.stride, "DeepColorization", min_size=self._disc_min_size())
         logits = None
-        if self.generator_arch == "colornet":
+        if self.generator_arch in BIN_GENERATORS:
             from colorjax.color import AB_SCALE
             from colorjax.gamut import ab_bin_centers, annealed_mean
             from colorjax.models.layers import resize_to
@@ -314,6 +328,16 @@ register_model(
             **SMALL_WIDTHS,
         }.items()
     ),
+    ndf=32,
+)
+register_model(
+    "deepcolorization-lite2",
+    "deepcolorization",
+    DeepColorization,
+    "GAN with a colornet-lite2-cls4 generator (U-Net on ImageNet EfficientNet-Lite2) + PatchGAN "
+    "ndf=32; NoGAN recipe",
+    generator_arch="colornet-lite",
+    colornet=(("encoder_variant", "lite2"),),
     ndf=32,
 )
 register_model(

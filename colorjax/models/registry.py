@@ -36,6 +36,9 @@ class ModelContract:
     bin_logits_generator: bool = False  # a GAN whose generator also returns ab-bin logits
     palette_head: bool = False  # sows scene logits into 'aux' (ColorNet's palette loss)
     pretrained_encoder: str | None = None  # EfficientNet-Lite variant starting params['encoder']
+    # Top-level subtrees of the trained params (the model's, or a GAN's generator's) that get no
+    # gradient (a frozen encoder): the optimizer keeps no state for them and never updates them.
+    frozen: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -92,13 +92,32 @@ def encoder_mask(params: Any) -> Any:
     )
 
 
-def make_optimizer(optim: OptimConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+def make_optimizer(
+    optim: OptimConfig, schedule: optax.Schedule, frozen: tuple[str, ...] = ()
+) -> optax.GradientTransformation:
     """Optax optimizer with optional global-norm clipping in front and encoder lr scaling behind.
 
     Scaling the updates after Adam is scaling the learning rate of those parameters (Adam's
     step does not depend on the gradient's scale). The scaling stage exists only when the scale
-    is not 1, so runs saved without it keep their optimizer-state structure.
+    is not 1, so runs saved without it keep their optimizer-state structure. `frozen` top-level
+    subtrees get zero updates and no optimizer state: Adam's moments of a frozen 4.8M-parameter
+    encoder would be read and written every step for nothing.
     """
+    tx = _base_optimizer(optim, schedule)
+    if not frozen:
+        return tx
+
+    def labels(params: Any) -> Any:
+        return {
+            k: jax.tree_util.tree_map(lambda _, k=k: "frozen" if k in frozen else "train", v)
+            for k, v in params.items()
+        }
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def _base_optimizer(optim: OptimConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """Adam/AdamW/SGD with clipping in front and encoder lr scaling behind (see make_optimizer)."""
     if optim.optimizer == "adam":
         base = optax.adam(schedule, b1=optim.b1, b2=optim.b2)
     elif optim.optimizer == "adamw":
@@ -143,7 +162,7 @@ def make_task(config: ExperimentConfig) -> TrainTask:
         )
     mode = training_mode(config, spec.family, mode) or mode
     schedule = make_schedule(config.optim, config.train.steps, config.optim.learning_rate)
-    tx = make_optimizer(config.optim, schedule)
+    tx = make_optimizer(config.optim, schedule, model_contract(model).frozen)
     d_tx = None
     if mode == "gan":
         d_lr = config.optim.d_learning_rate or config.optim.learning_rate
@@ -162,6 +181,17 @@ def _loads_into_generator(task: TrainTask, loaded: Any) -> bool:
     return task.mode == "gan" and "generator" not in loaded
 
 
+def merge_subtrees(params: dict, parts: dict) -> dict:
+    """`params` with each subtree of `parts` put in at its path (dicts merged, not replaced)."""
+    out = dict(params)
+    for key, value in parts.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_subtrees(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def init_state(task: TrainTask, rng: jax.Array, init_params: Any = None) -> TrainState:
     """Fresh state: random params from model.init, or `init_params` (read_init_params) put in."""
     init_rng, state_rng = jax.random.split(rng)
@@ -171,7 +201,7 @@ def init_state(task: TrainTask, rng: jax.Array, init_params: Any = None) -> Trai
             params = {**params, "generator": init_params}
         else:
             # A partial tree (the pretrained encoder) replaces those subtrees only.
-            params = {**params, **init_params}
+            params = merge_subtrees(params, init_params)
     if task.mode == "gan":
         opt_state = task.tx.init(params["generator"])
         d_opt_state = task.d_tx.init(params["discriminator"])
@@ -223,15 +253,17 @@ def read_init_params(task: TrainTask) -> Any:
 def pretrained_parts(task: TrainTask) -> Any:
     """Subtrees that start from published weights (the ImageNet encoder), or None.
 
-    A model with an ``encoder_variant`` (LiteColorNet) starts its ``encoder`` from the
-    EfficientNet-Lite ImageNet weights; everything else starts from its random init.
+    A model whose contract names a pretrained encoder (LiteColorNet, or a GAN with it as the
+    generator) starts its ``encoder`` from the EfficientNet-Lite ImageNet weights; everything
+    else starts from its random init.
     """
     variant = model_contract(task.model).pretrained_encoder
     if variant is None:
         return None
     encoder = dict(lite_params(variant))
     encoder.pop("fc", None)  # the colorizer uses the pooled embedding, not the classifier
-    return {"encoder": jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), encoder)}
+    parts = {"encoder": jax.tree_util.tree_map(lambda a: np.asarray(a, np.float32), encoder)}
+    return {"generator": parts} if task.mode == "gan" else parts
 
 
 def initial_params(task: TrainTask) -> Any:
