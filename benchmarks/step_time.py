@@ -1,6 +1,6 @@
 """Time colorjax's real jitted train step for one model, with CPU time beside wall time.
 
-Used for the before/after numbers in benchmarks/results/*/TUNING.md. Pin it, e.g.
+Used for the before/after numbers in docs/TUNING.md. Pin it, e.g.
     taskset -c 1 python benchmarks/step_time.py deepcolorization-small --batch 8 --size 64
 so CPU time / wall time shows how many cores the step really used.
 """

@@ -22,7 +22,7 @@ def reuse_freed_memory() -> bool:
     mmap and unmaps it when freed, so every train step page-faults, and the kernel zeroes, all
     of XLA:CPU's large buffers again: 15-20 % of a CPU step (deepcolorization-small, 128 px,
     batch 8, one core: 120.8 -> 98.4 ms; colornet-tiny 150.3 -> 125.8 ms;
-    benchmarks/results/cpu-2026-11-25/TUNING.md). PyTorch gains from it too (~5 %). The cost:
+    docs/TUNING.md). PyTorch gains from it too (~5 %). The cost:
     the process keeps its peak heap instead of returning freed memory to the system.
     """
     try:

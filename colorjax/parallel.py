@@ -63,7 +63,7 @@ def use_cpu_devices(count: int | str) -> int:
     XLA_FLAGS: the devices already fill the cores, and threaded convs on top oversubscribe
     them). Why: XLA:CPU's own intra-op threading keeps ~1.5 of 2 cores busy on these nets (its
     conv library runs the large-image convolutions on one thread); one device per core keeps
-    both busy. Measured in benchmarks/results/cpu-2026-11-25/TUNING.md.
+    both busy. Measured in docs/TUNING.md.
     """
     if count == "auto":
         count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -79,3 +79,55 @@ def test_demo_command_runs_end_to_end(tmp_path, monkeypatch):
     photo = sample_photo("coffee.png")
     assert out.shape == (photo.shape[0], 3 * photo.shape[1], 3)
     np.testing.assert_array_equal(out[:, 2 * photo.shape[1] :], photo)
+
+
+def _bash_lines(text: str) -> list[str]:
+    """Every command line of the ```bash blocks (comments and continuations joined), and every
+    inline `colorjax ...` / `python ....py ...` code span."""
+    lines = re.findall(r"`((?:colorjax|python [\w/]+\.py) [^`\n]+)`", text)
+    for block in re.findall(r"```bash\n(.*?)```", text, re.DOTALL):
+        block = block.replace("\\\n", " ")
+        for line in block.splitlines():
+            line = line.split("  #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                lines.append(line)
+    return lines
+
+
+def _options(parser) -> set[str]:
+    return {opt for action in parser._actions for opt in action.option_strings}
+
+
+def _subparser(parser, name: str):
+    for action in parser._actions:
+        if isinstance(getattr(action, "choices", None), dict) and name in action.choices:
+            return action.choices[name]
+    return None
+
+
+def test_every_command_the_readme_shows_exists_with_its_flags():
+    # Each `colorjax COMMAND [ACTION] ... --flag` line names a real command and only flags it
+    # takes; each `python PATH.py ... --flag` line names a file in the repo that defines them.
+    from colorjax.cli import COMMANDS, build_parser
+
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    checked = 0
+    for line in (line for doc in docs for line in _bash_lines(doc.read_text())):
+        for part in re.split(r"&&|\|", line):
+            words = part.split()
+            if not words:
+                continue
+            flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", part))
+            if words[0] == "colorjax" and len(words) > 1 and not words[1].startswith(("-", "<")):
+                assert words[1] in COMMANDS, line
+                parser = _subparser(build_parser(words[1]), words[1])
+                action = _subparser(parser, words[2]) if len(words) > 2 else None
+                known = _options(parser) | (_options(action) if action else set())
+                assert flags <= known, (line, sorted(flags - known))
+                checked += 1
+            elif words[0] == "python" and len(words) > 1 and words[1].endswith(".py"):
+                source = (ROOT / words[1]).read_text()
+                missing = {f for f in flags if f'"{f}"' not in source}
+                assert not missing, (line, sorted(missing))
+                checked += 1
+    assert checked >= 30

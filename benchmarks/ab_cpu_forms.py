@@ -1,6 +1,6 @@
 """A/B colorjax's CPU layer forms against the plain ones, in one pinned process (TUNING.md).
 
-    taskset -c 1 python benchmarks/results/cpu-2026-11-25/ab_cpu_forms.py \
+    taskset -c 1 python benchmarks/ab_cpu_forms.py \
         deepcolorization-colornet --batch 32 --size 64 --variants all,phase,phase+gn+kg+uc
 
 Each variant is the production train step (colorjax.train) compiled with some CPU forms
