@@ -19,6 +19,7 @@ import json
 import sys
 from pathlib import Path
 
+import jax
 from colour_ablation import undo_rebalancing
 
 from colorjax import weights
@@ -28,6 +29,37 @@ from colorjax.weights.export import load_inference_params
 from colorjax.weights.manifest import entry_family
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "colorjax" / "weights"
+
+
+def share_encoder(variables: dict, source: str) -> tuple[dict, dict]:
+    """Variables without their encoder, and the header entry that takes it from `source`.
+
+    The GAN phase trains with the generator's encoder frozen, so it is the ColorNet-Lite
+    encoder it started from; refused (SystemExit) when it is not, within float16 rounding.
+    """
+    import numpy as np
+
+    entry = weights.get_entry(source)
+    theirs = weights.load_pretrained(source).variables["params"]["encoder"]
+    params = dict(variables["params"])
+    keys = ["generator", "encoder"] if "generator" in params else ["encoder"]
+    holder = dict(params[keys[0]]) if len(keys) == 2 else params
+    mine = holder.pop("encoder")
+    for (path, a), b in zip(
+        jax.tree_util.tree_leaves_with_path(mine), jax.tree_util.tree_leaves(theirs), strict=True
+    ):
+        if not np.allclose(np.asarray(a), np.asarray(b), rtol=2e-3, atol=1e-4):
+            sys.exit(f"the encoder differs from {source}'s at {jax.tree_util.keystr(path)}")
+    if len(keys) == 2:
+        params[keys[0]] = holder
+    shared = {
+        "params/" + "/".join(keys): {
+            "weights": entry.name,
+            "path": "params/encoder",
+            "sha256": entry.sha256,
+        }
+    }
+    return {**variables, "params": params}, shared
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hardware", required=True)
     p.add_argument("--time", required=True)
     p.add_argument("--replaces", nargs="*", default=[], help="manifest entries to remove")
+    p.add_argument(
+        "--share-encoder-with",
+        default=None,
+        metavar="NAME",
+        help="leave the (frozen) encoder out of the file and take it from these bundled "
+        "weights when loading; refused unless the two encoders are equal",
+    )
     args = p.parse_args(argv)
 
     config, variables = load_inference_params(args.workdir, args.step)
@@ -83,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         "temperature": args.temperature,
         "training": training,
     }
+    if args.share_encoder_with:
+        variables, meta["shared"] = share_encoder(variables, args.share_encoder_with)
     weights.save_weights(
         path, config.model.name, dict(config.model.overrides), variables, meta, dtype="float16"
     )

@@ -568,3 +568,50 @@ def test_export_cli_writes_weights_and_entry(tmp_path, capsys):
     assert weights.read_metadata(out / "cli.safetensors")["dtype"] == "float16"
     with pytest.raises(ConfigError, match="no checkpoint"):
         export_checkpoint(tmp_path / "empty", "x", out)
+
+
+# ------------------------------------------------------------------------- shared parameter parts
+
+
+def _shared_pair(tmp_path: Path, base_bytes_for_manifest: bytes | None = None):
+    """A full colornet-tiny file and a lean one that takes one subtree from it by name."""
+    from helpers import random_variables
+
+    from colorjax.models import create_model
+
+    variables = {"params": random_variables(create_model("colornet-tiny"), 32)["params"]}
+    full = tmp_path / "full.safetensors"
+    weights.save_weights(full, "colornet-tiny", {}, variables, {"working_size": 32})
+    top = sorted(variables["params"])[0]
+    sha = hashlib.sha256(full.read_bytes()).hexdigest()
+    meta = {
+        "working_size": 32,
+        "shared": {f"params/{top}": {"weights": "base.t", "path": f"params/{top}", "sha256": sha}},
+    }
+    lean = tmp_path / "lean.safetensors"
+    lean_params = {k: v for k, v in variables["params"].items() if k != top}
+    weights.save_weights(lean, "colornet-tiny", {}, {"params": lean_params}, meta)
+    base_entry = _entry("base.t", base_bytes_for_manifest or full.read_bytes(), [full.as_uri()])
+    manifest = _manifest(tmp_path, base_entry, _entry("lean.t", lean.read_bytes(), [lean.as_uri()]))
+    return variables, lean, manifest
+
+
+def test_weights_sharing_a_subtree_load_whole_by_name_and_by_path(tmp_path, home):
+    variables, lean, manifest = _shared_pair(tmp_path)
+    assert lean.stat().st_size < (tmp_path / "full.safetensors").stat().st_size
+    for source in ("lean.t", str(lean)):
+        loaded = weights.load_pretrained(source, manifest=manifest)
+        got = jax.tree_util.tree_leaves_with_path(loaded.variables)
+        want = dict(jax.tree_util.tree_leaves_with_path(variables))
+        assert len(got) == len(want)
+        for path, value in got:
+            np.testing.assert_array_equal(value, want[path])
+
+
+def test_a_shared_subtree_from_another_file_than_recorded_is_refused(tmp_path, home):
+    # The manifest's base.t is another file than the one the lean file was made with.
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"x" * 10)
+    _, lean, manifest = _shared_pair(tmp_path, base_bytes_for_manifest=other.read_bytes())
+    with pytest.raises(WeightsError, match="install matching versions of both"):
+        weights.load_pretrained("lean.t", manifest=manifest)

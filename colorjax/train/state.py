@@ -24,7 +24,7 @@ from colorjax.errors import ConfigError
 from colorjax.models import create_model, get_spec, model_contract
 from colorjax.parallel import replicated
 from colorjax.weights.backbones import lite_params
-from colorjax.weights.fileformat import load_weights
+from colorjax.weights.loader import read_variables
 from colorjax.weights.pth_convert import load_pth_params
 from colorjax.weights.resolve import resolve_weights
 
@@ -235,7 +235,7 @@ def read_init_params(task: TrainTask) -> Any:
     if str(source).endswith(".pth"):  # a ported model's PyTorch state dict (zhang-*)
         loaded = load_pth_params(source, task.config.model.name)
     else:
-        loaded = load_weights(resolve_weights(source))[0]["params"]
+        loaded = read_variables(resolve_weights(source))[0]["params"]
     target = jax.eval_shape(lambda r: _init_params(task, r), jax.random.PRNGKey(0))
     if _loads_into_generator(task, loaded):
         target = target["generator"]

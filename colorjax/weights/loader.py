@@ -47,19 +47,81 @@ def _build(arch: str, overrides: Mapping[str, Any], where: str) -> Any:
         ) from err
 
 
+def _subtree(tree: Mapping[str, Any], keys: list[str]) -> Any:
+    """tree[k0][k1]...; None where a key is missing."""
+    for key in keys:
+        if not isinstance(tree, Mapping) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def _put(tree: dict[str, Any], keys: list[str], value: Any) -> dict[str, Any]:
+    """A copy of `tree` with `value` at the path `keys` (intermediate dicts copied or made)."""
+    if not keys:
+        return value
+    out = dict(tree)
+    out[keys[0]] = _put(dict(out.get(keys[0], {})), keys[1:], value)
+    return out
+
+
+def read_variables(
+    path: Path, manifest: ManifestLike = None, **fetch: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(variables, meta) of a weights file, with the subtrees it shares with other weights.
+
+    A file may leave out a subtree that other named weights hold identically (the GAN whose
+    generator's frozen ImageNet encoder is the bundled ColorNet-Lite's: 9.6 MB not shipped
+    twice). Its header's ``shared`` maps each left-out path (``params/generator/encoder``) to
+    the weights name, the path in them and their sha256. The name is looked up in the manifest
+    (never used as a path), and the file found must be the one recorded.
+    """
+    variables, meta = load_weights(path)
+    shared = meta.get("shared") or {}
+    if not isinstance(shared, Mapping):
+        raise WeightsError(f"{path} has a damaged 'shared' header; export the weights again")
+    for target, spec in shared.items():
+        try:
+            source_name, source_path, sha = spec["weights"], spec["path"], spec["sha256"]
+        except (TypeError, KeyError) as err:
+            raise WeightsError(
+                f"{path} has a damaged 'shared' entry for {target!r} ({err!r}); export the "
+                "weights again"
+            ) from err
+        cfg = get_entry(str(source_name), manifest)
+        if cfg.sha256 != sha:
+            raise WeightsError(
+                f"{path} takes {target} from weights {cfg.name!r} with sha256 {sha[:12]}..., but "
+                f"the manifest's {cfg.name!r} is another file ({str(cfg.sha256)[:12]}...); "
+                "install matching versions of both (reinstall colorjax or download both again)"
+            )
+        source_vars, _ = load_weights(resolve_weights(cfg, manifest, **fetch))
+        part = _subtree(source_vars, str(source_path).split("/"))
+        keys = str(target).split("/")
+        if part is None or _subtree(variables, keys) is not None:
+            raise WeightsError(
+                f"{path} takes {target} from {source_path} of {cfg.name!r}, which "
+                f"{'lacks it' if part is None else 'the file holds itself'}; export again"
+            )
+        variables = _put(variables, keys, part)
+    return variables, meta
+
+
 def _from_file(
     path: Path,
     name: str | None,
     arch: str | None,
     overrides: Mapping[str, Any],
     expected_model: str | None = None,
+    manifest: ManifestLike = None,
+    **fetch: Any,
 ) -> Pretrained:
     """Load a weights file into its model (arch/overrides override the file's own).
 
     `expected_model` is what a manifest entry says the file holds; a file whose header names
     another model is refused rather than run as whatever it is.
     """
-    variables, meta = load_weights(path)
+    variables, meta = read_variables(path, manifest, **fetch)
     if expected_model is not None and meta["model"] != expected_model:
         raise WeightsError(
             f"weights {name!r} are listed as model {expected_model!r}, but {path} holds "
@@ -116,7 +178,7 @@ def load_pretrained(
         cfg = get_entry(str(name_or_path), manifest)
         name = cfg.name
     path = resolve_weights(cfg if name else name_or_path, manifest, **fetch)
-    loaded = _from_file(path, name, None, {}, cfg.model if name else None)
+    loaded = _from_file(path, name, None, {}, cfg.model if name else None, manifest, **fetch)
     if name is not None and cfg.temperature is not None:
         loaded.meta.setdefault("temperature", cfg.temperature)
     return loaded
@@ -153,7 +215,7 @@ def create_model(
             loaded = load_run(path, None, True)
             return _refit(loaded, arch, overrides, str(path))
         path = resolve_weights(path)
-        return _from_file(path, None, arch, overrides)
+        return _from_file(path, None, arch, overrides, None, manifest)
     if isinstance(pretrained, bool):
         cfg = get_tagged(arch, tag, manifest) if tag else get_entry(arch, manifest)
     else:
@@ -161,7 +223,7 @@ def create_model(
     if cfg.model != arch:
         raise WeightsError(f"weights {cfg.name!r} are for {cfg.model!r}, not {arch!r}")
     path = resolve_weights(cfg, manifest)
-    loaded = _from_file(path, cfg.name, arch, overrides, cfg.model)
+    loaded = _from_file(path, cfg.name, arch, overrides, cfg.model, manifest)
     if cfg.temperature is not None:
         loaded.meta.setdefault("temperature", cfg.temperature)
     return loaded
