@@ -584,6 +584,36 @@ def test_exported_ema_is_debiased_and_no_ema_gives_the_live_weights(finished_run
         np.testing.assert_array_equal(value, p2[key], err_msg=key)
 
 
+def test_a_warm_started_run_exports_an_ema_debiased_against_its_start(finished_run, tmp_path):
+    # p0 of a run started from init_weights is those weights, not a random init: with the
+    # random one subtracted, a 1,000-step fine-tune (0.998^1000 = 13.5 %) exported garbage.
+    from colorjax.checkpoint import CheckpointStore
+    from colorjax.train.state import abstract_state, make_task
+    from colorjax.weights.export import export_checkpoint, load_inference_params
+
+    start, _ = export_checkpoint(finished_run, "start", tmp_path / "export")
+    config = _train_config(2)
+    config.train.checkpoint_every = 1
+    config.model.init_weights = str(start)
+    config.optim.learning_rate = 1e-2  # large steps: p1, p2 far from p0
+    (tmp_path / "c.json").write_text(config.to_json())
+    workdir = tmp_path / "warm"
+    argv = ["train", "--config", str(tmp_path / "c.json"), "--workdir", str(workdir)]
+    assert cli.main(argv) == 0
+    store = CheckpointStore(workdir, read_only=True, async_save=False)
+    try:
+        target = abstract_state(make_task(config), jax_single_device())
+        p1 = weights.flatten_variables(store.restore(1, target)[0].params)
+        p2 = weights.flatten_variables(store.restore(2, target)[0].params)
+    finally:
+        store.close()
+    decay = config.optim.ema_decay
+    got = weights.flatten_variables(load_inference_params(workdir)[1]["params"])
+    for key in p1:
+        expected = (decay * p1[key].astype(np.float64) + p2[key]) / (1.0 + decay)
+        np.testing.assert_allclose(got[key], expected, rtol=1e-4, atol=1e-5, err_msg=key)
+
+
 def jax_single_device():
     import jax
 

@@ -335,16 +335,17 @@ def debiased_ema(task: Any, state: Any) -> Any:
     """The run's EMA with the weight of its random initialisation removed (Adam-style).
 
     The EMA starts as a copy of the initial parameters p0, so after n steps it is
-    d^n p0 + (1 - d) sum_t d^(n-t) p_t: after a short run mostly the random init. Dividing out
-    (ema - d^n p0) / (1 - d^n) leaves an average of the trained parameters only. p0 is
-    rebuilt exactly from the config's seed with the same compiled init as the run's.
+    d^n p0 + (1 - d) sum_t d^(n-t) p_t: after a short run mostly the initialisation. Dividing
+    out (ema - d^n p0) / (1 - d^n) leaves an average of the trained parameters only. p0 is
+    rebuilt exactly as the run built it: the config's seed with the same compiled init, and
+    the warm-start weights (model.init_weights) or pretrained parts it started from.
     """
     decay, steps = task.config.optim.ema_decay, int(state.step)
     if state.ema_params is None or decay is None or steps == 0:
         return state.ema_params
     rng = jax.random.PRNGKey(task.config.train.seed)
-    start = pretrained_parts(task) if not task.config.model.init_weights else None
-    initial = jax.jit(lambda r, p: init_state(task, r, p))(rng, start).ema_params
+    # p0 is what the run started from: its init_weights (a warm start) or pretrained parts.
+    initial = jax.jit(lambda r, p: init_state(task, r, p))(rng, initial_params(task)).ema_params
     weight = float(decay) ** steps
     if weight < 1e-12:
         return state.ema_params  # the initialisation has decayed away entirely
