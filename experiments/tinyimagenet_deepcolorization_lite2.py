@@ -1,14 +1,14 @@
 """DeepColorization on the ImageNet EfficientNet-Lite2 U-Net: DeOldify's NoGAN, adversarial phase.
 
 The generator is ColorNet-Lite2 (a U-Net whose down path is the ImageNet encoder), pretrained
-with the colour loss alone by `tinyimagenet_colornet_lite2.py` and
-`tinyimagenet_colornet_lite2_finetune.py` (NoGAN). Here a fresh PatchGAN joins for a short
-adversarial phase at 128 px, the encoder frozen as fine-tuned, the bin cross-entropy on:
+with the colour loss alone by `tinyimagenet_colornet_lite2.py` (NoGAN; its encoder frozen, so
+still ImageNet's). Here a fresh PatchGAN joins for a short adversarial phase at 128 px, the
+encoder still frozen, the bin cross-entropy on:
 
-    colorjax weights export --workdir runs/lite2-ft --name lite2-ft --out runs/export
+    colorjax weights export --workdir runs/lite2 --name lite2-stage1 --out runs/export
     colorjax train --config experiments/tinyimagenet_deepcolorization_lite2.py \
         --workdir runs/gan-lite2 --cpu-devices 2 \
-        --set model.init_weights=runs/export/lite2-ft.safetensors
+        --set model.init_weights=runs/export/lite2-stage1.safetensors
 """
 
 from pathlib import Path

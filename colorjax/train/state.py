@@ -24,9 +24,9 @@ from colorjax.errors import ConfigError
 from colorjax.models import create_model, get_spec, model_contract
 from colorjax.parallel import replicated
 from colorjax.weights.backbones import lite_params
-from colorjax.weights.loader import read_variables
 from colorjax.weights.pth_convert import load_pth_params
 from colorjax.weights.resolve import resolve_weights
+from colorjax.weights.shared import read_variables
 
 
 @flax.struct.dataclass
