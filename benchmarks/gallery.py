@@ -22,8 +22,9 @@ from colorjax import data, weights
 # Short column titles for the bundled weights (others are titled by their name).
 TITLES = {
     "colornet-lite2-cls4.tinyimagenet": "ColorNet-Lite2 (ImageNet encoder)",
+    "deepcolorization-lite2.tinyimagenet": "DeepColorization-Lite2 (NoGAN)",
     "colornet-small-cls4.tinyimagenet": "ColorNet (from scratch)",
-    "deepcolorization-colornet.tinyimagenet": "DeepColorization",
+    "deepcolorization-colornet.tinyimagenet": "DeepColorization (from scratch)",
 }
 
 
