@@ -252,7 +252,7 @@ def measure_infer(
     ctx: Ctx, model: Any, variables: Any, size: int, batch: int
 ) -> list[dict[str, Any]]:
     """Batch-1 latency distribution and large-batch throughput of predict_ab."""
-    from colorjax.inference.predict import predict_ab
+    from colorjax.models.predict import predict_ab
 
     cfg = ctx.cfg
     batch_sh, repl = shardings(ctx.mesh)

@@ -36,9 +36,11 @@ import numpy as np
 
 from colorjax import color
 from colorjax.errors import ConfigError, InputShapeError, PredictionError
+from colorjax.models.predict import DEFAULT_TEMPERATURE, predict_ab
+
+__all__ = ["DEFAULT_TEMPERATURE", "predict_ab"]  # re-exported: they live with the models
 
 DEFAULT_BUCKET_FRACTIONS: tuple[float, ...] = (0.5, 1.0)
-DEFAULT_TEMPERATURE = 0.38
 # The network's input is at most this many pixels on its longer side. The output keeps the
 # photo's size whatever the working size, and memory grows with its square (an unbounded
 # --working-size 100000 asked for 17 GB and was killed by the kernel).
@@ -49,41 +51,6 @@ _CHUNK_SIZES: tuple[int, int] = (1 << 14, 1 << 18)
 
 # Incremented inside traced functions, i.e. once per compilation, never per call.
 _TRACES: collections.Counter[str] = collections.Counter()
-
-
-def predict_ab(
-    model: Any,
-    variables: Any,
-    l_norm: jax.Array,
-    temperature: float = DEFAULT_TEMPERATURE,
-    hints: tuple[jax.Array, jax.Array] | None = None,
-) -> jax.Array:
-    """Normalised ab (N,H,W,2) for any registered model in eval mode (annealed mean for bins).
-
-    `hints` is (hint_ab / 110 (N,H,W,2), hint_mask (N,H,W,1)) for models that take colour hints
-    (its contract's ``takes_hints``, e.g. zhang-siggraph17); see colorjax.inference.hints.
-    """
-    from colorjax.models import model_contract
-    from colorjax.models.layers import resize_to
-
-    contract = model_contract(model)
-    if hints is not None:
-        if not contract.takes_hints:
-            raise ConfigError(
-                f"{type(model).__name__} takes no colour hints; drop the hints or use a model "
-                "that takes them (zhang-siggraph17)."
-            )
-        return model.apply(variables, l_norm, *hints, train=False)
-    if contract.decodes_bins:
-        # A GAN with a ColorNet generator decodes its bins itself, at the requested T.
-        return model.apply(variables, l_norm, train=False, temperature=temperature)
-    out = model.apply(variables, l_norm, train=False)
-    if contract.task == "classification":
-        from colorjax.gamut import ab_bin_centers, annealed_mean
-
-        centers = jnp.asarray(ab_bin_centers(), dtype=jnp.float32)
-        out = (annealed_mean(out, centers, temperature) / color.AB_SCALE).astype(jnp.float32)
-    return resize_to(out, l_norm.shape[1:3])
 
 
 def trace_counts() -> dict[str, int]:

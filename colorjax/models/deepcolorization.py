@@ -41,6 +41,7 @@ from colorjax.models.layers import (
     conv_receptive_field,
     instance_norm,
 )
+from colorjax.models.predict import decode_bins
 from colorjax.models.registry import ModelContract, register_model
 
 GENERATORS = ("unet", "colornet", "colornet-lite")
@@ -266,15 +267,9 @@ class DeepColorization(nn.Module):
         check_l_input(l_norm, self.stride, "DeepColorization", min_size=self._disc_min_size())
         logits = None
         if self.generator_arch in BIN_GENERATORS:
-            from colorjax.color import AB_SCALE
-            from colorjax.gamut import ab_bin_centers, annealed_mean
-            from colorjax.models.layers import resize_to
-
             logits = self.generator(l_norm, train=train)
-            centers = jnp.asarray(ab_bin_centers(), jnp.float32)
             temp = self.temperature if temperature is None else temperature
-            ab = annealed_mean(logits, centers, temp) / AB_SCALE
-            ab = resize_to(ab.astype(jnp.float32), l_norm.shape[1:3])
+            ab = decode_bins(logits, l_norm.shape[1:3], temp)
         else:
             ab = self.generator(l_norm, train=train)
         if self.is_initializing():

@@ -13,8 +13,8 @@ from jax.sharding import Mesh
 
 from colorjax import color, gamut, losses, metrics
 from colorjax.errors import ConfigError
-from colorjax.inference.predict import predict_ab
 from colorjax.models import model_contract
+from colorjax.models.predict import predict_ab
 from colorjax.parallel import data_sharding, replicated, traced_on_mesh
 from colorjax.train.finetune import zhang_classification_step
 from colorjax.train.state import (
