@@ -559,26 +559,10 @@ def test_batch_sharding_error_names_the_field_it_came_from():
 
 
 def test_exported_ema_is_debiased_and_no_ema_gives_the_live_weights(finished_run):
-    from colorjax.checkpoint import CheckpointStore
-    from colorjax.train.state import abstract_state, make_task
     from colorjax.weights.export import load_inference_params
 
     config = _train_config(2)
-    store = CheckpointStore(finished_run, read_only=True, async_save=False)
-    try:
-        target = abstract_state(make_task(config), jax_single_device())
-        p1 = weights.flatten_variables(store.restore(1, target)[0].params)
-        p2 = weights.flatten_variables(store.restore(2, target)[0].params)
-    finally:
-        store.close()
-    # EMA after two steps from p0: d^2 p0 + (1 - d)(d p1 + p2); debiased: (d p1 + p2) / (1 + d).
-    decay = config.optim.ema_decay
-    _, ema = load_inference_params(finished_run)
-    got = weights.flatten_variables(ema["params"])
-    assert sorted(got) == sorted(p1)
-    for key in p1:
-        expected = (decay * p1[key].astype(np.float64) + p2[key]) / (1.0 + decay)
-        np.testing.assert_allclose(got[key], expected, rtol=1e-4, atol=1e-5, err_msg=key)
+    p2 = _assert_ema_debiased(finished_run, config)
     _, live = load_inference_params(finished_run, ema=False)
     for key, value in weights.flatten_variables(live["params"]).items():
         np.testing.assert_array_equal(value, p2[key], err_msg=key)
@@ -587,9 +571,7 @@ def test_exported_ema_is_debiased_and_no_ema_gives_the_live_weights(finished_run
 def test_a_warm_started_run_exports_an_ema_debiased_against_its_start(finished_run, tmp_path):
     # p0 of a run started from init_weights is those weights, not a random init: with the
     # random one subtracted, a 1,000-step fine-tune (0.998^1000 = 13.5 %) exported garbage.
-    from colorjax.checkpoint import CheckpointStore
-    from colorjax.train.state import abstract_state, make_task
-    from colorjax.weights.export import export_checkpoint, load_inference_params
+    from colorjax.weights.export import export_checkpoint
 
     start, _ = export_checkpoint(finished_run, "start", tmp_path / "export")
     config = _train_config(2)
@@ -600,6 +582,18 @@ def test_a_warm_started_run_exports_an_ema_debiased_against_its_start(finished_r
     workdir = tmp_path / "warm"
     argv = ["train", "--config", str(tmp_path / "c.json"), "--workdir", str(workdir)]
     assert cli.main(argv) == 0
+    _assert_ema_debiased(workdir, config)
+
+
+def _assert_ema_debiased(workdir, config) -> dict:
+    """The exported EMA of a 2-step run is (d p1 + p2) / (1 + d); returns p2, flattened.
+
+    EMA after two steps from p0: d^2 p0 + (1 - d)(d p1 + p2); debiased, p0 drops out.
+    """
+    from colorjax.checkpoint import CheckpointStore
+    from colorjax.train.state import abstract_state, make_task
+    from colorjax.weights.export import load_inference_params
+
     store = CheckpointStore(workdir, read_only=True, async_save=False)
     try:
         target = abstract_state(make_task(config), jax_single_device())
@@ -609,9 +603,11 @@ def test_a_warm_started_run_exports_an_ema_debiased_against_its_start(finished_r
         store.close()
     decay = config.optim.ema_decay
     got = weights.flatten_variables(load_inference_params(workdir)[1]["params"])
+    assert sorted(got) == sorted(p1)
     for key in p1:
         expected = (decay * p1[key].astype(np.float64) + p2[key]) / (1.0 + decay)
         np.testing.assert_allclose(got[key], expected, rtol=1e-4, atol=1e-5, err_msg=key)
+    return p2
 
 
 def jax_single_device():
