@@ -20,11 +20,11 @@ import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
-from colorjax import data, evaluate, gamut, inference
+from colorjax import data, evaluate, inference
 from colorjax.table import render_table
 from colorjax.weights import load_pretrained
+from colorjax.weights.calibrate import shift_head_bias
 
 METRICS = (
     "colorfulness_pred",
@@ -37,23 +37,6 @@ METRICS = (
     "hue_cyan",
     "hue_blue",
 )
-
-
-def undo_rebalancing(variables: dict, beta: float, lam: float = 0.5) -> dict:
-    """Subtract beta * log w(q) from the classification head's bias (w: rebalancing weights).
-
-    Class-rebalanced cross-entropy is minimised by p(q|x) * w(q) / Z, so the trained logits
-    carry + log w(q); beta = 1 gives back the calibrated posterior (closer to the MMSE colour,
-    higher PSNR), beta = 0 keeps the rebalanced, more saturated one. The change is exact and
-    lives in the weights: nothing at inference needs to know about it.
-    """
-    if not beta:
-        return variables
-    w = np.asarray(gamut.rebalancing_weights(gamut.default_prior(), lam), np.float32)
-    params = jax.tree_util.tree_map(np.asarray, variables["params"])
-    head = params["generator"]["head"] if "generator" in params else params["head"]
-    head["bias"] = head["bias"] - np.float32(beta) * np.log(w)
-    return {**variables, "params": params}
 
 
 def _rows(args: argparse.Namespace) -> list[dict]:
@@ -70,7 +53,7 @@ def _rows(args: argparse.Namespace) -> list[dict]:
         for temp in args.temperatures
     ]
     for beta, ws, temp in grid:
-        variables = undo_rebalancing(base_variables, beta, args.rebalance_lambda)
+        variables = shift_head_bias(base_variables, beta, args.rebalance_lambda)
 
         def predict(
             rgb: jax.Array, ws: int = ws, temp: float = temp, variables: dict = variables

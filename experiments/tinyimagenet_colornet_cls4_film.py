@@ -15,7 +15,7 @@ trained fusion conv, and the optimiser silenced it within 2,000 steps (GELU unit
 never positive, FiLM output constant).
 
     colorjax weights export --workdir runs/cls4-long --name cls4-long --out runs/export
-    python benchmarks/warm_start.py --weights runs/export/cls4-long.safetensors \
+    python tools/warm_start.py --weights runs/export/cls4-long.safetensors \
         --model colornet-small-cls4-film \
         --reinit global_conv_0 global_conv_1 global_conv_2 global_conv_3 \
         global_dense_0 global_dense_1 global_dense_2 \

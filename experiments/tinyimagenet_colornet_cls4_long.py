@@ -8,7 +8,7 @@ every layer keeps its shape, and changes the training: the dead dense layers re-
 soft-encoded cross-entropy instead of the rebalanced one, a fresh warm-up and cosine for about
 4.4 more epochs:
 
-    python benchmarks/warm_start.py --weights colornet-small-cls4.tinyimagenet --beta 0.2 \
+    python tools/warm_start.py --weights colornet-small-cls4.tinyimagenet --beta 0.2 \
         --reinit global_dense_0 global_dense_1 global_dense_2 \
         --out runs/init/cls4-2000-global-reinit.safetensors
     colorjax train --config experiments/tinyimagenet_colornet_cls4_long.py --workdir \

@@ -1,6 +1,6 @@
 """Warm-start file for a second training stage: calibration taken out, dead layers re-drawn.
 
-    python benchmarks/warm_start.py --weights colornet-small-cls4.tinyimagenet --beta 0.2 \
+    python tools/warm_start.py --weights colornet-small-cls4.tinyimagenet --beta 0.2 \
         --reinit global_dense_0 global_dense_1 global_dense_2 \
         --out runs/init/cls4-2000-global-reinit.safetensors
 
@@ -32,10 +32,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from colour_ablation import undo_rebalancing
 from flax import traverse_util
 
 from colorjax import color, data, models, weights
+from colorjax.weights.calibrate import shift_head_bias
 
 
 def dead_units(model, variables: dict, size: int) -> dict[str, float]:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     size = int(meta["working_size"])
     variables = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), variables)
     print("dead dense units before:", dead_units(model, variables, size))
-    variables = undo_rebalancing(variables, -args.beta, args.rebalance_lambda)
+    variables = shift_head_bias(variables, -args.beta, args.rebalance_lambda)
     loaded = variables
     source_model, model_name = model, meta["model"]
     if args.model:

@@ -1,12 +1,12 @@
 """Turn a training run into bundled weights: calibrated head, tuned knobs, manifest entry.
 
-    python benchmarks/bundle_weights.py --workdir runs/cls4 --name NAME \
+    python tools/bundle_weights.py --workdir runs/cls4 --name NAME \
         --beta 0.2 --temperature 0.38 --working-size 64 --default \
         --description "..." --command "..." --hardware "..." --time "..."
 
 Steps: the run's inference parameters (EMA when the run kept one; GANs: the generator), the
 rebalancing prior partly undone (`--beta` > 0) or put back (`--beta` < 0, for a run trained
-without rebalancing) in the head bias (see colour_ablation.py), stored as
+without rebalancing) in the head bias (colorjax.weights.calibrate), stored as
 float16 with the tuned temperature and working size in the header (colorize's defaults), in
 colorjax/weights/, and the manifest entry written (replacing one of the same name; `--default`
 makes it its family's default and clears the flag on the others). Writes are atomic.
@@ -20,18 +20,18 @@ import sys
 from pathlib import Path
 
 import jax
-from colour_ablation import undo_rebalancing
 
 from colorjax import weights
 from colorjax.checkpoint import checkpoint_steps
 from colorjax.fileio import atomic_write_text
+from colorjax.weights.calibrate import shift_head_bias
 from colorjax.weights.export import load_inference_params
 from colorjax.weights.manifest import entry_family
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "colorjax" / "weights"
 
 
-def share_encoder(variables: dict, source: str) -> tuple[dict, dict]:
+def share_encoder(variables: dict, source: str, manifest: Path) -> tuple[dict, dict]:
     """Variables without their encoder, and the header entry that takes it from `source`.
 
     The GAN phase trains with the generator's encoder frozen, so it is the ColorNet-Lite
@@ -39,8 +39,8 @@ def share_encoder(variables: dict, source: str) -> tuple[dict, dict]:
     """
     import numpy as np
 
-    entry = weights.get_entry(source)
-    theirs = weights.load_pretrained(source).variables["params"]["encoder"]
+    entry = weights.get_entry(source, manifest)
+    theirs = weights.load_pretrained(source, manifest=manifest).variables["params"]["encoder"]
     params = dict(variables["params"])
     keys = ["generator", "encoder"] if "generator" in params else ["encoder"]
     holder = dict(params[keys[0]]) if len(keys) == 2 else params
@@ -94,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time", required=True)
     p.add_argument("--replaces", nargs="*", default=[], help="manifest entries to remove")
     p.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=WEIGHTS,
+        help="folder of the weights files and their manifest.json (default: the package's)",
+    )
+    p.add_argument(
         "--share-encoder-with",
         default=None,
         metavar="NAME",
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--beta has no effect with lambda 1 (uniform weights); pass --rebalance-lambda")
     params = dict(variables["params"])
     params.pop("discriminator", None)  # users colorize with G; D stays in the checkpoint
-    variables = undo_rebalancing({**variables, "params": params}, args.beta, lam)
+    variables = shift_head_bias({**variables, "params": params}, args.beta, lam)
     step = args.step if args.step is not None else checkpoint_steps(args.workdir)[-1]
     training = {
         "data": config.data.source,
@@ -116,20 +122,23 @@ def main(argv: list[str] | None = None) -> int:
         "config": config.to_dict(),
         "calibration": {"beta": args.beta, "rebalance_lambda": lam},
     }
-    path = WEIGHTS / f"{args.file or args.name}.safetensors"
+    path = args.weights_dir / f"{args.file or args.name}.safetensors"
     meta = {
         "working_size": args.working_size,
         "temperature": args.temperature,
         "training": training,
     }
     if args.share_encoder_with:
-        variables, meta["shared"] = share_encoder(variables, args.share_encoder_with)
+        variables, meta["shared"] = share_encoder(
+            variables, args.share_encoder_with, args.weights_dir / "manifest.json"
+        )
     weights.save_weights(
         path, config.model.name, dict(config.model.overrides), variables, meta, dtype="float16"
     )
-    weights.load_pretrained(str(path))  # the file must load and fit its model before it is listed
+    # The file must load and fit its model before it is listed.
+    manifest_path = args.weights_dir / "manifest.json"
+    weights.load_pretrained(str(path), manifest=manifest_path)
 
-    manifest_path = WEIGHTS / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     family = args.family or entry_family({"model": config.model.name})
     gone = {args.name, *args.replaces}
