@@ -607,6 +607,15 @@ def _load_lite_encoder(module: EfficientNetLite, params: dict[str, Any]) -> None
         _set(module.fc, params["fc"])
 
 
+def _load_decoder_and_head(module: nn.Module, params: dict[str, Any]) -> nn.Module:
+    """Copy the decoder's ConvNormAct pairs and the 1x1 head (ColorNet and LiteColorNet alike)."""
+    for i, (first, second) in enumerate(module.decoder):
+        _set_cna(first, params[f"decoder_{i}_a"])
+        _set_cna(second, params[f"decoder_{i}_b"])
+    _set(module.head, params["head"])
+    return module
+
+
 def load_flax_params(module: nn.Module, params: dict[str, Any]) -> nn.Module:
     """Copy Flax `variables['params']` into the mirror (to check both compute the same thing)."""
     if isinstance(module, ColorNet):
@@ -623,20 +632,12 @@ def load_flax_params(module: nn.Module, params: dict[str, Any]) -> nn.Module:
             _set(module.fusion_film, params["fusion_film"])
         if module.scene_head is not None:
             _set(module.scene_head, params["scene_head"])
-        for i, (first, second) in enumerate(module.decoder):
-            _set_cna(first, params[f"decoder_{i}_a"])
-            _set_cna(second, params[f"decoder_{i}_b"])
-        _set(module.head, params["head"])
-        return module
+        return _load_decoder_and_head(module, params)
     if isinstance(module, LiteColorNet):
         _load_lite_encoder(module.encoder, params["encoder"])
         _set(module.scene, params["scene"])
         _set_cna(module.fusion, params["fusion"])
-        for i, (first, second) in enumerate(module.decoder):
-            _set_cna(first, params[f"decoder_{i}_a"])
-            _set_cna(second, params[f"decoder_{i}_b"])
-        _set(module.head, params["head"])
-        return module
+        return _load_decoder_and_head(module, params)
     if isinstance(module, DeepColorization):
         gen, disc = params["generator"], params["discriminator"]
         if isinstance(module.generator, (ColorNet, LiteColorNet)):

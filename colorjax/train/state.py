@@ -26,7 +26,7 @@ from colorjax.parallel import replicated
 from colorjax.weights.backbones import lite_params
 from colorjax.weights.pth_convert import load_pth_params
 from colorjax.weights.resolve import resolve_weights
-from colorjax.weights.shared import read_variables
+from colorjax.weights.shared import merge_subtrees, read_variables
 
 
 @flax.struct.dataclass
@@ -179,17 +179,6 @@ def _init_params(task: TrainTask, rng: jax.Array) -> Any:
 def _loads_into_generator(task: TrainTask, loaded: Any) -> bool:
     """Whether init weights fill a GAN's generator (ColorNet weights) rather than the whole tree."""
     return task.mode == "gan" and "generator" not in loaded
-
-
-def merge_subtrees(params: dict, parts: dict) -> dict:
-    """`params` with each subtree of `parts` put in at its path (dicts merged, not replaced)."""
-    out = dict(params)
-    for key, value in parts.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_subtrees(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def init_state(task: TrainTask, rng: jax.Array, init_params: Any = None) -> TrainState:

@@ -21,12 +21,14 @@ def _subtree(tree: Mapping[str, Any], keys: list[str]) -> Any:
     return tree
 
 
-def _put(tree: dict[str, Any], keys: list[str], value: Any) -> dict[str, Any]:
-    """A copy of `tree` with `value` at the path `keys` (intermediate dicts copied or made)."""
-    if not keys:
-        return value
+def merge_subtrees(tree: Mapping[str, Any], parts: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `tree` with every subtree of `parts` put in at its path (dicts merged)."""
     out = dict(tree)
-    out[keys[0]] = _put(dict(out.get(keys[0], {})), keys[1:], value)
+    for key, value in parts.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_subtrees(out[key], value)
+        else:
+            out[key] = value
     return out
 
 
@@ -68,5 +70,7 @@ def read_variables(
                 f"{path} takes {target} from {source_path} of {cfg.name!r}, which "
                 f"{'lacks it' if part is None else 'the file holds itself'}; export again"
             )
-        variables = _put(variables, keys, part)
+        for key in reversed(keys):
+            part = {key: part}
+        variables = merge_subtrees(variables, part)
     return variables, meta
