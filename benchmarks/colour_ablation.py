@@ -21,9 +21,8 @@ from pathlib import Path
 
 import jax
 
-from colorjax import data, evaluate, inference
+from colorjax import data, evaluate, inference, load_pretrained
 from colorjax.table import render_table
-from colorjax.weights import load_pretrained
 from colorjax.weights.calibrate import shift_head_bias
 
 METRICS = (

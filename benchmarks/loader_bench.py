@@ -128,9 +128,9 @@ def build_step(size: int, batch: int, model_name: str) -> tuple[Any, Any, float]
     import jax.numpy as jnp
 
     from colorjax.color import rgb_uint8_to_lab_inputs
-    from colorjax.models import create_model
+    from colorjax.models import build_model
 
-    model = create_model(model_name)
+    model = build_model(model_name)
     rgb = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
     l_norm, _ = rgb_uint8_to_lab_inputs(jnp.asarray(rgb))
     params = model.init(jax.random.PRNGKey(0), l_norm)["params"]

@@ -11,8 +11,8 @@ __version__ = "0.1.0"
 # submodules can import each other without import cycles through this file.
 _PUBLIC = {
     "list_models": "colorjax.models",
-    "create_model": "colorjax.weights.loader",
-    "load_pretrained": "colorjax.weights.loader",
+    "create_model": "colorjax.inference.pretrained",
+    "load_pretrained": "colorjax.inference.pretrained",
     "Pretrained": "colorjax.weights.loader",
     "colorize": "colorjax.inference",
 }

@@ -279,6 +279,29 @@ class CheckpointStore:
             data_state = None
         return restored["state"], data_state, ExperimentConfig.from_dict(restored["config"])
 
+    def restore_items(self, step: int, abstract_items: dict[str, Any]) -> dict[str, Any]:
+        """Restore only some top-level fields of the saved state (e.g. params and their EMA).
+
+        What is not named (the optimizer's moments, the data iterators) is never read, so a
+        run restored for inference needs no optimizer, and the optimizer-state structure of
+        the run that wrote the checkpoint does not matter.
+        """
+        restore_args = jax.tree_util.tree_map(
+            lambda x: ocp.ArrayRestoreArgs(
+                sharding=x.sharding, global_shape=x.shape, dtype=x.dtype
+            ),
+            abstract_items,
+        )
+        restored = self.manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.PyTreeRestore(
+                    item=abstract_items, restore_args=restore_args, partial_restore=True
+                )
+            ),
+        )
+        return dict(restored["state"])
+
     def read_config(self, step: int | None = None) -> ExperimentConfig:
         """The config stored with a checkpoint (latest by default)."""
         step = self.latest_step() if step is None else step

@@ -219,3 +219,60 @@ def test_no_module_probes_a_model_for_attributes():
             ):
                 offenders.append(f"{name}: {ast.unparse(node)}")
     assert not offenders, offenders
+
+
+# The layers of ../DESIGN.md, bottom to top: a module imports from its own layer or below
+# (deferred imports inside functions included), and no package imports one that imports it.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("errors", "fileio", "color", "parallel", "hostmem", "table"),
+    ("data", "gamut", "losses", "metrics", "config", "configs"),
+    ("models",),
+    ("checkpoint", "weights"),
+    ("train", "inference", "evaluate"),
+    ("bench", "serve"),
+    ("cli",),
+)
+
+
+def unit_of(module: str) -> str:
+    """The package or top-level module a colorjax module belongs to ('train' for colorjax.train.x)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The module graph folded onto packages and top-level modules (self-edges dropped)."""
+    folded: dict[str, set[str]] = {}
+    for source, targets in graph.items():
+        unit = unit_of(source)
+        if not unit:  # colorjax/__init__.py: the lazy public API, resolved on attribute access
+            continue
+        folded.setdefault(unit, set()).update(
+            t for t in map(unit_of, targets) if t and t != unit
+        )
+    return folded
+
+
+def test_packages_point_one_way_down_the_layers():
+    folded = package_graph(import_edges(package_modules())[0])
+    layer = {unit: i for i, units in enumerate(LAYERS) for unit in units}
+    unplaced = sorted(set(folded) - set(layer))
+    assert not unplaced, f"place these in LAYERS (and DESIGN.md's layer list): {unplaced}"
+    cycle = find_cycle(folded)
+    assert cycle is None, "package cycle: " + " -> ".join(cycle or [])
+    upward = sorted(
+        f"{unit} (layer {layer[unit]}) imports {target} (layer {layer[target]})"
+        for unit, targets in folded.items()
+        for target in targets
+        if layer[target] > layer[unit]
+    )
+    assert not upward, upward
+
+
+def test_package_graph_folds_modules_and_sees_upward_imports():
+    graph = {
+        "colorjax.weights.loader": {"colorjax.train.state", "colorjax.weights.fit"},
+        "colorjax.train.state": {"colorjax.models.registry"},
+        "colorjax": {"colorjax.cli"},
+    }
+    assert package_graph(graph) == {"weights": {"train"}, "train": {"models"}}

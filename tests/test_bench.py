@@ -129,7 +129,7 @@ def test_models_table_and_bench_report_the_same_flops(quick_run: tuple[Path, int
     # forward pass equals the bench's cost-analysis FLOPs of a batch-1 predict_ab (a forward
     # pass for a regression model), and the analytic count of both agrees too.
     from colorjax.cli.models import model_rows
-    from colorjax.models import create_model
+    from colorjax.models import build_model
     from colorjax.models.cost import abstract_variables, analytic_flops
 
     out, _ = quick_run
@@ -140,7 +140,7 @@ def test_models_table_and_bench_report_the_same_flops(quick_run: tuple[Path, int
     )  # fmt: skip
     (row,) = model_rows(["colornet-tiny"], 32)
     assert latency["flops_per_step_analytic"] == pytest.approx(row["gflops"] * 1e9, rel=1e-9)
-    model = create_model("colornet-tiny")
+    model = build_model("colornet-tiny")
     x = jnp.zeros((1, 32, 32, 1), jnp.float32)
     forward = analytic_flops(
         lambda v, l_norm: model.apply(v, l_norm), abstract_variables(model, 32), x
@@ -209,7 +209,7 @@ def test_torch_param_counts_equal_flax(torch_models) -> None:  # noqa: ANN001
     for name in models.list_models():
         if models.get_spec(name).family not in torch_models.MIRRORED_FAMILIES:
             continue  # no mirror; create_torch_model says so
-        model = models.create_model(name)
+        model = models.build_model(name)
         variables = abstract_variables(model, max(model.stride, 64))
         flax_count = models.count_params(variables["params"])
         assert torch_models.count_params(torch_models.create_torch_model(name)) == flax_count, name
@@ -230,7 +230,7 @@ def test_torch_mirror_computes_the_same_function(torch_models, name: str) -> Non
 
     from colorjax import models
 
-    model = models.create_model(name)
+    model = models.build_model(name)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 1)).astype(np.float32)
     # jit: op-by-op dispatch of a whole network is much slower than one compile on CPU.
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.asarray(x))
@@ -283,7 +283,7 @@ def test_torch_lite_mirror_computes_the_same_logits(torch_models, name: str) -> 
 
     from colorjax import models
 
-    model = models.create_model(name)
+    model = models.build_model(name)
     # Non-square, and 96 / 32 = 3 is odd: TF 'SAME' pads stride-2 convs asymmetrically here.
     x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 96, 1)).astype(np.float32)
     params = _random_params(model, jnp.asarray(x))
@@ -305,7 +305,7 @@ def test_torch_gan_mirror_generates_the_same_ab(torch_models, name: str) -> None
 
     from colorjax import models
 
-    model = models.create_model(name)
+    model = models.build_model(name)
     x = np.random.default_rng(1).uniform(-1, 1, (2, 64, 96, 1)).astype(np.float32)
     params = _random_params(model, jnp.asarray(x))
     gen = jax.jit(lambda p, v: model.apply({"params": p}, v, temperature=0.5, method="generate"))
@@ -330,7 +330,7 @@ def test_torch_lite_mirrors_count_flax_params_and_freeze_the_encoder(  # noqa: A
     from colorjax import models
     from colorjax.models.cost import abstract_variables
 
-    model = models.create_model(name)
+    model = models.build_model(name)
     flax_count = models.count_params(abstract_variables(model, 64)["params"])
     net = torch_models.create_torch_model(name)
     parts = [net.generator, net.discriminator] if hasattr(net, "generator") else [net]

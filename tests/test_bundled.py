@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import colorjax
 from colorjax import weights
 from colorjax.data import decode_image, make_source
 from colorjax.evaluate import evaluate
@@ -87,7 +88,7 @@ def test_bundled_weights_colour_the_embedded_photos(name, monkeypatch, tmp_path)
     # Offline and with an empty cache: bundled weights need neither network nor cache.
     monkeypatch.setenv("COLORJAX_OFFLINE", "1")
     monkeypatch.setenv("COLORJAX_HOME", str(tmp_path))
-    model, variables, meta = weights.load_pretrained(name)
+    model, variables, meta = colorjax.load_pretrained(name)
     photos = make_source("embedded", split="all")
     _check(
         "embedded",
@@ -99,7 +100,7 @@ def test_bundled_weights_colour_the_embedded_photos(name, monkeypatch, tmp_path)
 @pytest.mark.skipif(not BSDS.is_dir(), reason="needs ../shared/data/bsds500")
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_weights_colour_full_size_bsds500_photos(name):
-    model, variables, meta = weights.load_pretrained(name)
+    model, variables, meta = colorjax.load_pretrained(name)
     photos = make_source(f"folder:{BSDS / 'test'}", split="all")
     _check("bsds500", evaluate(model, variables, meta, (photos[i] for i in range(100))), name)
 
@@ -107,7 +108,7 @@ def test_bundled_weights_colour_full_size_bsds500_photos(name):
 @pytest.mark.skipif(not TINY_VAL.is_dir(), reason="needs ../shared/data/tiny-imagenet")
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_weights_on_held_out_tiny_imagenet(name):
-    model, variables, meta = weights.load_pretrained(name)
+    model, variables, meta = colorjax.load_pretrained(name)
     photos = make_source(f"folder:{TINY_VAL}", split="all")
     summary = evaluate(model, variables, meta, (photos[i] for i in range(256)), resolution=64)
     _check("tinyimagenet", summary, name)
@@ -120,7 +121,7 @@ def _mean_ab_by_true_hue(name: str, folder: Path, count: int) -> dict[str, tuple
     """
     from skimage.color import rgb2lab
 
-    colorizer = make_colorizer(*weights.load_pretrained(name))
+    colorizer = make_colorizer(*colorjax.load_pretrained(name))
     photos = make_source(f"folder:{folder}", split="all")
     regions: dict[str, list] = {"blue": [], "green": [], "red": []}
     for i in range(0, len(photos), max(1, len(photos) // count)):

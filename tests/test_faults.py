@@ -60,7 +60,7 @@ def _one_error_line(err: str, command: str) -> str:
 
 @pytest.fixture(scope="module")
 def tiny():
-    model = models.create_model("colornet-tiny")
+    model = models.build_model("colornet-tiny")
     variables = random_variables(model, SIZE, head_scale=0.2)
     return model, variables, {"working_size": SIZE, "model": "colornet-tiny"}
 
@@ -559,7 +559,7 @@ def test_batch_sharding_error_names_the_field_it_came_from():
 
 
 def test_exported_ema_is_debiased_and_no_ema_gives_the_live_weights(finished_run):
-    from colorjax.weights.export import load_inference_params
+    from colorjax.train.run import load_inference_params
 
     config = _train_config(2)
     p2 = _assert_ema_debiased(finished_run, config)
@@ -571,7 +571,7 @@ def test_exported_ema_is_debiased_and_no_ema_gives_the_live_weights(finished_run
 def test_a_warm_started_run_exports_an_ema_debiased_against_its_start(finished_run, tmp_path):
     # p0 of a run started from init_weights is those weights, not a random init: with the
     # random one subtracted, a 1,000-step fine-tune (0.998^1000 = 13.5 %) exported garbage.
-    from colorjax.weights.export import export_checkpoint
+    from colorjax.train.export import export_checkpoint
 
     start, _ = export_checkpoint(finished_run, "start", tmp_path / "export")
     config = _train_config(2)
@@ -591,8 +591,8 @@ def _assert_ema_debiased(workdir, config) -> dict:
     EMA after two steps from p0: d^2 p0 + (1 - d)(d p1 + p2); debiased, p0 drops out.
     """
     from colorjax.checkpoint import CheckpointStore
+    from colorjax.train.run import load_inference_params
     from colorjax.train.state import abstract_state, make_task
-    from colorjax.weights.export import load_inference_params
 
     store = CheckpointStore(workdir, read_only=True, async_save=False)
     try:

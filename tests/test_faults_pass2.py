@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from helpers import random_variables
 
+import colorjax
 from colorjax import cli, models, weights
 from colorjax.errors import OutputPathError, WeightsError
 from colorjax.fileio import child_path
@@ -22,7 +23,7 @@ SIZE = 32
 
 @pytest.fixture(scope="module")
 def weights_file(tmp_path_factory) -> Path:
-    model = models.create_model("colornet-tiny")
+    model = models.build_model("colornet-tiny")
     path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
     weights.save_weights(
         path, "colornet-tiny", {}, random_variables(model, SIZE), {"working_size": SIZE}
@@ -150,7 +151,7 @@ def _config(steps: int, batch_size: int = 2):
 def _params(workdir: Path) -> dict:
     from flax import traverse_util
 
-    from colorjax.weights.loader import load_run
+    from colorjax.train.run import load_run
 
     _, variables, _ = load_run(workdir)
     return traverse_util.flatten_dict(variables["params"], sep="/")
@@ -242,7 +243,7 @@ def test_sigterm_from_outside_ends_the_cli_with_one_line_and_143(tmp_path):
 def test_a_second_training_in_the_same_workdir_is_refused_by_name(tmp_path, capsys):
     import os
 
-    from colorjax.train.records import WorkdirLock
+    from colorjax.train.run import WorkdirLock
 
     workdir = tmp_path / "run"
     workdir.mkdir()
@@ -307,7 +308,7 @@ def test_library_refuses_an_infinite_temperature_and_a_huge_working_size(weights
     from colorjax import inference
     from colorjax.errors import ConfigError
 
-    model, variables, meta = weights.load_pretrained(str(weights_file))
+    model, variables, meta = colorjax.load_pretrained(str(weights_file))
     with pytest.raises(ConfigError, match="finite number > 0"):
         inference.Colorizer(model, variables, 32, temperature=float("inf"))
     with pytest.raises(ConfigError, match="between 1 and 4096"):
@@ -385,7 +386,7 @@ def test_attach_dash_values_only_touches_the_listed_options():
 def test_a_manifest_entry_pointing_at_another_model_is_refused_by_the_cli(tmp_path, capsys):
     from PIL import Image
 
-    gan = models.create_model("deepcolorization-small")
+    gan = models.build_model("deepcolorization-small")
     gan_file = tmp_path / "gan.safetensors"
     weights.save_weights(
         gan_file, "deepcolorization-small", {}, random_variables(gan, SIZE), {"working_size": SIZE}
@@ -429,7 +430,7 @@ def test_integer_tensors_in_a_weights_file_are_refused(weights_file, tmp_path):
     bad = tmp_path / "int.safetensors"
     bad.write_bytes(safetensors.numpy.save(tensors, metadata=header["__metadata__"]))
     with pytest.raises(WeightsError, match=f"{key}.*int32"):
-        weights.load_pretrained(str(bad))
+        colorjax.load_pretrained(str(bad))
 
 
 # ------------------------------------------------------------------ colour-managed photos
@@ -552,7 +553,7 @@ def test_rerunning_colorize_with_other_weights_or_mode_is_not_mistaken_for_done(
     for i in range(2):
         Image.new("RGB", (24, 16), (60 + 40 * i, 120, 40)).save(photos / f"p{i}.png")
     other = tmp_path / "other.safetensors"
-    model = models.create_model("colornet-tiny")
+    model = models.build_model("colornet-tiny")
     weights.save_weights(
         other, "colornet-tiny", {}, random_variables(model, SIZE, seed=7), {"working_size": SIZE}
     )
@@ -673,7 +674,7 @@ def test_models_lists_the_registry_without_tracing(capsys, monkeypatch):
 
 
 def test_the_bar_says_compiling_and_its_eta_starts_after_the_first_step(tmp_path):
-    from colorjax.train.records import MetricsWriter, Reporter
+    from colorjax.train.run import MetricsWriter, Reporter
 
     writer = MetricsWriter(tmp_path / "m.jsonl", True, None)
     report = Reporter(writer, start=0, total=100, log_every=1, batch_size=2, show=True)

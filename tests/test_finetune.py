@@ -11,7 +11,7 @@ import pytest
 from colorjax import gamut, weights
 from colorjax.config import ExperimentConfig
 from colorjax.errors import ConfigError
-from colorjax.models import create_model
+from colorjax.models import build_model
 from colorjax.parallel import global_batch_from_local, make_mesh
 from colorjax.train.finetune import zhang_class_weights
 from colorjax.train.state import create_state, make_task
@@ -41,7 +41,7 @@ def _variables(model, seed: int) -> dict:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def eccv_file(tmp_path_factory) -> tuple[Path, dict]:
-    model = create_model("zhang-eccv16")
+    model = build_model("zhang-eccv16")
     variables = _variables(model, 0)
     path = tmp_path_factory.mktemp("w") / "eccv.safetensors"
     weights.save_weights(path, "zhang-eccv16", {}, variables, {"working_size": 256})

@@ -12,7 +12,7 @@ from skimage import color as skcolor
 
 from colorjax.errors import ConfigError
 from colorjax.inference import Colorizer, colorize, hints
-from colorjax.models import create_model
+from colorjax.models import build_model
 from colorjax.weights import save_weights
 
 WORKING = 64
@@ -81,7 +81,7 @@ def _variables(model, seed: int = 0) -> dict:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def siggraph():
-    model = create_model("zhang-siggraph17")
+    model = build_model("zhang-siggraph17")
     return model, _variables(model), {"working_size": WORKING}
 
 
@@ -102,7 +102,7 @@ def test_no_hints_equals_plain_colorize_and_hints_change_the_result(siggraph) ->
 
 
 def test_hints_on_a_model_without_hints_are_refused() -> None:
-    model = create_model("colornet-tiny")
+    model = build_model("colornet-tiny")
     colorizer = Colorizer(model, {}, 32)
     with pytest.raises(ConfigError, match="takes no colour hints.*zhang-siggraph17"):
         hints.colorize_with_hints(colorizer, _photo(), [(1, 1, (0, 0, 0))])

@@ -20,7 +20,7 @@ WORKING_SIZE = 64
 @pytest.fixture(scope="module")
 def tiny():
     """A random-init colornet-tiny as a (model, variables, meta) weights tuple."""
-    model = models.create_model("colornet-tiny")
+    model = models.build_model("colornet-tiny")
     # A tame random head keeps colours mostly in gamut (ab of ~10-30 Lab units, not ~100):
     # where sRGB clips, L is legitimately lost, and the luminance checks need unclipped pixels.
     variables = random_variables(model, WORKING_SIZE, head_scale=0.2)
@@ -253,7 +253,7 @@ def test_cli_nothing_found_is_an_error(weights_file, tmp_path, capsys):
 def test_working_size_and_temperature_default_to_the_weights_tuned_values():
     # The render factor and the annealed-mean T come from the weights' metadata unless given;
     # a classification model's colour really depends on T (lower: further from the mean).
-    model = models.create_model("colornet-tiny-cls", head_stride=4)
+    model = models.build_model("colornet-tiny-cls", head_stride=4)
     variables = random_variables(model, WORKING_SIZE, head_scale=3.0)
     meta = {"working_size": 48, "temperature": 0.2, "model": "colornet-tiny-cls"}
     default = inference.make_colorizer(model, variables, meta)

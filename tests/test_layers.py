@@ -191,9 +191,9 @@ def test_conv1x1_is_a_matmul_only_on_cpu():
 def test_unet_weights_give_the_flax_layer_outputs(monkeypatch, tmp_path):
     # The bundled GAN now has a ColorNet generator, so a U-Net's weights come from its init:
     # the same parameter tree must compute the same function with flax's own layers.
-    from colorjax.models import create_model
+    from colorjax.models import build_model
 
-    model = create_model("deepcolorization-small")
+    model = build_model("deepcolorization-small")
     size = 64
     l_norm = np.random.default_rng(3).uniform(-1, 1, (2, size, size, 1)).astype(np.float32)
     variables = jax.jit(model.init)(jax.random.key(0), l_norm)

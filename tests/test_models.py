@@ -23,8 +23,8 @@ from colorjax.inference.predict import predict_ab
 from colorjax.models import (
     DeepColorization,
     PatchDiscriminator,
+    build_model,
     count_params,
-    create_model,
     get_spec,
     list_models,
     param_breakdown,
@@ -69,7 +69,7 @@ def small_variables() -> dict[str, tuple[nn.Module, dict]]:
     """Small registered models with numpy-drawn weights."""
     out = {}
     for i, name in enumerate(SMALL_MODELS):
-        model = create_model(name)
+        model = build_model(name)
         out[name] = (model, _numpy_params(model, X[:1], seed=i))
     return out
 
@@ -77,7 +77,7 @@ def small_variables() -> dict[str, tuple[nn.Module, dict]]:
 @functools.cache
 def _apply(name: str, train: bool = False, dtype: str = "float32"):
     """Jitted forward pass of a registered model (cached: one compile per name/mode/shape)."""
-    model = create_model(name, dtype=dtype)
+    model = build_model(name, dtype=dtype)
     return jax.jit(lambda v, x, key: model.apply(v, x, train=train, rngs={"dropout": key}))
 
 
@@ -103,9 +103,9 @@ def test_registry_has_required_variants() -> None:
             "zhang-siggraph17",
         )
         assert spec.description
-    assert create_model("deepcolorization-small").stride == 32
-    assert create_model("deepcolorization-unet256").stride == 256
-    assert create_model("colornet-base").stride == 8
+    assert build_model("deepcolorization-small").stride == 32
+    assert build_model("deepcolorization-unet256").stride == 256
+    assert build_model("colornet-base").stride == 8
 
 
 def test_each_variant_stores_its_head_once_and_derives_its_task() -> None:
@@ -132,11 +132,11 @@ def test_each_variant_stores_its_head_once_and_derives_its_task() -> None:
     for name in list_models():
         spec = get_spec(name)
         assert not hasattr(spec, "head")  # the head lives in kwargs only (it shapes the params)
-        assert model_task(create_model(name)) == spec.task
+        assert model_task(build_model(name)) == spec.task
         if spec.family == "colornet":
             assert spec.kwargs["head"] == spec.task
     # An override of the head changes the task of the built model, from the one place.
-    assert model_task(create_model("colornet-tiny", head="classification")) == "classification"
+    assert model_task(build_model("colornet-tiny", head="classification")) == "classification"
 
 
 def test_variants_are_registered_beside_their_architecture() -> None:
@@ -161,7 +161,7 @@ def test_variants_are_registered_beside_their_architecture() -> None:
 
 @pytest.mark.parametrize("name", list_models())
 def test_shapes_and_dtypes_at_two_resolutions(name: str) -> None:
-    model = create_model(name)
+    model = build_model(name)
     s = model.stride
     if isinstance(model, DeepColorization):
         s = max(s, 32)  # a ColorNet generator's stride (8) is below the PatchGAN's 24 px minimum
@@ -188,7 +188,7 @@ def test_shapes_and_dtypes_at_two_resolutions(name: str) -> None:
 def test_pix2pix_reference_sizes() -> None:
     # Isola et al. 2017: the 256x256 PatchGAN outputs a 30x30 map of 70x70 patches;
     # the reference unet_256 generator has 54.4M parameters and the discriminator 2.77M.
-    model = create_model("deepcolorization-unet256")
+    model = build_model("deepcolorization-unet256")
     x = jax.ShapeDtypeStruct((1, 256, 256, 1), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), x)
     ab = jax.ShapeDtypeStruct((1, 256, 256, 2), jnp.float32)
@@ -202,7 +202,7 @@ def test_pix2pix_reference_sizes() -> None:
 
 
 def test_real_init_creates_both_gan_subtrees() -> None:
-    model = create_model("deepcolorization-small")
+    model = build_model("deepcolorization-small")
     x = X[:1]
     variables = jax.jit(model.init)(_key(0), x)
     abstract = jax.eval_shape(model.init, jax.random.key(0), x)
@@ -223,7 +223,7 @@ def test_real_init_creates_both_gan_subtrees() -> None:
 @functools.cache
 def _predict(name: str):
     """Jitted predict_ab of a registered model."""
-    return jax.jit(functools.partial(predict_ab, create_model(name)))
+    return jax.jit(functools.partial(predict_ab, build_model(name)))
 
 
 @pytest.mark.parametrize("name", ["colornet-tiny", "deepcolorization-small"])
@@ -309,20 +309,20 @@ def test_discriminate_checks_ab_shape(small_variables) -> None:
 
 def test_unknown_names_and_overrides_raise_config_error() -> None:
     with pytest.raises(ConfigError, match="colornet-tiny") as info:
-        create_model("colornet-huge")
+        build_model("colornet-huge")
     assert isinstance(info.value, ValueError)
     with pytest.raises(ConfigError, match="unknown model"):
         get_spec("nope")
     with pytest.raises(ConfigError, match="widht"):
-        create_model("colornet-tiny", widht=3)
+        build_model("colornet-tiny", widht=3)
     with pytest.raises(ConfigError, match="head"):
-        create_model("colornet-tiny", head="segmentation")
+        build_model("colornet-tiny", head="segmentation")
     with pytest.raises(ConfigError, match="dtype"):
-        create_model("colornet-tiny", dtype="float33")
+        build_model("colornet-tiny", dtype="float33")
 
 
 def test_overrides_from_json_like_values() -> None:
-    model = create_model("colornet-tiny", decoder_features=[8, 8, 8], dtype="bfloat16")
+    model = build_model("colornet-tiny", decoder_features=[8, 8, 8], dtype="bfloat16")
     assert model.decoder_features == (8, 8, 8)
     assert model.dtype == jnp.bfloat16
     variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 16, 16, 1)))
@@ -402,7 +402,7 @@ def test_unet_dropout_drops_at_its_rate_and_scales_the_rest(rate: float) -> None
 def test_bfloat16_compute_float32_outputs(small_variables) -> None:
     name = "colornet-tiny"
     _, variables = small_variables[name]
-    bf16 = create_model(name, dtype=jnp.bfloat16)
+    bf16 = build_model(name, dtype=jnp.bfloat16)
     bf16_vars = jax.eval_shape(bf16.init, jax.random.key(0), X)
     # same parameter tree, still float32: f32 weights are usable by the bf16 model
     assert jax.tree_util.tree_structure(bf16_vars) == jax.tree_util.tree_structure(variables)
@@ -458,8 +458,8 @@ def test_quarter_resolution_head_keeps_the_decoder_and_upsamples_decoded_ab() ->
     from colorjax.color import AB_SCALE
     from colorjax.gamut import ab_bin_centers, annealed_mean
 
-    full = create_model("colornet-tiny-cls")
-    quarter = create_model("colornet-tiny-cls", head_stride=4)
+    full = build_model("colornet-tiny-cls")
+    quarter = build_model("colornet-tiny-cls", head_stride=4)
     x = jax.random.uniform(jax.random.key(1), (2, 32, 48, 1), minval=-1.0, maxval=1.0)
     v_full = full.init(jax.random.key(0), x)
     v_quarter = quarter.init(jax.random.key(0), x)
@@ -473,19 +473,19 @@ def test_quarter_resolution_head_keeps_the_decoder_and_upsamples_decoded_ab() ->
     expected = jax.image.resize(small, (2, 32, 48, 2), method="bilinear")
     assert jnp.allclose(ab, expected, atol=1e-6)
     with pytest.raises(ConfigError, match="head_stride"):
-        create_model("colornet-tiny-cls", head_stride=3)
+        build_model("colornet-tiny-cls", head_stride=3)
 
 
 def test_colornet_generator_gan_decodes_its_bins_at_the_requested_temperature() -> None:
     # The GAN's ColorNet generator hands D the annealed mean of its H/4 bins, upsampled; the
     # inference temperature knob reaches it through predict_ab like a classification ColorNet.
 
-    gan = create_model("deepcolorization-colornet")
+    gan = build_model("deepcolorization-colornet")
     x = jax.random.uniform(jax.random.key(2), (1, 32, 32, 1), minval=-1.0, maxval=1.0)
     variables = jax.jit(gan.init)(jax.random.key(0), x)
     ab, logits = gan.apply(variables, x, method="generate")
     assert ab.shape == (1, 32, 32, 2) and logits.shape[1:3] == (8, 8)
-    colornet = create_model("colornet-small-cls4")
+    colornet = build_model("colornet-small-cls4")
     alone = predict_ab(colornet, {"params": variables["params"]["generator"]}, x, temperature=0.7)
     np.testing.assert_allclose(predict_ab(gan, variables, x, temperature=0.7), alone, atol=1e-6)
     assert not np.allclose(predict_ab(gan, variables, x, temperature=0.1), alone, atol=1e-3)
@@ -497,8 +497,8 @@ def test_film_fusion_starts_independent_of_the_scene_and_is_the_concat_net_witho
     # global branch and no gradient reaches it, (b) it equals a concat net whose fusion kernel
     # ignores the scene vector; once fusion_film is non-zero the scene changes the output.
     kw = {"head_stride": 4, "head": "classification"}
-    concat = create_model("colornet-tiny-cls", **kw)
-    film = create_model("colornet-tiny-cls", fusion="film", **kw)
+    concat = build_model("colornet-tiny-cls", **kw)
+    film = build_model("colornet-tiny-cls", fusion="film", **kw)
     x = jnp.asarray(X)
     params = dict(_numpy_params(film, x, seed=3)["params"])
     params["fusion_film"] = jax.tree_util.tree_map(jnp.zeros_like, params["fusion_film"])
@@ -533,15 +533,15 @@ def test_film_fusion_starts_independent_of_the_scene_and_is_the_concat_net_witho
     assert not np.allclose(film.apply({"params": params}, x), out)
     assert np.any(scene_grad(params))
     # The palette head's logits are sown only into a collection the caller makes mutable.
-    with_head = create_model("colornet-tiny-cls", fusion="film", scene_head=True, **kw)
+    with_head = build_model("colornet-tiny-cls", fusion="film", scene_head=True, **kw)
     v_head = with_head.init(jax.random.key(0), x)
     assert set(v_head) == {"params"} and "scene_head" in v_head["params"]
     _, aux = with_head.apply(v_head, x, mutable=["aux"])
     assert aux["aux"]["scene_logits"][0].shape == (x.shape[0], len(ab_bin_centers()))
     with pytest.raises(ConfigError, match="fusion"):
-        create_model("colornet-tiny-cls", fusion="add")
+        build_model("colornet-tiny-cls", fusion="add")
     with pytest.raises(ConfigError, match="global_activation"):
-        create_model("colornet-tiny-cls", global_activation="tanh")
+        build_model("colornet-tiny-cls", global_activation="tanh")
 
 
 def test_conv_norm_act_film_scales_and_shifts_the_normalised_features() -> None:
@@ -569,13 +569,13 @@ def test_every_model_declares_its_contract_and_stubs_without_one_are_refused() -
     from colorjax.models import ModelContract, model_contract
 
     for name in list_models():
-        contract = model_contract(create_model(name))
+        contract = model_contract(build_model(name))
         assert isinstance(contract, ModelContract)
         assert contract.task == get_spec(name).task and contract.stride >= 1
-    assert model_contract(create_model("zhang-siggraph17")).takes_hints
-    assert model_contract(create_model("deepcolorization-colornet")).decodes_bins
-    assert model_contract(create_model("colornet-small-cls4-film")).palette_head
-    assert model_contract(create_model("colornet-lite2-cls4")).pretrained_encoder == "lite2"
+    assert model_contract(build_model("zhang-siggraph17")).takes_hints
+    assert model_contract(build_model("deepcolorization-colornet")).decodes_bins
+    assert model_contract(build_model("colornet-small-cls4-film")).palette_head
+    assert model_contract(build_model("colornet-lite2-cls4")).pretrained_encoder == "lite2"
 
     class NoContract(nn.Module):
         stride: int = 8  # an attribute is not a contract

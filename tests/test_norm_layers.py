@@ -181,9 +181,9 @@ def test_per_sample_kernel_gradient_only_on_cpu(stride):
 @pytest.mark.parametrize("size", [8, 24, 64])
 def test_colornet_equals_flax_layer_form(monkeypatch, size):
     # Whole networks: the bundled weights' function is unchanged by the CPU forms.
-    from colorjax.models import create_model
+    from colorjax.models import build_model
 
-    model = create_model("colornet-tiny")
+    model = build_model("colornet-tiny")
     l_norm = np.random.default_rng(4).uniform(-1, 1, (2, size, size, 1)).astype(np.float32)
     v = _perturbed(jax.jit(model.init)(jax.random.key(0), l_norm))
     cot = np.random.default_rng(5).standard_normal((2, size, size, 2)).astype(np.float32)

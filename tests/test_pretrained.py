@@ -27,7 +27,7 @@ COMMIT = "a" * 40
 @pytest.fixture(scope="module")
 def tiny_file(tmp_path_factory):
     """A colornet-tiny weights file with seeded random parameters of the real shapes."""
-    model = models.create_model("colornet-tiny")
+    model = models.build_model("colornet-tiny")
     x = jax.ShapeDtypeStruct((1, 32, 32, 1), np.float32)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
     rng = np.random.default_rng(0)
@@ -118,11 +118,20 @@ def test_pretrained_cfg_round_trips_the_entry(tmp_path, tiny_file):
 # ---------------------------------------------------------------------------- create_model
 
 
-def test_create_model_without_weights_is_the_architecture():
-    assert colorjax.create_model("colornet-tiny") == models.create_model("colornet-tiny")
-    # A tagged name without pretrained=... is still just the architecture (as in timm).
+def test_create_model_without_weights_is_the_architecture_at_a_seeded_init():
+    model, variables, meta = colorjax.create_model("colornet-tiny", seed=3)
+    assert model == models.build_model("colornet-tiny") and meta["pretrained"] is False
+    # The registry module's own init with the same key: the same tree, the same values.
+    x = np.zeros((1, meta["working_size"], meta["working_size"], 1), np.float32)
+    key = jax.random.PRNGKey(3)
+    _same(variables, model.init({"params": key, "dropout": key}, x))
+    other = weights.flatten_variables(colorjax.create_model("colornet-tiny", seed=4).variables)
+    mine = weights.flatten_variables(variables)
+    assert any(not np.array_equal(mine[k], other[k]) for k in mine)  # the seed is used
+    # A tagged name without pretrained=... is still only the architecture (as in timm).
     tagged = colorjax.create_model("colornet-small-cls4.tinyimagenet")
-    assert tagged == models.create_model("colornet-small-cls4")
+    assert tagged.model == models.build_model("colornet-small-cls4")
+    assert tagged.meta["pretrained"] is False
 
 
 @pytest.mark.parametrize("form", ["true-tagged-name", "true-bare-arch", "tag", "path"])
@@ -138,7 +147,7 @@ def test_create_model_pretrained_forms(form, tmp_path, home, tiny_file):
     loaded = colorjax.create_model(name, pretrained=pretrained, manifest=manifest)
     assert isinstance(loaded, colorjax.Pretrained)
     model, got, meta = loaded  # unpacks like the old 3-tuples
-    assert model == models.create_model("colornet-tiny")
+    assert model == models.build_model("colornet-tiny")
     _same(got, variables)
     assert meta["working_size"] == 32
     assert meta["name"] == (None if form == "path" else "colornet-tiny.mine")

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colorjax import gamut, weights
-from colorjax.models import create_model
+import colorjax
+from colorjax import gamut
+from colorjax.models import build_model
 from colorjax.weights.calibrate import shift_head_bias
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def _log_w(lam: float) -> np.ndarray:
 
 @pytest.mark.parametrize("beta", [0.5, -0.5])
 def test_shift_head_bias_moves_every_logit_by_beta_log_w(beta):
-    model = create_model("colornet-tiny-cls")
+    model = build_model("colornet-tiny-cls")
     x = jax.random.uniform(jax.random.PRNGKey(0), (1, 32, 32, 1), minval=-1.0, maxval=1.0)
     variables = jax.device_get(model.init(jax.random.PRNGKey(1), x))
     shifted = shift_head_bias(variables, beta, lam=0.5)
@@ -65,9 +66,9 @@ def test_bundle_weights_writes_a_calibrated_file_and_its_entry(tmp_path, monkeyp
         True,
         0.3,
     )
-    _, variables, meta = weights.load_pretrained(str(path))
+    _, variables, meta = colorjax.load_pretrained(str(path))
     assert meta["working_size"] == 64 and meta["training"]["calibration"]["beta"] == 0.5
-    from colorjax.weights.export import load_inference_params
+    from colorjax.train.run import load_inference_params
 
     _, trained = load_inference_params(workdir)
     want = np.asarray(trained["params"]["head"]["bias"], np.float64) - 0.5 * _log_w(0.5)

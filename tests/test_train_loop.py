@@ -10,7 +10,7 @@ from colorjax.checkpoint import CheckpointStore
 from colorjax.config import ExperimentConfig
 from colorjax.parallel import make_mesh
 from colorjax.train.loop import train_and_evaluate
-from colorjax.train.records import due
+from colorjax.train.run import due
 
 
 def test_due_every_n_steps_and_always_after_the_last():

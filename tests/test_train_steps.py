@@ -204,10 +204,10 @@ def test_lambda_ce_needs_a_colornet_generator() -> None:
 
 def test_init_weights_start_the_gan_generator_from_colornet_weights(tmp_path) -> None:
     # NoGAN: ColorNet weights (same widths) become the GAN's generator; D starts fresh.
-    from colorjax.models import create_model
+    from colorjax.models import build_model
     from colorjax.weights import save_weights
 
-    colornet = create_model("colornet-small-cls4")
+    colornet = build_model("colornet-small-cls4")
     variables = colornet.init(jax.random.key(3), jnp.zeros((1, 32, 32, 1)))
     path = tmp_path / "cls4.safetensors"
     save_weights(path, "colornet-small-cls4", {}, variables, {"working_size": 64})

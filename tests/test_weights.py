@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import safetensors.numpy
 
+import colorjax
 from colorjax import weights
 from colorjax.cli import weights as weights_cli
 from colorjax.errors import ConfigError, DownloadError, OfflineError, WeightsError
-from colorjax.weights.export import export_checkpoint
+from colorjax.train.export import export_checkpoint
 
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 10.0, "progress": False}
 
@@ -27,9 +28,9 @@ FAST = {"retries": 2, "backoff": 0.01, "timeout": 10.0, "progress": False}
 
 
 def _init(name: str, **overrides):
-    from colorjax.models import create_model
+    from colorjax.models import build_model
 
-    model = create_model(name, **overrides)
+    model = build_model(name, **overrides)
     size = max(32, int(model.stride))
     x = jax.random.uniform(jax.random.PRNGKey(1), (2, size, size, 1), minval=-1.0, maxval=1.0)
     # The real model's parameter tree, filled with seeded random values: running model.init
@@ -236,7 +237,7 @@ def test_load_local_path_gives_identical_outputs(tmp_path, tiny):
     model, variables, x = tiny
     path = tmp_path / "w.safetensors"
     weights.save_weights(path, "colornet-tiny", {}, variables, {"working_size": x.shape[1]})
-    model2, loaded, meta = weights.load_pretrained(path)
+    model2, loaded, meta = colorjax.load_pretrained(path)
     assert meta["model"] == "colornet-tiny" and meta["working_size"] == x.shape[1]
     _assert_same_outputs(model2, loaded, model, variables, x)
 
@@ -247,7 +248,7 @@ def test_weights_for_another_architecture(tmp_path):
     # The header claims the regression model but the tensors belong to the classification one.
     weights.save_weights(path, "colornet-tiny", {}, cls_vars, {"working_size": 32})
     with pytest.raises(WeightsError, match="another architecture"):
-        weights.load_pretrained(path)
+        colorjax.load_pretrained(path)
 
 
 def test_wrong_shape_names_the_parameter(tmp_path, tiny):
@@ -260,7 +261,7 @@ def test_wrong_shape_names_the_parameter(tmp_path, tiny):
         path, "colornet-tiny", {}, weights.unflatten_variables(flat), {"working_size": 32}
     )
     with pytest.raises(WeightsError, match="wrong-shape") as info:
-        weights.load_pretrained(path)
+        colorjax.load_pretrained(path)
     assert key in str(info.value)
 
 
@@ -274,7 +275,7 @@ def test_missing_parameter_is_an_error(tmp_path, tiny):
         path, "colornet-tiny", {}, weights.unflatten_variables(flat), {"working_size": 32}
     )
     with pytest.raises(WeightsError, match="1 missing") as info:
-        weights.load_pretrained(path)
+        colorjax.load_pretrained(path)
     assert key in str(info.value)
 
 
@@ -288,7 +289,7 @@ def test_not_a_weights_file(tmp_path):
     with pytest.raises(WeightsError, match="not a valid safetensors"):
         weights.load_weights(garbage)
     with pytest.raises(WeightsError, match="does not exist"):
-        weights.load_pretrained(tmp_path / "absent.safetensors")
+        colorjax.load_pretrained(tmp_path / "absent.safetensors")
 
 
 def test_gan_generator_only_file_loads(tmp_path):
@@ -300,7 +301,7 @@ def test_gan_generator_only_file_loads(tmp_path):
     weights.save_weights(
         path, "deepcolorization-small", {}, {"params": params}, {"working_size": 32}
     )
-    model2, loaded, _ = weights.load_pretrained(path)
+    model2, loaded, _ = colorjax.load_pretrained(path)
     assert "discriminator" not in loaded["params"]
     _assert_same_outputs(model2, loaded, model, {"params": params}, x)
 
@@ -316,7 +317,7 @@ def test_good_download_then_cached(tmp_path, home, server, tiny, weights_bytes):
     assert path.read_bytes() == weights_bytes
     assert path.is_relative_to(home)
     assert _files(home) == [path]  # no .part left behind
-    model2, loaded, meta = weights.load_pretrained("tiny", manifest=manifest, **FAST)
+    model2, loaded, meta = colorjax.load_pretrained("tiny", manifest=manifest, **FAST)
     assert meta["name"] == "tiny"
     _assert_same_outputs(model2, loaded, model, variables, x)
     assert len(server.requests) == 1  # the second call used the cache
@@ -527,8 +528,8 @@ def _fake_run(workdir: Path, model_name: str, ema: bool) -> None:
     ("model_name", "ema"), [("colornet-tiny", False), ("deepcolorization-small", True)]
 )
 def test_export_then_load_matches_checkpoint(tmp_path, home, model_name, ema):
-    from colorjax.models import create_model
-    from colorjax.weights.export import load_inference_params
+    from colorjax.models import build_model
+    from colorjax.train.run import load_inference_params
 
     workdir = tmp_path / "run"
     _fake_run(workdir, model_name, ema)
@@ -541,11 +542,11 @@ def test_export_then_load_matches_checkpoint(tmp_path, home, model_name, ema):
     assert entry["eval"] == {"psnr": 20.0, "ssim": 0.5}
     # The entry is a working manifest entry: resolve by name, download from its file: URL.
     manifest = _manifest(tmp_path, entry)
-    model, loaded, meta = weights.load_pretrained("mine", manifest=manifest, **FAST)
+    model, loaded, meta = colorjax.load_pretrained("mine", manifest=manifest, **FAST)
     assert meta["training"]["step"] == 5
     assert "discriminator" not in loaded["params"]
     config, ckpt = load_inference_params(workdir)
-    ref_model = create_model(config.model.name, **config.model.overrides)
+    ref_model = build_model(config.model.name, **config.model.overrides)
     x = jax.random.uniform(jax.random.PRNGKey(2), (1, 32, 32, 1), minval=-1.0, maxval=1.0)
     ref_params = dict(ckpt["params"])
     ref_params.pop("discriminator", None)  # not exported; the generator alone gives the output
@@ -577,9 +578,9 @@ def _shared_pair(tmp_path: Path, base_bytes_for_manifest: bytes | None = None):
     """A full colornet-tiny file and a lean one that takes one subtree from it by name."""
     from helpers import random_variables
 
-    from colorjax.models import create_model
+    from colorjax.models import build_model
 
-    variables = {"params": random_variables(create_model("colornet-tiny"), 32)["params"]}
+    variables = {"params": random_variables(build_model("colornet-tiny"), 32)["params"]}
     full = tmp_path / "full.safetensors"
     weights.save_weights(full, "colornet-tiny", {}, variables, {"working_size": 32})
     top = sorted(variables["params"])[0]
@@ -600,7 +601,7 @@ def test_weights_sharing_a_subtree_load_whole_by_name_and_by_path(tmp_path, home
     variables, lean, manifest = _shared_pair(tmp_path)
     assert lean.stat().st_size < (tmp_path / "full.safetensors").stat().st_size
     for source in ("lean.t", str(lean)):
-        loaded = weights.load_pretrained(source, manifest=manifest)
+        loaded = colorjax.load_pretrained(source, manifest=manifest)
         got = jax.tree_util.tree_leaves_with_path(loaded.variables)
         want = dict(jax.tree_util.tree_leaves_with_path(variables))
         assert len(got) == len(want)
@@ -614,4 +615,4 @@ def test_a_shared_subtree_from_another_file_than_recorded_is_refused(tmp_path, h
     other.write_bytes(b"x" * 10)
     _, lean, manifest = _shared_pair(tmp_path, base_bytes_for_manifest=other.read_bytes())
     with pytest.raises(WeightsError, match="install matching versions of both"):
-        weights.load_pretrained("lean.t", manifest=manifest)
+        colorjax.load_pretrained("lean.t", manifest=manifest)

@@ -18,10 +18,11 @@ import jax
 import numpy as np
 import pytest
 
+import colorjax
 from colorjax import weights
 from colorjax.errors import InputShapeError, OfflineError, WeightsError
 from colorjax.inference.predict import predict_ab
-from colorjax.models import create_model
+from colorjax.models import build_model
 from colorjax.weights import pth, pth_convert
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +131,7 @@ def test_not_a_pth_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_models_are_registered_pure_and_stride_checked() -> None:
     for name in ("zhang-eccv16", "zhang-siggraph17"):
-        model = create_model(name)
+        model = build_model(name)
         x = jax.ShapeDtypeStruct((1, 64, 48, 1), np.float32)
         variables = jax.eval_shape(model.init, jax.random.key(0), x)
         assert set(variables) == {"params"}  # BatchNorm frozen: no batch_stats collection
@@ -140,7 +141,7 @@ def test_models_are_registered_pure_and_stride_checked() -> None:
             jax.eval_shape(
                 lambda v, m=model: m.apply(v, np.zeros((1, 60, 48, 1), np.float32)), variables
             )
-    eccv = create_model("zhang-eccv16")
+    eccv = build_model("zhang-eccv16")
     variables = jax.eval_shape(eccv.init, jax.random.key(0), x)
     logits = jax.eval_shape(
         lambda v: eccv.apply(v, np.zeros((1, 64, 48, 1), np.float32), return_logits=True),
@@ -152,7 +153,7 @@ def test_models_are_registered_pure_and_stride_checked() -> None:
 def test_hints_on_a_model_without_hints_are_refused() -> None:
     from colorjax.errors import ConfigError
 
-    model = create_model("zhang-eccv16")
+    model = build_model("zhang-eccv16")
     hints = (np.zeros((1, 8, 8, 2), np.float32), np.zeros((1, 8, 8, 1), np.float32))
     with pytest.raises(ConfigError, match="takes no colour hints"):
         predict_ab(model, {}, np.zeros((1, 8, 8, 1), np.float32), hints=hints)
@@ -252,7 +253,7 @@ CASES = [
 def test_converted_weights_match_pytorch(torch_zhang, tmp_path, name, h, w, hints, legacy) -> None:  # noqa: ANN001
     net, path = _saved(torch_zhang, tmp_path, name, seed=h + w, legacy=legacy)
     out_file = pth_convert.convert_file(path, name, tmp_path / "w.safetensors")
-    model, variables, meta = weights.load_pretrained(out_file)
+    model, variables, meta = colorjax.load_pretrained(out_file)
     assert meta["model"] == name and meta["converted_from"]["sha256"] == weights.sha256_file(path)
     L, ab, mask = _inputs(h, w, seed=h * w, hints=hints)
     expected = _torch_out(net, L, ab, mask, hints) / 110.0
@@ -381,7 +382,7 @@ def test_cli_import_converts_a_local_file(tmp_path, eccv_pth, monkeypatch, capsy
     printed = Path(capsys.readouterr().out.strip())
     assert printed.is_file() and weights.read_metadata(printed)["model"] == "zhang-eccv16"
     monkeypatch.setenv("COLORJAX_OFFLINE", "1")
-    model, _, meta = weights.load_pretrained("zhang-test", manifest=manifest)
+    model, _, meta = colorjax.load_pretrained("zhang-test", manifest=manifest)
     assert meta["path"] == str(printed) and model.__class__.__name__ == "ZhangECCV16"
     assert cli.main(["weights", "import", str(src)]) == 2  # neither --name nor --model/--out
 

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import jax
 
+import colorjax
 from colorjax import weights
 from colorjax.checkpoint import checkpoint_steps
 from colorjax.fileio import atomic_write_text
+from colorjax.train.run import load_inference_params
 from colorjax.weights.calibrate import shift_head_bias
-from colorjax.weights.export import load_inference_params
 from colorjax.weights.manifest import entry_family
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "colorjax" / "weights"
@@ -40,7 +41,7 @@ def share_encoder(variables: dict, source: str, manifest: Path) -> tuple[dict, d
     import numpy as np
 
     entry = weights.get_entry(source, manifest)
-    theirs = weights.load_pretrained(source, manifest=manifest).variables["params"]["encoder"]
+    theirs = colorjax.load_pretrained(source, manifest=manifest).variables["params"]["encoder"]
     params = dict(variables["params"])
     keys = ["generator", "encoder"] if "generator" in params else ["encoder"]
     holder = dict(params[keys[0]]) if len(keys) == 2 else params
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     # The file must load and fit its model before it is listed.
     manifest_path = args.weights_dir / "manifest.json"
-    weights.load_pretrained(str(path), manifest=manifest_path)
+    colorjax.load_pretrained(str(path), manifest=manifest_path)
 
     manifest = json.loads(manifest_path.read_text())
     family = args.family or entry_family({"model": config.model.name})

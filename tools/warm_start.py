@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+import colorjax
 from colorjax import color, data, models, weights
 from colorjax.weights.calibrate import shift_head_bias
 
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
 
-    model, variables, meta = weights.load_pretrained(args.weights)
+    model, variables, meta = colorjax.load_pretrained(args.weights)
     size = int(meta["working_size"])
     variables = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), variables)
     print("dead dense units before:", dead_units(model, variables, size))
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     loaded = variables
     source_model, model_name = model, meta["model"]
     if args.model:
-        model_name, model = args.model, models.create_model(args.model)
+        model_name, model = args.model, models.build_model(args.model)
     fresh = model.init(jax.random.PRNGKey(args.seed), jnp.zeros((1, size, size, 1)))
     params = dict(variables["params"])
     if args.model:

@@ -237,7 +237,7 @@ def run_benchmarks(
         meta["torch_threads"] = torch_bench.set_threads(meta["threads"])
     records: list[dict[str, Any]] = []
     for name in cfg.models:
-        model = models.create_model(name, dtype=DTYPES[cfg.dtype])
+        model = models.build_model(name, dtype=DTYPES[cfg.dtype])
         for size in cfg.resolutions:
             if size % model.stride:
                 base = _base_fields(ctx, "colorjax", name, None, size, None)

@@ -134,7 +134,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         if any(v <= 0 for v in value):
             raise ConfigError(f"{flag} must be positive integers, got {list(value)}")
     # Sizes that no chosen model can run would give an empty table and exit status 0.
-    strides = {m: models.create_model(m).stride for m in cfg.models}
+    strides = {m: models.build_model(m).stride for m in cfg.models}
     if not any(size % stride == 0 for size in cfg.resolutions for stride in strides.values()):
         need = ", ".join(f"{m}: {s}" for m, s in strides.items())
         raise ConfigError(

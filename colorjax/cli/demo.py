@@ -69,7 +69,7 @@ def _save(rgb: np.ndarray, path: Path) -> Path:
 def colorize_with_bundled(photo: np.ndarray, out_dir: Path) -> list[Path]:
     """Colorize the photo with each family's default bundled weights; return the files written."""
     from colorjax.inference import Colorizer
-    from colorjax.weights import load_pretrained
+    from colorjax.inference.pretrained import load_pretrained
 
     written = []
     for family in ("colornet", "deepcolorization"):
@@ -89,7 +89,7 @@ def train_and_colorize(args: argparse.Namespace, photo: np.ndarray, out_dir: Pat
     from colorjax.config import load_config
     from colorjax.inference import Colorizer
     from colorjax.train.loop import train
-    from colorjax.weights.loader import load_run
+    from colorjax.train.run import load_run
 
     config = load_config(args.config, args.overrides)
     run_dir = out_dir / "run"

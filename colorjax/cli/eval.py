@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from colorjax import data
     from colorjax.evaluate import format_report, run_evaluation, write_outputs
     from colorjax.inference import as_pretrained
-    from colorjax.weights.loader import load_run
+    from colorjax.train.run import load_run
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1, got {args.limit}")

@@ -47,13 +47,13 @@ def _format_params(counts: dict[str, int]) -> str:
 
 def model_rows(names: list[str] | None = None, resolution: int = 256) -> list[dict[str, Any]]:
     """One row per model: name, family, task, parameter counts and forward GFLOPs (or None)."""
-    from colorjax.models import create_model, get_spec, list_models
+    from colorjax.models import build_model, get_spec, list_models
     from colorjax.models.cost import forward_flops, param_breakdown
 
     rows = []
     for name in names or list_models():
         spec = get_spec(name)
-        model = create_model(name)
+        model = build_model(name)
         flops = None
         if resolution > 0 and resolution % model.stride == 0:
             logger.debug("compiling %s at %dx%d for cost analysis", name, resolution, resolution)

@@ -146,8 +146,8 @@ def _import(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     """`colorjax weights export`: weights file, its entry, and the entry added to a manifest."""
+    from colorjax.train.export import export_checkpoint
     from colorjax.weights import add_to_manifest
-    from colorjax.weights.export import export_checkpoint
     from colorjax.weights.manifest import USER_MANIFEST
 
     path, entry = export_checkpoint(

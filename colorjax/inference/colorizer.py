@@ -142,7 +142,8 @@ class Colorizer:
 
 def as_pretrained(weights: WeightsLike = None, manifest: str | os.PathLike | None = None) -> Any:
     """(model, variables, meta) for a name, a path, None (the default) or such a tuple."""
-    from colorjax.weights.loader import Pretrained, load_pretrained
+    from colorjax.inference.pretrained import load_pretrained
+    from colorjax.weights.loader import Pretrained
 
     if isinstance(weights, tuple):
         if len(weights) != 3 or not isinstance(weights[2], dict):

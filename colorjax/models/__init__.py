@@ -6,7 +6,7 @@ Importing the family modules registers their variants (each registers its own, a
 from colorjax.models.registry import (  # noqa: I001 - the mechanism first, then the families
     ModelContract,
     ModelSpec,
-    create_model,
+    build_model,
     get_spec,
     list_models,
     model_contract,
@@ -35,7 +35,7 @@ __all__ = [
     "PatchDiscriminator",
     "UNetGenerator",
     "count_params",
-    "create_model",
+    "build_model",
     "forward_flops",
     "get_spec",
     "list_models",

@@ -154,7 +154,7 @@ def _normalise_value(key: str, value: Any) -> Any:
     return value
 
 
-def create_model(name: str, **overrides: Any) -> nn.Module:
+def build_model(name: str, **overrides: Any) -> nn.Module:
     """Build the registered model `name`, with constructor overrides (e.g. dtype='bfloat16')."""
     spec = get_spec(name)
     _check_keys(spec.cls, overrides, name)

@@ -31,7 +31,7 @@ from colorjax.parallel import (
 )
 from colorjax.train.inputs import eval_batches, make_data_loader
 from colorjax.train.preempt import StopRequests
-from colorjax.train.records import (
+from colorjax.train.run import (
     CONFIG_FILE,
     METRICS_FILE,
     MetricsWriter,

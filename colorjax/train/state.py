@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 
 from colorjax.config import ExperimentConfig, OptimConfig
 from colorjax.errors import ConfigError
-from colorjax.models import create_model, get_spec, model_contract
+from colorjax.models import build_model, get_spec, model_contract
 from colorjax.parallel import replicated
 from colorjax.weights.backbones import lite_params
 from colorjax.weights.pth_convert import load_pth_params
@@ -48,13 +48,17 @@ class TrainState:
 
 @dataclasses.dataclass(frozen=True)
 class TrainTask:
-    """The static pieces of a run: model, mode, optimizers and schedules."""
+    """The static pieces of a run: model, mode, optimizers and schedules.
+
+    A task made for inference (``make_task(config, optimizers=False)``) has no optimizers: its
+    states hold parameters and their EMA only.
+    """
 
     config: ExperimentConfig
     model: nn.Module
     mode: str  # 'regression' | 'classification' | 'gan' | 'zhang-classification'
-    tx: optax.GradientTransformation
-    schedule: Callable[[Any], Any]
+    tx: optax.GradientTransformation | None
+    schedule: Callable[[Any], Any] | None
     d_tx: optax.GradientTransformation | None = None
 
 
@@ -148,12 +152,15 @@ def training_mode(config: ExperimentConfig, family: str, head: str) -> str | Non
     return ZHANG_CLASSIFICATION
 
 
-def make_task(config: ExperimentConfig) -> TrainTask:
-    """Build the model (in the configured compute dtype), optimizers and schedules."""
+def make_task(config: ExperimentConfig, *, optimizers: bool = True) -> TrainTask:
+    """Build the model (in the configured compute dtype), optimizers and schedules.
+
+    optimizers=False builds the model only: what restoring a run for inference needs.
+    """
     spec = get_spec(config.model.name)
     overrides = dict(config.model.overrides)
     overrides.setdefault("dtype", config.train.dtype)
-    model = create_model(config.model.name, **overrides)
+    model = build_model(config.model.name, **overrides)
     mode = spec.task
     if config.loss.lambda_ce and not model_contract(model).bin_logits_generator:
         raise ConfigError(
@@ -161,6 +168,8 @@ def make_task(config: ExperimentConfig) -> TrainTask:
             f"(generator_arch='colornet'); {config.model.name!r} has none: set loss.lambda_ce=0."
         )
     mode = training_mode(config, spec.family, mode) or mode
+    if not optimizers:
+        return TrainTask(config=config, model=model, mode=mode, tx=None, schedule=None)
     schedule = make_schedule(config.optim, config.train.steps, config.optim.learning_rate)
     tx = make_optimizer(config.optim, schedule, model_contract(model).frozen)
     d_tx = None
@@ -191,14 +200,13 @@ def init_state(task: TrainTask, rng: jax.Array, init_params: Any = None) -> Trai
         else:
             # A partial tree (the pretrained encoder) replaces those subtrees only.
             params = merge_subtrees(params, init_params)
-    if task.mode == "gan":
-        opt_state = task.tx.init(params["generator"])
+    trained = params["generator"] if task.mode == "gan" else params
+    opt_state = d_opt_state = None
+    if task.tx is not None:
+        opt_state = task.tx.init(trained)
+    if task.d_tx is not None:
         d_opt_state = task.d_tx.init(params["discriminator"])
-        ema_source = params["generator"]
-    else:
-        opt_state = task.tx.init(params)
-        d_opt_state = None
-        ema_source = params
+    ema_source = trained
     ema = None
     if task.config.optim.ema_decay is not None:
         ema = jax.tree_util.tree_map(jnp.copy, ema_source)

@@ -3,8 +3,10 @@
 Modules, one job each: ``fileformat`` (the safetensors weights file), ``manifest`` (named
 weights as :class:`PretrainedCfg`), ``download`` (cache, offline mode, verified fetching),
 ``resolve`` (name or path -> verified local file, .pth converted), ``fit`` (does a tree fit a
-model), ``loader`` (``create_model(name, pretrained=...)`` / ``load_pretrained``), ``export``
-(training run -> weights file), ``pth`` and ``pth_convert`` (official PyTorch weights).
+model), ``loader`` (published weights into their model: ``load_published``), ``pth`` and
+``pth_convert`` (official PyTorch weights), ``calibrate`` and ``shared``. Training runs become
+weights in ``colorjax.train.export``; the public loaders are ``colorjax.create_model`` and
+``colorjax.load_pretrained``.
 The bundled ``.safetensors`` files and ``manifest.json`` live in this folder.
 """
 
@@ -30,7 +32,7 @@ from colorjax.weights.fileformat import (
     unflatten_variables,
 )
 from colorjax.weights.fit import check_variables
-from colorjax.weights.loader import Pretrained, create_model, load_pretrained
+from colorjax.weights.loader import Pretrained, load_published, load_published_as
 from colorjax.weights.manifest import (
     DEFAULT_MANIFEST,
     PretrainedCfg,
@@ -56,14 +58,14 @@ __all__ = [
     "cache_path",
     "check_finite",
     "check_variables",
-    "create_model",
     "default_entry",
     "flatten_variables",
     "get_entry",
     "is_offline",
     "list_pretrained",
     "load_manifest",
-    "load_pretrained",
+    "load_published",
+    "load_published_as",
     "load_weights",
     "read_metadata",
     "resolve_entry",

@@ -11,8 +11,9 @@ from colorjax.errors import WeightsError
 from colorjax.weights.fileformat import flatten_tree
 
 
-def abstract_variables(model: Any, working_size: int) -> dict[str, Any]:
-    """Return the shapes model.init would create, without computing anything."""
+def _init_fn(model: Any, working_size: int) -> tuple[Any, Any]:
+    """(init(key) -> variables, the L sample it runs on): a batch of one at a size the
+    model's stride divides, near `working_size`."""
     import jax
     import jax.numpy as jnp
 
@@ -20,9 +21,28 @@ def abstract_variables(model: Any, working_size: int) -> dict[str, Any]:
 
     stride = model_contract(model).stride
     size = working_size if working_size % stride == 0 else stride * max(1, working_size // stride)
-    key = jax.random.PRNGKey(0)
     sample = jax.ShapeDtypeStruct((1, size, size, 1), jnp.float32)
-    return jax.eval_shape(lambda x: model.init({"params": key, "dropout": key}, x), sample)
+
+    def init(key: Any) -> Any:
+        return model.init({"params": key, "dropout": key}, jnp.zeros(sample.shape, sample.dtype))
+
+    return init, sample
+
+
+def abstract_variables(model: Any, working_size: int) -> dict[str, Any]:
+    """Return the shapes model.init would create, without computing anything."""
+    import jax
+
+    init, _ = _init_fn(model, working_size)
+    return jax.eval_shape(init, jax.random.PRNGKey(0))
+
+
+def init_variables(model: Any, working_size: int, seed: int = 0) -> dict[str, Any]:
+    """model.init's random variables (seeded), computed once under jit."""
+    import jax
+
+    init, _ = _init_fn(model, working_size)
+    return jax.jit(init)(jax.random.PRNGKey(seed))
 
 
 def check_variables(

@@ -1,10 +1,9 @@
-"""The one loader: `create_model(name, pretrained=...)` and `load_pretrained(name_or_path)`.
+"""Published weights into their model: a :class:`Pretrained` (model, variables, meta).
 
-Both return a :class:`Pretrained` (model, variables, meta) for weights named in a manifest
-(``arch.tag``, an alias, or a bare architecture for its default tag), a ``.safetensors`` file,
-or a training run folder (its latest checkpoint); ``create_model(name)`` without pretrained
-weights is the bare architecture, as ``colorjax.models.create_model`` builds it. Every load
-checks the weights' parameter tree against the model before returning.
+For weights named in a manifest (``arch.tag``, an alias, or a bare architecture for its
+default tag) or a ``.safetensors`` file. Every load checks the weights' parameter tree against
+the model before returning. The public ``colorjax.create_model`` / ``colorjax.load_pretrained``
+(``inference/pretrained.py``) add training run folders and random initialisation on top.
 """
 
 from __future__ import annotations
@@ -39,7 +38,7 @@ def _build(arch: str, overrides: Mapping[str, Any], where: str) -> Any:
     from colorjax import models
 
     try:
-        return models.create_model(arch, **overrides)
+        return models.build_model(arch, **overrides)
     except ConfigError as err:
         raise WeightsError(
             f"{where} was made for model {arch!r} with overrides {dict(overrides)}, which this "
@@ -70,46 +69,23 @@ def _from_file(
         )
     arch = arch or meta["model"]
     overrides = {**meta["overrides"], **overrides}
-    model = _build(arch, overrides, str(path))
-    check_variables(model, variables, meta["working_size"], model_name=f"model {arch!r} ({path})")
     meta.update(path=str(path), name=name)
-    return Pretrained(model, variables, meta)
+    return build_checked(arch, overrides, variables, meta, str(path))
 
 
-def load_run(workdir: str | os.PathLike, step: int | None = None, ema: bool = True) -> Pretrained:
-    """A training run's checkpoint (its debiased EMA unless ema=False) with its model."""
-    from colorjax.weights.export import load_inference_params
-
-    config, variables = load_inference_params(workdir, step, ema=ema)
-    overrides = dict(config.model.overrides)
-    model = _build(config.model.name, overrides, str(workdir))
-    meta = {
-        "name": None,
-        "model": config.model.name,
-        "overrides": overrides,
-        "workdir": os.fspath(workdir),
-        "working_size": int(config.data.image_size),
-    }
-    return Pretrained(model, variables, meta)
-
-
-def load_pretrained(
+def load_published(
     name_or_path: str | os.PathLike | None = None,
     *,
     family: str | None = None,
     manifest: ManifestLike = None,
-    step: int | None = None,
-    ema: bool = True,
     **fetch: Any,
 ) -> Pretrained:
-    """(model, variables, meta) for a manifest name, a .safetensors file, a run folder, or None.
+    """Pretrained(model, variables, meta) for a manifest name or a .safetensors file, or None.
 
-    None picks the default weights (of `family` if given). A run folder loads its latest
-    checkpoint (or `step`), as the debiased EMA unless ema=False. `fetch` (retries, backoff,
-    timeout, progress, env, bundled_dir) tunes downloads.
+    None picks the default weights (of `family` if given). `fetch` (retries, backoff, timeout,
+    progress, env, bundled_dir) tunes downloads. Run folders are the training layer's
+    (``colorjax.load_pretrained`` takes all three).
     """
-    if name_or_path is not None and Path(os.fspath(name_or_path)).is_dir():
-        return load_run(Path(name_or_path), step, ema)
     name = None
     if name_or_path is None:
         cfg = default_entry(family, manifest)
@@ -130,31 +106,22 @@ def split_name(name: str) -> tuple[str, str | None]:
     return arch, (tag if dot else None)
 
 
-def create_model(
-    name: str,
-    pretrained: bool | str | os.PathLike = False,
+def load_published_as(
+    arch: str,
+    tag: str | None,
+    pretrained: bool | str | os.PathLike,
     *,
     manifest: ManifestLike = None,
     **overrides: Any,
-) -> Any:
-    """The model `name` (timm style); with pretrained weights a Pretrained(model, variables, meta).
+) -> Pretrained:
+    """Published weights loaded into architecture `arch` (timm's `pretrained=` forms).
 
-    pretrained: False -> the bare nn.Module; True -> the tag in `name` ('arch.tag') or the
-    architecture's default tag; a tag string -> 'arch.tag'; a path -> that weights file (or run
-    folder) loaded into `name`'s architecture. `overrides` go to the constructor (e.g.
-    dtype='bfloat16'); with weights they may change nothing the parameters depend on.
+    pretrained: True -> `tag` or the architecture's default tag; a tag string -> 'arch.tag';
+    a path -> that weights file. `overrides` go to the constructor (e.g. dtype='bfloat16') and
+    may change nothing the parameters depend on.
     """
-    arch, tag = split_name(name)
-    if pretrained is False or pretrained is None:
-        from colorjax import models
-
-        return models.create_model(arch, **overrides)
     if not isinstance(pretrained, bool) and looks_like_path(pretrained):
-        path = Path(pretrained).expanduser()
-        if path.is_dir():
-            loaded = load_run(path, None, True)
-            return _refit(loaded, arch, overrides, str(path))
-        path = resolve_weights(path)
+        path = resolve_weights(Path(pretrained).expanduser())
         return _from_file(path, None, arch, overrides, None, manifest)
     if isinstance(pretrained, bool):
         cfg = get_tagged(arch, tag, manifest) if tag else get_entry(arch, manifest)
@@ -169,16 +136,23 @@ def create_model(
     return loaded
 
 
-def _refit(loaded: Pretrained, arch: str, overrides: Mapping[str, Any], where: str) -> Pretrained:
-    """Rebuild a run's weights into `arch` (with overrides) and check they fit it."""
-    model = _build(arch, {**loaded.meta["overrides"], **overrides}, where)
-    check_variables(model, loaded.variables, loaded.meta["working_size"], model_name=repr(arch))
-    return Pretrained(model, loaded.variables, {**loaded.meta, "model": arch})
+def build_checked(
+    arch: str,
+    overrides: Mapping[str, Any],
+    variables: dict[str, Any],
+    meta: dict[str, Any],
+    where: str,
+) -> Pretrained:
+    """Build `arch` with `overrides` and return it with `variables` once they fit it."""
+    model = _build(arch, overrides, where)
+    check_variables(model, variables, meta["working_size"], model_name=f"model {arch!r} ({where})")
+    return Pretrained(model, variables, meta)
 
 
 __all__ = [
     "Pretrained",
-    "create_model",
-    "load_pretrained",
-    "load_run",
+    "build_checked",
+    "load_published",
+    "load_published_as",
+    "split_name",
 ]

@@ -71,13 +71,13 @@ def state_dict_to_variables(
     state: Mapping[str, np.ndarray], model_name: str, working_size: int = DEFAULT_WORKING_SIZE
 ) -> dict[str, Any]:
     """Convert a PyTorch state dict of a supported model into colorjax variables (checked)."""
-    from colorjax.models import create_model
+    from colorjax.models import build_model
 
     if model_name not in _TRANSPOSED:
         raise ConfigError(
             f"no PyTorch converter for model {model_name!r}; supported: {supported_models()}"
         )
-    model = create_model(model_name)
+    model = build_model(model_name)
     abstract = abstract_variables(model, working_size)["params"]
     used: set[str] = set()
     params: dict[str, dict[str, np.ndarray]] = {}

@@ -1,7 +1,15 @@
-"""What a run writes besides checkpoints: metrics JSON lines, the progress bar, WORKDIR/run.json."""
+"""The run folder: what a training writes and how a finished run is read back.
+
+A run folder (``--workdir``) holds ``checkpoints/`` (Orbax, with the config), ``config.json``,
+``metrics.jsonl`` (one JSON object per logged step) and ``run.json`` (commands, hardware, wall
+time). This module writes the last three during training (``RunInfo``, ``MetricsWriter``,
+``Reporter``, the work-dir lock) and reads a run back for inference and export
+(``load_inference_params``, ``load_run``, ``training_info``) without building an optimizer.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -15,8 +23,19 @@ from typing import Any
 import jax
 from tqdm.auto import tqdm
 
+from colorjax.checkpoint import CheckpointStore, checkpoint_dir, checkpoint_steps
+from colorjax.config import ExperimentConfig
 from colorjax.errors import ConfigError
 from colorjax.fileio import atomic_write_text
+from colorjax.train.state import (
+    TrainState,
+    abstract_state,
+    debiased_ema,
+    inference_params,
+    make_task,
+)
+from colorjax.weights.fileformat import check_finite, flatten_variables
+from colorjax.weights.loader import Pretrained, build_checked
 
 logger = logging.getLogger(__name__)
 
@@ -210,3 +229,111 @@ class Reporter:
     def close(self) -> None:
         """Close the progress bar."""
         self.bar.close()
+
+
+# ------------------------------------------------------------------ reading a run back
+
+
+def _checked_step(workdir: str | os.PathLike, step: int | None) -> int:
+    """`step` (or the latest) when the run kept it; ConfigError naming the kept steps if not."""
+    steps = checkpoint_steps(workdir)
+    if not steps:
+        raise ConfigError(
+            f"no checkpoint in {checkpoint_dir(workdir)}; pass the --workdir of a training run"
+        )
+    if step is not None and step not in steps:
+        raise ConfigError(
+            f"no checkpoint at step {step} in {checkpoint_dir(workdir)}; the run kept steps "
+            f"{', '.join(map(str, steps))} (pass one of them with --step, or leave it out for "
+            "the latest)"
+        )
+    return steps[-1] if step is None else step
+
+
+def load_inference_params(
+    workdir: str | os.PathLike, step: int | None = None, *, ema: bool = True
+) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """(config, {'params': ...}) from a training run: the debiased EMA when the run kept one.
+
+    Only the parameters and their EMA are read from the checkpoint (no optimizer is built and
+    its moments stay on disk). ema=False gives the live (last trained) parameters instead.
+    """
+    step = _checked_step(workdir, step)
+    store = CheckpointStore(workdir, read_only=True, async_save=False)
+    try:
+        config = store.read_config(step)
+        task = make_task(config, optimizers=False)
+        where = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        abstract = abstract_state(task, where)
+        wanted = {"step": abstract.step, "params": abstract.params}
+        if ema and abstract.ema_params is not None:
+            wanted["ema_params"] = abstract.ema_params
+        items = store.restore_items(step, wanted)
+    finally:
+        store.close()
+    state = TrainState(step=items["step"], params=items["params"], opt_state=None, rng=None)
+    if "ema_params" in items:
+        state = state.replace(ema_params=debiased_ema(task, state.replace(**items)))
+    params = inference_params(task, state)  # the live ones when no EMA was read
+    # A checkpoint is refused when non-finite at save time, but the disk may still flip a bit.
+    check_finite(flatten_variables({"params": params}), f"the checkpoint in {workdir}")
+    return config, {"params": params}
+
+
+def load_run(workdir: str | os.PathLike, step: int | None = None, ema: bool = True) -> Pretrained:
+    """A training run's checkpoint (its debiased EMA unless ema=False) with its model."""
+    config, variables = load_inference_params(workdir, step, ema=ema)
+    overrides = dict(config.model.overrides)
+    meta = {
+        "name": None,
+        "model": config.model.name,
+        "overrides": overrides,
+        "workdir": os.fspath(workdir),
+        "working_size": int(config.data.image_size),
+    }
+    return build_checked(config.model.name, overrides, variables, meta, os.fspath(workdir))
+
+
+def read_run_info(workdir: str | os.PathLike) -> dict[str, Any]:
+    """What `colorjax train` recorded in WORKDIR/run.json (commands, hardware, seconds)."""
+    try:
+        info = json.loads((Path(workdir) / RUN_INFO_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def training_info(workdir: str | os.PathLike, config: Any, step: int | None) -> dict[str, Any]:
+    """What a weights header records about training: config, data source, step, last eval."""
+    info: dict[str, Any] = {"workdir": str(Path(workdir).resolve())}
+    with contextlib.suppress(AttributeError):
+        info["data"] = config.data.source
+    with contextlib.suppress(AttributeError, TypeError):
+        info["config"] = config.to_dict()
+    steps = checkpoint_steps(workdir)
+    info["step"] = step if step is not None else (steps[-1] if steps else None)
+    info["eval"] = last_eval(workdir, info["step"])
+    return info
+
+
+def last_eval(workdir: str | os.PathLike, step: int | None) -> dict[str, float]:
+    """The run's last logged eval metrics at or before `step` (empty if none)."""
+    path = Path(workdir) / METRICS_FILE
+    found: dict[str, float] = {}
+    if not path.is_file():
+        return found
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash says nothing reliable
+        if not isinstance(record, dict) or record.get("kind") != "eval":
+            continue
+        if step is not None and isinstance(record.get("step"), int) and record["step"] > step:
+            continue
+        found = {
+            k: float(v)
+            for k, v in record.items()
+            if k not in ("kind", "step", "time") and isinstance(v, (int, float))
+        }
+    return found
