@@ -28,21 +28,21 @@ import numpy as np
 
 from colorjax.bench import real_train_step
 from colorjax.models import conv4x4, deepcolorization, layers
+from colorjax.models.cpu import conv as cpu_conv
+from colorjax.models.cpu import conv4x4 as cpu4
 from colorjax.parallel import make_mesh
+
+
+def _without_mesh(reference):
+    """A layer's reference form with the CPU form's signature (the mesh is not needed)."""
+    return lambda x, kernel, mesh=None: reference(x, kernel)
 
 
 @contextlib.contextmanager
 def plain_forms(off: str) -> Iterator[None]:
     """Switch the named CPU forms ('+'-separated) back to the default ones while tracing."""
-    names = (
-        "_group_norm_per_channel",
-        "_conv_same_cpu",
-        "_upsample_conv_phases",
-        "_conv1x1_dot",
-        "_conv_s2_cpu",
-        "_instance_norm_cpu",
-    )
-    saved = {n: getattr(layers, n) for n in names}
+    names = ("group_norm", "conv_same", "upsample_conv", "conv1x1", "conv_s2", "instance_norm")
+    saved = {n: getattr(cpu_conv, n) for n in names}
     saved_up, saved_down = conv4x4.UpConv.cpu_form, conv4x4.DownConv.cpu_form
     saved_patch = conv4x4.PatchConv.cpu_form
     saved_mask = deepcolorization._half_keep_mask
@@ -50,28 +50,28 @@ def plain_forms(off: str) -> Iterator[None]:
     if "drop" in parts:
         deepcolorization._half_keep_mask = lambda key, shape: jax.random.bernoulli(key, 0.5, shape)
     if "narrow" in parts:
-        conv4x4.UpConv.cpu_form = staticmethod(conv4x4._upconv_phases)
-        conv4x4.PatchConv.cpu_form = staticmethod(conv4x4._patchconv_lax)
+        conv4x4.UpConv.cpu_form = staticmethod(_without_mesh(cpu4.upconv_phases))
+        conv4x4.PatchConv.cpu_form = staticmethod(_without_mesh(conv4x4._patchconv_lax))
     if "phase" in parts:
-        conv4x4.UpConv.cpu_form = staticmethod(conv4x4._upconv_lax)
-        conv4x4.DownConv.cpu_form = staticmethod(conv4x4._downconv_lax)
+        conv4x4.UpConv.cpu_form = staticmethod(_without_mesh(conv4x4._upconv_lax))
+        conv4x4.DownConv.cpu_form = staticmethod(_without_mesh(conv4x4._downconv_lax))
     if "gn" in parts:
-        layers._group_norm_per_channel = layers._group_norm_grouped
+        cpu_conv.group_norm = layers._group_norm_grouped
     if "in" in parts:
-        layers._instance_norm_cpu = layers._instance_norm_reference
+        cpu_conv.instance_norm = layers._instance_norm_reference
     if "kg" in parts:
-        layers._conv_same_cpu = layers._conv_same
+        cpu_conv.conv_same = _without_mesh(layers._conv_same)
     if "uc" in parts:
-        layers._upsample_conv_phases = layers._upsample_conv
+        cpu_conv.upsample_conv = layers._upsample_conv
     if "kg2" in parts:
-        layers._conv_s2_cpu = layers._conv_s2
+        cpu_conv.conv_s2 = _without_mesh(layers._conv_s2)
     if "1x1" in parts:
-        layers._conv1x1_dot = layers._conv1x1_lax
+        cpu_conv.conv1x1 = layers._conv1x1_lax
     try:
         yield
     finally:
         for n, fn in saved.items():
-            setattr(layers, n, fn)
+            setattr(cpu_conv, n, fn)
         conv4x4.UpConv.cpu_form = staticmethod(saved_up)
         conv4x4.DownConv.cpu_form = staticmethod(saved_down)
         conv4x4.PatchConv.cpu_form = staticmethod(saved_patch)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from collections.abc import Callable
@@ -88,32 +87,17 @@ def use_cpu_devices(count: int | str) -> int:
     return int(count)
 
 
-def traced_on_mesh(fn: Callable[..., Any], mesh: Mesh) -> Callable[..., Any]:
-    """fn, traced with `mesh` as the abstract mesh in context, so `sum_over_samples` sees it.
-
-    Wrap a step function with this before `jax.jit`; without a context mesh (older JAX, or a
-    function not wrapped) `sum_over_samples` falls back to one loop over the global batch.
-    """
-    use_abstract_mesh = getattr(jax.sharding, "use_abstract_mesh", None)
-    if use_abstract_mesh is None:
-        return fn
-
-    @functools.wraps(fn)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        with use_abstract_mesh(mesh.abstract_mesh):
-            return fn(*args, **kwargs)
-
-    return wrapped
-
-
-def sum_over_samples(per_sample: Callable[..., jax.Array], *batched: jax.Array) -> jax.Array:
+def sum_over_samples(
+    per_sample: Callable[..., jax.Array], *batched: jax.Array, mesh: Mesh | None = None
+) -> jax.Array:
     """The sum over the leading (batch) axis of per_sample(*one_sample), one sample at a time.
 
-    A `lax.scan` over the samples; with a context mesh whose data axis has more than one device
-    (`traced_on_mesh`) each device scans its own shard of the batch in a `shard_map` and the
-    partial sums are added with one psum. Why: XLA's SPMD partitioner cannot split a scan
-    over the batch; it all-gathers the activations to every device and runs the whole loop on
-    each (the CPU kernel-gradient forms are such loops).
+    A `lax.scan` over the samples. With a `mesh` whose 'data' axis has more than one device
+    (the mesh the training step shards the batch over), each device scans its own shard of
+    the batch in a `shard_map` and the partial sums are added with one psum; with None or a
+    one-device data axis, one scan. Why: XLA's SPMD partitioner cannot split a scan over the
+    batch; it all-gathers the activations to every device and runs the whole loop on each
+    (the CPU kernel-gradient forms are such loops).
     """
 
     def scan_sum(*arrays: jax.Array) -> jax.Array:
@@ -124,9 +108,7 @@ def sum_over_samples(per_sample: Callable[..., jax.Array], *batched: jax.Array) 
 
         return jax.lax.scan(body, jnp.zeros(out.shape, out.dtype), arrays)[0]
 
-    get_abstract_mesh = getattr(jax.sharding, "get_abstract_mesh", None)
-    mesh = get_abstract_mesh() if get_abstract_mesh is not None else None
-    if mesh is None or mesh.empty or dict(mesh.shape).get(DATA_AXIS, 1) == 1:
+    if mesh is None or dict(mesh.shape).get(DATA_AXIS, 1) == 1:
         return scan_sum(*batched)
     spec = PartitionSpec(DATA_AXIS)
     # check_vma=False: the scan's carry starts replicated and becomes a per-device value.

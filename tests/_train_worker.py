@@ -63,7 +63,7 @@ def run_steps(config, mesh, steps: int, local_slice=slice(None)):
     from colorjax.train.state import create_state, make_task
     from colorjax.train.steps import make_train_step
 
-    task = make_task(config)
+    task = make_task(config, mesh=mesh)
     state = create_state(task, mesh)
     step_fn = make_train_step(task, mesh)
     losses = []
@@ -85,7 +85,7 @@ def step_all_gathers(config, mesh) -> int:
     from colorjax.train.state import create_state, make_task
     from colorjax.train.steps import make_train_step
 
-    task = make_task(config)
+    task = make_task(config, mesh=mesh)
     batch = global_batch_from_local({"rgb": global_batch(0, config.train.batch_size)}, mesh)
     lowered = make_train_step(task, mesh).lower(create_state(task, mesh), batch)
     return count_all_gathers(lowered.compile().as_text())
@@ -96,24 +96,24 @@ def sharded_loops(mesh) -> dict:
     the all-gathers in the compiled loop."""
     import jax
 
-    from colorjax.models.conv4x4 import _tap_grams
-    from colorjax.models.layers import _kernel_grad_per_sample
-    from colorjax.parallel import data_sharding, replicated, traced_on_mesh
+    from colorjax.models.cpu.conv import kernel_grad_per_sample
+    from colorjax.models.cpu.conv4x4 import tap_grams as cpu_tap_grams
+    from colorjax.parallel import data_sharding, replicated
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 9, 9, 3)).astype(np.float32)
     dy = rng.normal(size=(8, 9, 9, 4)).astype(np.float32)
 
-    def kernel_grad(x, dy):
-        return _kernel_grad_per_sample(x, dy, (3, 3), ((1, 1), (1, 1)))
+    def kernel_grad(x, dy, mesh=None):
+        return kernel_grad_per_sample(x, dy, (3, 3), ((1, 1), (1, 1)), mesh=mesh)
 
-    def tap_grams(x, dy):
-        return _tap_grams(x, dy[:, :8, :8], [(0, 0), (1, 0), (1, 1)])
+    def tap_grams(x, dy, mesh=None):
+        return cpu_tap_grams(x, dy[:, :8, :8], [(0, 0), (1, 0), (1, 1)], mesh)
 
     out = {}
     for name, fn in (("kernel_grad", kernel_grad), ("tap_grams", tap_grams)):
         sharded = jax.jit(
-            traced_on_mesh(fn, mesh),
+            lambda x, dy, fn=fn: fn(x, dy, mesh),
             in_shardings=(data_sharding(mesh), data_sharding(mesh)),
             out_shardings=replicated(mesh),
         )

@@ -24,12 +24,20 @@ def random_variables(model, size: int, seed: int = 0, head_scale: float = 1.0):
 
 
 def use_reference_layer_forms(monkeypatch) -> None:
-    """Make every CPU-only layer form (colorjax.models.layers/conv4x4) trace as its reference."""
+    """Make every CPU-only layer form (colorjax.models.cpu) trace as its layer's reference."""
     from colorjax.models import conv4x4, layers
+    from colorjax.models.cpu import conv as cpu_conv
 
-    monkeypatch.setattr(layers, "_group_norm_per_channel", layers._group_norm_grouped)
-    monkeypatch.setattr(layers, "_conv_same_cpu", layers._conv_same)
-    monkeypatch.setattr(layers, "_upsample_conv_phases", layers._upsample_conv)
-    monkeypatch.setattr(conv4x4.UpConv, "cpu_form", staticmethod(conv4x4._upconv_lax))
-    monkeypatch.setattr(conv4x4.DownConv, "cpu_form", staticmethod(conv4x4._downconv_lax))
-    monkeypatch.setattr(conv4x4.PatchConv, "cpu_form", staticmethod(conv4x4._patchconv_lax))
+    def without_mesh(reference):
+        # The CPU forms take the layer's mesh; the references do not need it.
+        return lambda x, kernel, mesh=None: reference(x, kernel)
+
+    monkeypatch.setattr(cpu_conv, "group_norm", layers._group_norm_grouped)
+    monkeypatch.setattr(cpu_conv, "conv_same", without_mesh(layers._conv_same))
+    monkeypatch.setattr(cpu_conv, "upsample_conv", layers._upsample_conv)
+    for layer, reference in (
+        (conv4x4.UpConv, conv4x4._upconv_lax),
+        (conv4x4.DownConv, conv4x4._downconv_lax),
+        (conv4x4.PatchConv, conv4x4._patchconv_lax),
+    ):
+        monkeypatch.setattr(layer, "cpu_form", staticmethod(without_mesh(reference)))

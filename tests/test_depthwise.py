@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from colorjax.models.depthwise import depthwise_conv, same_pads
+from colorjax.models.cpu.shapes import same_pads
+from colorjax.models.layers import depthwise_conv
 
 # Odd, even, non-square and smaller-than-kernel sizes; EfficientNet-Lite's kernels and strides.
 CASES = [

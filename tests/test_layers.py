@@ -201,13 +201,14 @@ def test_unet_weights_give_the_flax_layer_outputs(monkeypatch, tmp_path):
     got = model.apply(variables, l_norm)
     got_logits = model.apply(variables, l_norm, ab_norm, method="discriminate")
 
-    def conv_transpose(features: int, name: str, **kw) -> nn.Module:
+    # `mesh` (the layers' field for the CPU kernel-gradient loops) means nothing to flax's.
+    def conv_transpose(features: int, name: str, mesh=None, **kw) -> nn.Module:
         return nn.ConvTranspose(features, (4, 4), (2, 2), padding=UPCONV_PADDING, name=name, **kw)
 
-    def conv(features: int, name: str, **kw) -> nn.Module:
+    def conv(features: int, name: str, mesh=None, **kw) -> nn.Module:
         return nn.Conv(features, (4, 4), (2, 2), padding=DOWNCONV_PADDING, name=name, **kw)
 
-    def patch_conv(features: int, name: str, **kw) -> nn.Module:
+    def patch_conv(features: int, name: str, mesh=None, **kw) -> nn.Module:
         return nn.Conv(features, (4, 4), (1, 1), padding=PATCHCONV_PADDING, name=name, **kw)
 
     # The networks as they were before UpConv/DownConv/PatchConv: flax's layers, same weights.

@@ -159,6 +159,37 @@ def test_variants_are_registered_beside_their_architecture() -> None:
     assert "odd" not in list_models()
 
 
+def test_every_model_takes_the_training_mesh_but_no_override_or_registration_sets_it() -> None:
+    # make_task(mesh=...) gives the train step's mesh to any registered model (its CPU
+    # kernel-gradient loops run per device on it); the parameters do not change, and the mesh
+    # never comes from a config or a weights header.
+    from colorjax.config import ExperimentConfig
+    from colorjax.models import ColorNet, register_model
+    from colorjax.parallel import make_mesh
+    from colorjax.train.state import make_task
+
+    mesh = make_mesh(1)
+    for name in list_models():
+        assert build_model(name, mesh=mesh) == build_model(name).clone(mesh=mesh), name
+    l_norm = jax.ShapeDtypeStruct((1, 64, 64, 1), jnp.float32)
+    for name in ("colornet-tiny", "deepcolorization-small"):
+        trees = [
+            jax.eval_shape(build_model(name, mesh=m).init, jax.random.key(0), l_norm)
+            for m in (None, mesh)
+        ]
+        assert trees[0] == trees[1], name
+    with pytest.raises(ConfigError, match="jax.sharding.Mesh"):
+        build_model("colornet-tiny", mesh="data")
+    with pytest.raises(ConfigError, match="unknown override"):
+        register_model("odd", "colornet", ColorNet, "a mesh in the registry", mesh=mesh)
+    config = ExperimentConfig()
+    config.model.name = "colornet-tiny"
+    config.model.overrides = {"mesh": "data"}
+    with pytest.raises(ConfigError, match="model.overrides.mesh"):
+        make_task(config, mesh=mesh)
+    assert "odd" not in list_models()
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_shapes_and_dtypes_at_two_resolutions(name: str) -> None:
     model = build_model(name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,7 @@ import pytest
 
 from colorjax.errors import ConfigError
 from colorjax.models import colornet, layers
+from colorjax.models.cpu import conv as cpu_conv
 from colorjax.models.layers import ConvNormAct, GroupNorm, num_groups
 
 # Spatial sizes down to 1x1 (the global branch's last maps), odd and non-square ones.
@@ -24,6 +27,7 @@ class _FlaxConvNormAct(nn.Module):
     stride: int = 1
     dtype: layers.Dtype = jnp.float32
     upsample_input: bool = False
+    mesh: Any = None  # ConvNormAct's field (ColorNet passes it); no effect on flax's layers
 
     @nn.compact
     def __call__(self, x: jax.Array, film: tuple | None = None) -> jax.Array:
@@ -111,7 +115,7 @@ def test_upsampling_conv_norm_act_needs_3x3_stride_1():
 
 
 @pytest.mark.parametrize(("shape", "groups"), [((2, 6, 5, 16), 4), ((3, 1, 1, 32), 8)])
-@pytest.mark.parametrize("form", ["_group_norm_per_channel", "_group_norm_grouped"])
+@pytest.mark.parametrize("form", [cpu_conv.group_norm, layers._group_norm_grouped])
 def test_group_norm_forms_equal_flax(shape, groups, form):
     # Both lowerings (CPU and other backends) of GroupNorm, with a per-channel offset.
     x = _inputs(shape)
@@ -120,7 +124,7 @@ def test_group_norm_forms_equal_flax(shape, groups, form):
     offset, scale, bias = (rng.standard_normal(c).astype(np.float32) for _ in range(3))
     ref = nn.GroupNorm(num_groups=groups)
     want = ref.apply({"params": {"scale": scale, "bias": bias}}, x + offset)
-    got = getattr(layers, form)(jnp.asarray(x), offset, scale, bias, groups, 1e-6)
+    got = form(jnp.asarray(x), offset, scale, bias, groups, 1e-6)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -134,7 +138,7 @@ def test_group_norm_module_matches_flax():
 
 
 @pytest.mark.parametrize("shape", [(2, 6, 5, 16), (3, 1, 1, 8), (1, 9, 9, 3)])
-@pytest.mark.parametrize("form", ["_instance_norm_cpu", "_instance_norm_reference"])
+@pytest.mark.parametrize("form", [cpu_conv.instance_norm, layers._instance_norm_reference])
 def test_instance_norm_forms_equal_flax_outputs_and_gradients(shape, form):
     # Both lowerings of the GAN's parameter-free instance norm against flax's module.
     x = jnp.asarray(_inputs(shape) * 3.0 + 1.5)
@@ -146,7 +150,7 @@ def test_instance_norm_forms_equal_flax_outputs_and_gradients(shape, form):
         return ref.apply({}, v)
 
     def ours(v: jax.Array) -> jax.Array:
-        return getattr(layers, form)(v, layers.INSTANCE_NORM_EPSILON)
+        return form(v, layers.INSTANCE_NORM_EPSILON)
 
     for fn in (flax_form, ours):
         assert jax.jit(fn)(x).shape == shape

@@ -42,6 +42,64 @@ def test_eight_devices_match_one_device_and_bad_batches_fail_early(
         assert msg is not None and "12" in msg and "8 devices" in msg and "batch_size" in msg
 
 
+# Run in a subprocess with 2 fake CPU devices: a layer built on a 2-device mesh, its gradient
+# jitted on a batch sharded over 'data', against the same layer built without a mesh.
+_MESH_LAYER_SCRIPT = """
+import json, re
+import jax, jax.numpy as jnp, numpy as np
+from colorjax.models.conv4x4 import UpConv
+from colorjax.models.layers import ConvNormAct
+from colorjax.parallel import data_sharding, make_mesh, replicated
+
+mesh = make_mesh(2)
+x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype(np.float32)
+out = {}
+for name, make in (
+    ("conv_s1", lambda m: ConvNormAct(8, mesh=m)),
+    ("conv_s2", lambda m: ConvNormAct(8, stride=2, mesh=m)),
+    ("upconv_narrow", lambda m: UpConv(2, mesh=m)),
+):
+    v = make(None).init(jax.random.key(0), x[:1])
+    result = {}
+    for key, m in (("mesh", mesh), ("none", None)):
+        layer = make(m)
+        grad = jax.jit(
+            jax.grad(lambda v, x, layer=layer: jnp.sum(jnp.sin(layer.apply(v, x)))),
+            in_shardings=(replicated(mesh), data_sharding(mesh)),
+            out_shardings=replicated(mesh),
+        )
+        lowered = grad.lower(v, x)
+        k = grad(v, x)["params"]
+        k = k["conv"]["kernel"] if "conv" in k else k["kernel"]
+        result[key] = {
+            "kernel_grad": np.asarray(k).tolist(),
+            "lowered_all_reduces": len(re.findall(r"all_reduce", lowered.as_text())),
+            "all_gathers": len(
+                re.findall(r"\\ball-gather(?:-start)?\\(", lowered.compile().as_text())
+            ),
+        }
+    out[name] = result
+print(json.dumps(out))
+"""
+
+
+def test_layers_built_on_a_mesh_run_their_kernel_gradient_loops_per_device(worker_env):
+    # The mesh a layer is given is the one its CPU kernel-gradient loop runs on: per device on
+    # its shard of the batch, then one psum (an all-reduce in the lowered program, before XLA's
+    # partitioner adds any), nothing gathered; and the gradient equals the one-loop form's.
+    cmd = [sys.executable, "-c", _MESH_LAYER_SCRIPT]
+    proc = subprocess.run(
+        cmd, env=worker_env(2), check=True, capture_output=True, text=True, timeout=600
+    )
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for name, forms in result.items():
+        got, want = (np.asarray(forms[k]["kernel_grad"]) for k in ("mesh", "none"))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+        assert forms["mesh"]["lowered_all_reduces"] > 0, name
+        assert forms["none"]["lowered_all_reduces"] == 0, name
+        assert forms["mesh"]["all_gathers"] == 0, name
+
+
 def test_single_device_helpers():
     import jax
 

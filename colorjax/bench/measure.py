@@ -122,7 +122,7 @@ def real_train_step(name: str, size: int, batch: int, dtype: str, mesh: Any) -> 
         data=DataConfig(image_size=size),
         train=TrainConfig(batch_size=batch, dtype=_DTYPE_NAMES[dtype], steps=1_000_000),
     )
-    task = make_task(config)
+    task = make_task(config, mesh=mesh)
     return TrainBench(
         step=make_train_step(task, mesh),
         state=create_state(task, mesh),

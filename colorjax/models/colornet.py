@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from colorjax.errors import ConfigError
 from colorjax.models.layers import (
@@ -84,6 +85,9 @@ class ColorNet(nn.Module):
       head_stride: output resolution divisor (1, 2, 4 or 8): the decoder upsamples only down to
         H/head_stride; later decoder stages run at that resolution. 1 keeps the original net.
       dtype: compute dtype (params are always float32; outputs are cast to float32).
+      mesh: the jax.sharding.Mesh the training step shards the batch over, or None; on CPU
+        the per-sample kernel-gradient loops run per device on it (None: one loop). Not
+        a parameter and not serialised: the training code passes it, inference leaves None.
     """
 
     head: str = "regression"
@@ -100,6 +104,7 @@ class ColorNet(nn.Module):
     num_classes: int | None = None
     head_stride: int = 1
     dtype: Dtype = jnp.float32
+    mesh: Mesh | None = None
 
     def __post_init__(self) -> None:
         """Validate the configuration so a bad override fails at construction, not in apply."""
@@ -148,21 +153,22 @@ class ColorNet(nn.Module):
         del train  # no dropout or batch statistics: train and eval are the same function
         check_l_input(l_norm, self.stride, "ColorNet")
         x = l_norm.astype(self.dtype)
+        conv_kw = {"dtype": self.dtype, "mesh": self.mesh}
 
         # Low-level features, shared by the mid-level and global branches.
         low = self.low_features
         for i in range(3):
-            x = ConvNormAct(low[i], stride=2, dtype=self.dtype, name=f"low_{2 * i}")(x)
-            x = ConvNormAct(low[i + 1], dtype=self.dtype, name=f"low_{2 * i + 1}")(x)
+            x = ConvNormAct(low[i], stride=2, name=f"low_{2 * i}", **conv_kw)(x)
+            x = ConvNormAct(low[i + 1], name=f"low_{2 * i + 1}", **conv_kw)(x)
 
         mid = x
         for i, feats in enumerate(self.mid_features):
-            mid = ConvNormAct(feats, dtype=self.dtype, name=f"mid_{i}")(mid)
+            mid = ConvNormAct(feats, name=f"mid_{i}", **conv_kw)(mid)
 
         g = x
         for i, feats in enumerate(self.global_features):
             g = ConvNormAct(
-                feats, stride=2 if i % 2 == 0 else 1, dtype=self.dtype, name=f"global_conv_{i}"
+                feats, stride=2 if i % 2 == 0 else 1, name=f"global_conv_{i}", **conv_kw
             )(g)
         # Mean over space in float32: a size-independent scene summary, stable in bf16.
         g = jnp.mean(g.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)
@@ -198,11 +204,11 @@ class ColorNet(nn.Module):
                 name="fusion_film",
             )(g)
             film = jnp.split(film, 2, axis=-1)
-        x = ConvNormAct(self.fusion_features, kernel=1, dtype=self.dtype, name="fusion")(x, film)
+        x = ConvNormAct(self.fusion_features, kernel=1, name="fusion", **conv_kw)(x, film)
 
         current_stride = self.stride
         for i, feats in enumerate(self.decoder_features):
-            x = ConvNormAct(feats, dtype=self.dtype, name=f"decoder_{i}_a")(x)
+            x = ConvNormAct(feats, name=f"decoder_{i}_a", **conv_kw)(x)
             # Nearest upsampling is fused into the next conv (same function, computed at the
             # low resolution on CPU); bilinear stays a separate resize.
             fuse = False
@@ -211,7 +217,7 @@ class ColorNet(nn.Module):
                 if not fuse:
                     x = upsample2x(x, self.upsample)
                 current_stride //= 2
-            x = ConvNormAct(feats, dtype=self.dtype, upsample_input=fuse, name=f"decoder_{i}_b")(x)
+            x = ConvNormAct(feats, upsample_input=fuse, name=f"decoder_{i}_b", **conv_kw)(x)
 
         if self.head == "regression":
             ab = Conv1x1(2, dtype=self.dtype, name="head")(x)

@@ -29,6 +29,7 @@ from typing import ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from colorjax.errors import ConfigError
 from colorjax.models.backbones import EfficientNetLite, gray_encoder_input
@@ -48,6 +49,9 @@ class LiteColorNet(nn.Module):
       head: 'classification' (logits over ab bins) or 'regression' (tanh ab).
       num_classes: Q; None means len(gamut.ab_bin_centers()).
       dtype: compute dtype (params float32; outputs float32).
+      mesh: the jax.sharding.Mesh the training step shards the batch over, or None; on CPU
+        the per-sample kernel-gradient loops run per device on it (None: one loop). Not
+        a parameter and not serialised: the training code passes it, inference leaves None.
     """
 
     encoder_variant: str = "lite2"
@@ -57,6 +61,7 @@ class LiteColorNet(nn.Module):
     head: str = "classification"
     num_classes: int | None = None
     dtype: Dtype = jnp.float32
+    mesh: Mesh | None = None
 
     stride: ClassVar[int] = 32
     head_stride: ClassVar[int] = 4
@@ -107,12 +112,13 @@ class LiteColorNet(nn.Module):
         n, h, w, _ = s32.shape
         tiled = jnp.broadcast_to(g[:, None, None, :], (n, h, w, g.shape[-1]))
         x = jnp.concatenate([s32, tiled.astype(s32.dtype)], axis=-1)
-        x = ConvNormAct(self.decoder_features[0], dtype=self.dtype, name="fusion")(x)
+        conv_kw = {"dtype": self.dtype, "mesh": self.mesh}
+        x = ConvNormAct(self.decoder_features[0], name="fusion", **conv_kw)(x)
 
         for i, (skip, feats) in enumerate(zip((s16, s8, s4), self.decoder_features, strict=True)):
             x = jnp.concatenate([upsample2x(x), skip.astype(x.dtype)], axis=-1)
-            x = ConvNormAct(feats, dtype=self.dtype, name=f"decoder_{i}_a")(x)
-            x = ConvNormAct(feats, dtype=self.dtype, name=f"decoder_{i}_b")(x)
+            x = ConvNormAct(feats, name=f"decoder_{i}_a", **conv_kw)(x)
+            x = ConvNormAct(feats, name=f"decoder_{i}_b", **conv_kw)(x)
 
         if self.head == "regression":
             ab = Conv1x1(2, dtype=self.dtype, name="head")(x)

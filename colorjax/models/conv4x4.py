@@ -1,155 +1,40 @@
-"""The 4x4 convs of the U-Net and the PatchGAN (UpConv, DownConv, PatchConv), CPU forms.
+"""The 4x4 convs of the U-Net and the PatchGAN (UpConv, DownConv, PatchConv): layer interface.
 
-XLA:CPU runs the kernel gradient of a stride-2 transposed conv (and the input gradient of a
-stride-2 conv) as a naive loop; written as four stride-1 2x2 convs, one per output phase, the
-same math runs on its fast convolution library. Kernel gradients of layers with few output
-channels (the U-Net's ab output, the PatchGAN's logit) are tap-by-tap matmuls on CPU.
-`jax.lax.platform_dependent` picks these forms on CPU only; parameters and outputs are flax's
-own (tests/test_layers.py).
+Parameters, initialisers and outputs are flax's own (tests/test_layers.py); each layer names
+its reference form (XLA's convolution, cuDNN on GPU) and its XLA:CPU form from
+`colorjax.models.cpu.conv4x4`, and `jax.lax.platform_dependent` picks the CPU form on CPU only.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
-from colorjax.models.layers import NHWC, Dtype
-from colorjax.parallel import sum_over_samples
-
-# Layers with at most this many output channels get the tap-by-tap kernel gradient on CPU.
-_NARROW_MAX_FEATURES = 8
-
-
-def _tap_grams(xp: jax.Array, g: jax.Array, shifts: list[tuple[int, int]]) -> jax.Array:
-    """Sum over samples of g[n]^T @ xp[n, u:u+h, v:v+w] per shift (u, v): (shifts, k, c), f32.
-
-    g is (N, h, w, k), xp (N, H', W', c) with H' >= h + max u. The kernel gradient of any
-    stride-1 correlation is this with one shift per kernel tap. Why: XLA:CPU computes it as a
-    convolution with dy as a window the size of the image and the batch as the feature axis,
-    which for a few output channels runs at ~2-6 GFLOP/s (the U-Net's 32 -> 2 output layer at
-    batch 4, 128 px: 6.2 ms); one sample at a time as plain matmuls it takes 2.2 ms.
-    """
-    _, h, w, k = g.shape
-    c = xp.shape[-1]
-
-    def one(xs: jax.Array, gs: jax.Array) -> jax.Array:
-        gt = gs.reshape(h * w, k).T  # (k, h*w) @ (h*w, c): the layout XLA:CPU's dot runs fast
-        grams = [
-            jnp.matmul(
-                gt, xs[u : u + h, v : v + w].reshape(h * w, c), preferred_element_type=jnp.float32
-            )
-            for u, v in shifts
-        ]
-        return jnp.stack(grams)
-
-    return sum_over_samples(one, xp, g)
-
-
-# Transposed-conv padding of the U-Net decoder: with a 4x4 kernel and stride 2 it gives an
-# exact 2x output, as PyTorch's ConvTranspose2d(k=4, s=2, p=1).
-UPCONV_PADDING = ((2, 2), (2, 2))
+from colorjax.models.cpu import conv4x4 as cpu4
+from colorjax.models.cpu.shapes import DOWNCONV_PADDING, NHWC, PATCHCONV_PADDING, UPCONV_PADDING
+from colorjax.models.layers import Dtype
 
 
 def _upconv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """The 4x4 stride-2 transposed conv exactly as flax's nn.ConvTranspose computes it."""
-    return jax.lax.conv_transpose(
-        x, kernel, (2, 2), UPCONV_PADDING, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    return jax.lax.conv_transpose(x, kernel, (2, 2), UPCONV_PADDING, dimension_numbers=NHWC)
+
+
+def _downconv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The 4x4 stride-2 conv exactly as flax's nn.Conv computes it."""
+    return jax.lax.conv_general_dilated(x, kernel, (2, 2), DOWNCONV_PADDING, dimension_numbers=NHWC)
+
+
+def _patchconv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The 4x4 stride-1 conv exactly as flax's nn.Conv computes it."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), PATCHCONV_PADDING, dimension_numbers=NHWC
     )
-
-
-def _upconv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The same transposed conv as four stride-1 2x2 convs, one per output phase, interleaved.
-
-    Output row 2m+r only sees input rows m-1+r and m+r through kernel rows r and r+2 (the
-    input is dilated by 2 and padded by 2, kernel not flipped), so phase (r, s) is a plain
-    2x2 correlation with kernel[r::2, s::2] over the input padded (1-r, r) x (1-s, s).
-    Why: XLA:CPU turns the kernel gradient of the transposed form into a reversed-window
-    convolution it runs as a naive loop (~2 GFLOP/s); the phase form's gradients are ordinary
-    convolutions that go to the fast CPU conv library.
-    """
-    rows = []
-    for r in (0, 1):
-        cols = []
-        for s in (0, 1):
-            cols.append(
-                jax.lax.conv_general_dilated(
-                    x,
-                    kernel[r::2, s::2],
-                    (1, 1),
-                    ((1 - r, r), (1 - s, s)),
-                    dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                )
-            )
-        rows.append(jnp.stack(cols, axis=3))  # (N, H, W, 2, C): column phase s
-    y = jnp.stack(rows, axis=2)  # (N, H, 2, W, 2, C): row phase r
-    n, h, _, w, _, c = y.shape
-    return y.reshape(n, 2 * h, 2 * w, c)
-
-
-def _upconv_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
-    """Kernel gradient of `_upconv_phases` (4, 4, in, out) from tap grams, in f32.
-
-    Kernel tap (r + 2a, s + 2b) feeds output phase (r, s) from the input shifted by
-    (r + a, s + b) (the 1-padded input, as in `_upconv_phases`), so the nine shifts' grams
-    against all four phases of dy hold all sixteen taps.
-    """
-    n, h, w, c = x.shape
-    o = dy.shape[-1]
-    g = dy.reshape(n, h, 2, w, 2, o).transpose(0, 1, 3, 2, 4, 5).reshape(n, h, w, 4 * o)
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    grams = _tap_grams(xp, g, [(u, v) for u in range(3) for v in range(3)])
-    grams = grams.reshape(3, 3, 2, 2, o, c)  # (u, v, r, s, out, in)
-    taps = [
-        [grams[i % 2 + i // 2, j % 2 + j // 2, i % 2, j % 2].T for j in range(4)] for i in range(4)
-    ]
-    return jnp.stack([jnp.stack(row) for row in taps])
-
-
-def _with_grads(conv: Any, input_grad: Any = None, kernel_grad: Any = None) -> Any:
-    """`conv(x, kernel)` with its own gradients; a gradient given as None stays XLA's.
-
-    input_grad(x, kernel, dy) -> dx and kernel_grad(x, dy) -> dk replace the ones XLA:CPU
-    derives slowly for this layer (see the callers).
-    """
-
-    @jax.custom_vjp
-    def fn(x: jax.Array, kernel: jax.Array) -> jax.Array:
-        return conv(x, kernel)
-
-    def fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
-        return conv(x, kernel), (x, kernel)
-
-    def bwd(res: tuple, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
-        x, kernel = res
-        if input_grad is None:
-            (dx,) = jax.vjp(lambda v: conv(v, kernel), x)[1](dy)
-        else:
-            dx = input_grad(x, kernel, dy)
-        if kernel_grad is None:
-            (dk,) = jax.vjp(lambda k: conv(x, k), kernel)[1](dy)
-        else:
-            dk = kernel_grad(x, dy)
-        return dx.astype(x.dtype), dk.astype(kernel.dtype)
-
-    fn.defvjp(fwd, bwd)
-    return fn
-
-
-def _narrow_kernel_grad(conv: Any, kernel_grad: Any) -> Any:
-    """`conv`, with `kernel_grad` as its kernel gradient for layers with few output channels."""
-    narrow = _with_grads(conv, kernel_grad=kernel_grad)
-
-    def form(x: jax.Array, kernel: jax.Array) -> jax.Array:
-        return (narrow if kernel.shape[-1] <= _NARROW_MAX_FEATURES else conv)(x, kernel)
-
-    return form
-
-
-# The CPU UpConv: the phase form, with tap grams as the kernel gradient for few outputs.
-_upconv_cpu = _narrow_kernel_grad(_upconv_phases, _upconv_kernel_grad)
 
 
 def _conv4x4_params(module: nn.Module, x: jax.Array) -> tuple[jax.Array, ...]:
@@ -166,6 +51,9 @@ class _PhaseConv4x4(nn.Module):
 
     Parameters are flax's ('kernel' (4, 4, in, out), 'bias' (out,)); `platform_dependent` is
     resolved when lowering for one platform, so each backend compiles only its branch.
+    `mesh` (a jax.sharding.Mesh or None) is the mesh the training step shards the batch over;
+    on CPU the per-sample kernel-gradient loops (layers with few outputs) run per device on it
+    (None: one loop over the whole batch). It changes neither parameters nor outputs.
     """
 
     features: int
@@ -173,10 +61,11 @@ class _PhaseConv4x4(nn.Module):
     param_dtype: Dtype = jnp.float32
     kernel_init: Any = nn.initializers.lecun_normal()
     bias_init: Any = nn.initializers.zeros_init()
+    mesh: Mesh | None = None
 
     @staticmethod
-    def cpu_form(x: jax.Array, kernel: jax.Array) -> jax.Array:
-        """The convolution as run on CPU."""
+    def cpu_form(x: jax.Array, kernel: jax.Array, mesh: Mesh | None) -> jax.Array:
+        """The convolution as run on CPU (a form of `colorjax.models.cpu.conv4x4`)."""
         raise NotImplementedError
 
     @staticmethod
@@ -186,9 +75,10 @@ class _PhaseConv4x4(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        """Apply the conv (CPU: `cpu_form`) and add the bias."""
+        """Apply the conv (CPU: `cpu_form` on this layer's mesh) and add the bias."""
         x, kernel, bias = _conv4x4_params(self, x)
-        y = jax.lax.platform_dependent(x, kernel, cpu=self.cpu_form, default=self.default_form)
+        cpu = functools.partial(self.cpu_form, mesh=self.mesh)
+        y = jax.lax.platform_dependent(x, kernel, cpu=cpu, default=self.default_form)
         return y + bias.reshape((1, 1, 1, -1))
 
 
@@ -198,84 +88,12 @@ class UpConv(_PhaseConv4x4):
     Same parameters ('kernel' (4, 4, in, out), 'bias' (out,)), initialisers and outputs as
     `nn.ConvTranspose(features, (4, 4), (2, 2), padding=UPCONV_PADDING)`, so weights saved
     from either load into the other. On CPU it runs as four output-phase convolutions
-    (`_upconv_phases`; with at most 8 outputs its kernel gradient from tap grams);
+    (`cpu.conv4x4.upconv_phases`; with at most 8 outputs its kernel gradient from tap grams);
     elsewhere it stays XLA's transposed convolution (cuDNN on GPU).
     """
 
-    cpu_form = staticmethod(_upconv_cpu)
+    cpu_form = staticmethod(cpu4.upconv)
     default_form = staticmethod(_upconv_lax)
-
-
-# Padding of the 4x4 stride-2 encoder convs (U-Net down path, PatchGAN): exact 1/2 output.
-DOWNCONV_PADDING = ((1, 1), (1, 1))
-
-
-def _downconv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The 4x4 stride-2 conv exactly as flax's nn.Conv computes it."""
-    return jax.lax.conv_general_dilated(x, kernel, (2, 2), DOWNCONV_PADDING, dimension_numbers=NHWC)
-
-
-def _downconv_input_grad(dy: jax.Array, kernel: jax.Array, height: int, width: int) -> jax.Array:
-    """Gradient of `_downconv_lax` w.r.t. its input, as four stride-1 2x2 convs (one per phase).
-
-    Input row 2m+r received output rows m-1+r and m+r through kernel rows 3-r and 1-r, so
-    phase (r, s) correlates dy, padded (1-r, r) x (1-s, s), with kernel[3-r::-2, 3-s::-2]
-    (channels swapped). Why: XLA:CPU computes this gradient as an input-dilated convolution,
-    which is slow for small spatial sizes (~10x at 4x4).
-    """
-    kernel_t = jnp.swapaxes(kernel, 2, 3)  # (4, 4, out, in)
-    # Odd input sizes: the last input row/column has one output row fewer; pad with zeros.
-    half_h, half_w = -(-height // 2), -(-width // 2)
-    dy = jnp.pad(dy, ((0, 0), (0, half_h - dy.shape[1]), (0, half_w - dy.shape[2]), (0, 0)))
-    rows = []
-    for r in (0, 1):
-        cols = []
-        for s in (0, 1):
-            k = kernel_t[3 - r :: -2, 3 - s :: -2]
-            pad = ((1 - r, r), (1 - s, s))
-            cols.append(jax.lax.conv_general_dilated(dy, k, (1, 1), pad, dimension_numbers=NHWC))
-        rows.append(jnp.stack(cols, axis=3))
-    dx = jnp.stack(rows, axis=2)
-    n, h, _, w, _, c = dx.shape
-    return dx.reshape(n, 2 * h, 2 * w, c)[:, :height, :width]
-
-
-# `_downconv_lax` with the phase-split input gradient; its kernel gradient is an ordinary
-# (fast) convolution on XLA:CPU, so XLA's is kept.
-_downconv_phases = _with_grads(
-    _downconv_lax,
-    input_grad=lambda x, kernel, dy: _downconv_input_grad(dy, kernel, x.shape[1], x.shape[2]),
-)
-
-# Below this many input channels the CPU DownConv runs as a space-to-depth 2x2 conv.
-_SPACE_TO_DEPTH_MAX_CHANNELS = 8
-
-
-def _downconv_space_to_depth(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`_downconv_lax` as a stride-1 2x2 'VALID' conv of the space-to-depth input (4x channels).
-
-    Output row m reads padded input rows 2m..2m+3, i.e. 2x2 blocks m and m+1: block (a, b)
-    holds pixels (2a+r, 2b+s) as channels (r, s, c), and kernel[2a+r, 2b+s, c] weighs them.
-    Odd sizes: the last padded row/column is never read, so pad only to an even size.
-    Why: with 1-3 input channels (the U-Net's L input, the PatchGAN's (L, ab) pair) XLA:CPU's
-    stride-2 conv and its gradients run far below the conv library's speed (batch 4, 128 px,
-    3 -> 16 channels, forward + both gradients: 5.0 ms; this form 1.0 ms); with 16 or more
-    channels this form is slower, so it is used for narrow inputs only.
-    """
-    n, h, w, c = x.shape
-    out = kernel.shape[-1]
-    xp = jnp.pad(x, ((0, 0), (1, 1 - h % 2), (1, 1 - w % 2), (0, 0)))
-    hb, wb = xp.shape[1] // 2, xp.shape[2] // 2
-    xs = xp.reshape(n, hb, 2, wb, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hb, wb, 4 * c)
-    k2 = kernel.reshape(2, 2, 2, 2, c, out).transpose(0, 2, 1, 3, 4, 5).reshape(2, 2, 4 * c, out)
-    return jax.lax.conv_general_dilated(xs, k2, (1, 1), "VALID", dimension_numbers=NHWC)
-
-
-def _downconv_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The CPU DownConv: space-to-depth for narrow inputs, else the phase-split input gradient."""
-    if x.shape[-1] < _SPACE_TO_DEPTH_MAX_CHANNELS:
-        return _downconv_space_to_depth(x, kernel)
-    return _downconv_phases(x, kernel)
 
 
 class DownConv(_PhaseConv4x4):
@@ -283,35 +101,12 @@ class DownConv(_PhaseConv4x4):
 
     Same parameters, initialisers and outputs as
     `nn.Conv(features, (4, 4), (2, 2), padding=DOWNCONV_PADDING)`. On CPU it runs as a
-    space-to-depth 2x2 conv for inputs of fewer than 8 channels (`_downconv_space_to_depth`),
-    else with its input gradient as four output-phase convolutions (`_downconv_input_grad`);
-    elsewhere XLA's own.
+    space-to-depth 2x2 conv for inputs of fewer than 8 channels, else with its input gradient
+    as four output-phase convolutions (`cpu.conv4x4.downconv`); elsewhere XLA's own.
     """
 
-    cpu_form = staticmethod(_downconv_cpu)
+    cpu_form = staticmethod(cpu4.downconv)
     default_form = staticmethod(_downconv_lax)
-
-
-# Padding of the PatchGAN's 4x4 stride-1 convs (pix2pix's padding=1).
-PATCHCONV_PADDING = ((1, 1), (1, 1))
-
-
-def _patchconv_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The 4x4 stride-1 conv exactly as flax's nn.Conv computes it."""
-    return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), PATCHCONV_PADDING, dimension_numbers=NHWC
-    )
-
-
-def _patchconv_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
-    """Kernel gradient of `_patchconv_lax` (4, 4, in, out): one tap gram per kernel tap, f32."""
-    xp = jnp.pad(x, ((0, 0), *PATCHCONV_PADDING, (0, 0)))
-    grams = _tap_grams(xp, dy, [(i, j) for i in range(4) for j in range(4)])
-    return grams.reshape(4, 4, dy.shape[-1], x.shape[-1]).transpose(0, 1, 3, 2)
-
-
-# The CPU PatchConv: tap grams as the kernel gradient for few outputs, else XLA's.
-_patchconv_cpu = _narrow_kernel_grad(_patchconv_lax, _patchconv_kernel_grad)
 
 
 class PatchConv(_PhaseConv4x4):
@@ -320,8 +115,8 @@ class PatchConv(_PhaseConv4x4):
     Same parameters, initialisers and outputs as
     `nn.Conv(features, (4, 4), (1, 1), padding=PATCHCONV_PADDING)`. On CPU a layer with at
     most 8 outputs (the 1-channel logit layer) computes its kernel gradient from tap grams
-    (`_tap_grams`, 1.0 -> 0.3 ms at batch 4, 128 px); elsewhere XLA's own.
+    (`cpu.conv4x4.patchconv`, 1.0 -> 0.3 ms at batch 4, 128 px); elsewhere XLA's own.
     """
 
-    cpu_form = staticmethod(_patchconv_cpu)
+    cpu_form = staticmethod(cpu4.patchconv)
     default_form = staticmethod(_patchconv_lax)

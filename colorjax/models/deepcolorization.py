@@ -29,6 +29,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from colorjax.errors import ConfigError
 from colorjax.models.colornet import SMALL_WIDTHS, ColorNet
@@ -91,18 +92,22 @@ def patchgan_output_size(size: int, n_layers: int = 3) -> int:
 
 
 class UNetGenerator(nn.Module):
-    """pix2pix U-Net generator: normalised L (N,H,W,1) -> normalised ab (N,H,W,2) via tanh."""
+    """pix2pix U-Net generator: normalised L (N,H,W,1) -> normalised ab (N,H,W,2) via tanh.
+
+    `mesh`: the training step's mesh for the CPU kernel-gradient loops (see DeepColorization).
+    """
 
     ngf: int = 64
     num_downs: int = 8
     dropout_rate: float = 0.5
     num_dropout: int = 3
     dtype: Dtype = jnp.float32
+    mesh: Mesh | None = None
 
     @nn.compact
     def __call__(self, l_norm: jax.Array, train: bool = False) -> jax.Array:
         """Run the encoder, then the decoder with skip connections and dropout when training."""
-        conv_kw = {"dtype": self.dtype, "param_dtype": jnp.float32}
+        conv_kw = {"dtype": self.dtype, "param_dtype": jnp.float32, "mesh": self.mesh}
         widths = [self.ngf * min(2**i, 8) for i in range(self.num_downs)]
         x = l_norm.astype(self.dtype)
         skips = []
@@ -131,17 +136,21 @@ class UNetGenerator(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """PatchGAN: (L, ab) pair -> one real/fake logit per overlapping patch, (N, h, w, 1)."""
+    """PatchGAN: (L, ab) pair -> one real/fake logit per overlapping patch, (N, h, w, 1).
+
+    `mesh`: the training step's mesh for the CPU kernel-gradient loops (see DeepColorization).
+    """
 
     ndf: int = 64
     n_layers: int = 3
     norm: str = "instance"
     dtype: Dtype = jnp.float32
+    mesh: Mesh | None = None
 
     @nn.compact
     def __call__(self, pair: jax.Array) -> jax.Array:
         """Score every receptive-field patch of the 3-channel (L, ab) input."""
-        conv_kw = {"dtype": self.dtype, "param_dtype": jnp.float32}
+        conv_kw = {"dtype": self.dtype, "param_dtype": jnp.float32, "mesh": self.mesh}
         x = pair.astype(self.dtype)
         x = nn.leaky_relu(DownConv(self.ndf, name="conv_0", **conv_kw)(x), 0.2)
         for n in range(1, self.n_layers + 1):
@@ -164,7 +173,10 @@ class DeepColorization(nn.Module):
     """pix2pix colorizer: params {'generator', 'discriminator'}; __call__ runs the generator.
 
     `model.init(rng, l_norm)` creates both subtrees. `model.apply(variables, l_norm, ab_norm,
-    method='discriminate')` returns PatchGAN logits.
+    method='discriminate')` returns PatchGAN logits. `mesh` (a jax.sharding.Mesh or None) is the
+    mesh the training step shards the batch over; on CPU the per-sample kernel-gradient loops
+    of both subnetworks run per device on it (None: one loop). It is passed to the generator
+    and the discriminator, is no parameter and is never serialised (not in `colornet`).
     """
 
     ngf: int = 64
@@ -178,6 +190,7 @@ class DeepColorization(nn.Module):
     colornet: tuple = ()  # ColorNet / LiteColorNet kwargs as (key, value) pairs (hashable)
     temperature: float = 0.38  # annealed-mean temperature of the 'colornet' generator
     dtype: Dtype = jnp.float32
+    mesh: Mesh | None = None
 
     def __post_init__(self) -> None:
         """Validate the configuration so a bad override fails at construction, not in apply."""
@@ -219,7 +232,7 @@ class DeepColorization(nn.Module):
     def _colornet(self) -> ColorNet | LiteColorNet:
         """The ColorNet (or LiteColorNet) generator, classification head, from `colornet`."""
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in dict(self.colornet).items()}
-        kwargs.update(head="classification", dtype=self.dtype)
+        kwargs.update(head="classification", dtype=self.dtype, mesh=self.mesh)
         cls = LiteColorNet if self.generator_arch == "colornet-lite" else ColorNet
         return cls(**kwargs, parent=None)
 
@@ -239,9 +252,14 @@ class DeepColorization(nn.Module):
                 dropout_rate=self.dropout_rate,
                 num_dropout=self.num_dropout,
                 dtype=self.dtype,
+                mesh=self.mesh,
             )
         self.discriminator = PatchDiscriminator(
-            ndf=self.ndf, n_layers=self.n_layers_d, norm=self.disc_norm, dtype=self.dtype
+            ndf=self.ndf,
+            n_layers=self.n_layers_d,
+            norm=self.disc_norm,
+            dtype=self.dtype,
+            mesh=self.mesh,
         )
 
     def _disc_min_size(self) -> int:

@@ -1,4 +1,8 @@
-"""Shared building blocks for the colorization networks: input checks, norms, convs, resizing."""
+"""Shared building blocks of the networks: input checks, norms, convs, resizing (layer interface).
+
+The layers own their parameters and reference math; `jax.lax.platform_dependent` swaps in the
+XLA:CPU forms of `colorjax.models.cpu` on CPU only (same outputs and gradients).
+"""
 
 from __future__ import annotations
 
@@ -9,15 +13,16 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from colorjax.errors import ConfigError, InputShapeError
-from colorjax.parallel import sum_over_samples
+from colorjax.models.cpu import conv as cpu_conv
+from colorjax.models.cpu import depthwise as cpu_depthwise
+from colorjax.models.cpu.shapes import NHWC
 
 Dtype = Any
 
 UPSAMPLE_METHODS = ("nearest", "bilinear")
-# Dimension numbers of every convolution here: NHWC activations, HWIO kernels.
-NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def check_l_input(l_norm: Any, stride: int, model_name: str, min_size: int = 1) -> None:
@@ -29,7 +34,9 @@ def check_l_input(l_norm: Any, stride: int, model_name: str, min_size: int = 1) 
             f"{model_name} expects normalised lightness L of shape (N, H, W, 1), got {got}; "
             "add the missing batch or channel axis (e.g. `l[None]` or `l[..., None]`)."
         )
-    n, h, w, c = (int(d) for d in shape)
+    # Dimensions stay as given: symbolic ones (jax.export's shape polymorphism, e.g. 32*h)
+    # are decided by their own constraints in the comparisons below.
+    _, h, w, c = shape
     if c != 1:
         raise InputShapeError(
             f"{model_name} expects one channel (L) in the last axis, i.e. (N, H, W, 1), got "
@@ -124,37 +131,6 @@ def _group_norm_grouped(
     return (x - mean) * (jax.lax.rsqrt(var + epsilon) * scale) + bias
 
 
-def _group_norm_per_channel(
-    x: jax.Array,
-    offset: jax.Array,
-    scale: jax.Array,
-    bias: jax.Array,
-    groups: int,
-    epsilon: float,
-) -> jax.Array:
-    """The same GroupNorm of x + offset from per-channel sums, as one per-(N, C) multiply-add.
-
-    Why: XLA:CPU runs flax's reduction over the (N, H, W, G, C/G) view (a short inner axis)
-    and the separate subtract/scale passes several times slower than PyTorch; summing over
-    H, W with the channels innermost vectorises, the group sums then touch only (N, C), and
-    the normalisation becomes a single fused `x * a + b`. The per-channel offset (the bias of
-    the conv before the norm) is folded into the sums, so it never costs a pass over x.
-    """
-    n, h, w, c = x.shape
-    xf = x.astype(jnp.float32)
-    # sums of (x + o) and (x + o)^2 per (n, c), from those of x
-    s1 = jnp.sum(xf, axis=(1, 2))
-    s2 = jnp.sum(jnp.square(xf), axis=(1, 2)) + offset * (2.0 * s1 + h * w * offset)
-    s1 = s1 + h * w * offset
-    count = h * w * (c // groups)
-    mean = s1.reshape(n, groups, -1).sum(-1) / count
-    mean2 = s2.reshape(n, groups, -1).sum(-1) / count
-    inv = jax.lax.rsqrt(jnp.maximum(0.0, mean2 - jnp.square(mean)) + epsilon)
-    a = jnp.repeat(inv, c // groups, axis=-1) * scale
-    b = bias + (offset - jnp.repeat(mean, c // groups, axis=-1)) * a
-    return xf * a[:, None, None, :] + b[:, None, None, :]
-
-
 # flax's InstanceNorm epsilon, which the GAN has always used (PyTorch's InstanceNorm2d: 1e-5).
 INSTANCE_NORM_EPSILON = 1e-6
 
@@ -171,22 +147,18 @@ def _instance_norm_reference(x: jax.Array, epsilon: float) -> jax.Array:
     return _group_norm_grouped(x, *_no_affine(x), x.shape[-1], epsilon)
 
 
-def _instance_norm_cpu(x: jax.Array, epsilon: float) -> jax.Array:
-    """The same from per-channel sums (`_group_norm_per_channel`, ~1.4x faster on CPU)."""
-    return _group_norm_per_channel(x, *_no_affine(x), x.shape[-1], epsilon)
-
-
 def instance_norm(
     x: jax.Array, epsilon: float = INSTANCE_NORM_EPSILON, dtype: Dtype | None = None
 ) -> jax.Array:
     """Instance norm without parameters over NHWC (pix2pix's InstanceNorm2d(affine=False)).
 
     Outputs equal flax's nn.InstanceNorm(use_scale=False, use_bias=False) (which has no
-    parameters either, so parameter trees are unchanged); on CPU from per-channel sums.
+    parameters either, so parameter trees are unchanged); on CPU from per-channel sums
+    (`colorjax.models.cpu.conv.instance_norm`, ~1.4x faster).
     """
     y = jax.lax.platform_dependent(
         x,
-        cpu=lambda v: _instance_norm_cpu(v, epsilon),
+        cpu=lambda v: cpu_conv.instance_norm(v, epsilon),
         default=lambda v: _instance_norm_reference(v, epsilon),
     )
     return y.astype(dtype if dtype is not None else x.dtype)
@@ -195,8 +167,8 @@ def instance_norm(
 class GroupNorm(nn.Module):
     """nn.GroupNorm over NHWC with the same parameters ('scale', 'bias' (C,)) and outputs.
 
-    On CPU it runs as `_group_norm_per_channel` (several times faster on XLA:CPU); elsewhere
-    as flax computes it. Statistics are float32; the output has `dtype` (default: x's).
+    On CPU it runs as `cpu.conv.group_norm` (several times faster on XLA:CPU); elsewhere as
+    flax computes it. Statistics are float32; the output has `dtype` (default: x's).
     """
 
     num_groups: int
@@ -226,7 +198,7 @@ class GroupNorm(nn.Module):
             offset,
             scale,
             bias,
-            cpu=form(_group_norm_per_channel),
+            cpu=form(cpu_conv.group_norm),
             default=form(_group_norm_grouped),
         )
         return y.astype(self.dtype if self.dtype is not None else x.dtype)
@@ -237,73 +209,9 @@ def _conv_lax(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME", dimension_numbers=NHWC)
 
 
-def _same_padding(size: int, window: int, stride: int) -> tuple[int, int]:
-    """The (before, after) padding of a 'SAME' convolution along one axis (XLA's rule)."""
-    total = max((-(-size // stride) - 1) * stride + window - size, 0)
-    return total // 2, total - total // 2
-
-
-def _kernel_grad_per_sample(
-    x: jax.Array, dy: jax.Array, window: tuple[int, int], padding: tuple, stride: int = 1
-) -> jax.Array:
-    """dk[a, b, i, o] = sum over n, h, w of x_padded[n, s*h+a, s*w+b, i] * dy[n, h, w, o], in f32.
-
-    The kernel gradient of a correlation with this window, padding and stride s, one sample
-    at a time (a scan): per sample a 'VALID' correlation of x^T (C_in, H', W', 1) with dy as
-    the kernel (H, W, 1, C_out), dilated by s, so only a 2-D transpose of x and dy as it lies.
-    Why: for the whole batch at once XLA:CPU transposes x and dy to put the batch innermost
-    (and fuses the producer of x into that transpose) and runs a convolution that is up to 3x
-    slower than PyTorch (32 channels, 64x64, batch 8) and very slow for few output channels;
-    per sample the same FLOPs run near the conv library's speed.
-    """
-    pad = (*padding, (0, 0))
-
-    def one(xs: jax.Array, dys: jax.Array) -> jax.Array:
-        xt = jnp.pad(xs, pad).transpose(2, 0, 1)[..., None]
-        return jax.lax.conv_general_dilated(
-            xt,
-            dys[:, :, None, :],
-            (1, 1),
-            "VALID",
-            rhs_dilation=(stride, stride),
-            dimension_numbers=NHWC,
-            preferred_element_type=jnp.float32,
-        )
-
-    return sum_over_samples(one, x, dy).transpose(1, 2, 0, 3)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _conv_kg_per_sample(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """`_conv_lax` whose kernel gradient is `_kernel_grad_per_sample` (for XLA:CPU)."""
-    return _conv_lax(x, kernel, stride)
-
-
-def _conv_kg_fwd(x: jax.Array, kernel: jax.Array, stride: int) -> tuple[jax.Array, tuple]:
-    return _conv_lax(x, kernel, stride), (x, kernel)
-
-
-def _conv_kg_bwd(stride: int, res: tuple, dy: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x, kernel = res
-    # The input gradient is an ordinary convolution on XLA:CPU; keep XLA's.
-    (dx,) = jax.vjp(lambda v: _conv_lax(v, kernel, stride), x)[1](dy)
-    kh, kw = kernel.shape[:2]
-    padding = _same_padding(x.shape[1], kh, stride), _same_padding(x.shape[2], kw, stride)
-    dk = _kernel_grad_per_sample(x, dy, (kh, kw), padding, stride)
-    return dx, dk.astype(kernel.dtype)
-
-
-_conv_kg_per_sample.defvjp(_conv_kg_fwd, _conv_kg_bwd)
-
-
 def _conv_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Stride-1 'SAME' convolution, as nn.Conv computes it."""
     return _conv_lax(x, kernel, 1)
-
-
-def _conv_same_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`_conv_same` with the per-sample kernel gradient (for XLA:CPU)."""
-    return _conv_kg_per_sample(x, kernel, 1)
 
 
 def _conv_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -311,44 +219,9 @@ def _conv_s2(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _conv_lax(x, kernel, 2)
 
 
-def _conv_s2_cpu(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`_conv_s2` with the per-sample kernel gradient (for XLA:CPU)."""
-    return _conv_kg_per_sample(x, kernel, 2)
-
-
 def _upsample_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Nearest x2 upsampling, then the stride-1 'SAME' conv (as ColorNet's decoder wrote it)."""
     return _conv_same(upsample2x(x, "nearest"), kernel)
-
-
-def _merged_taps(kernel: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
-    """The 2-tap kernels along `axis` that a 3-tap kernel becomes on a nearest-x2 input.
-
-    Output 2m reads upsampled rows 2m-1, 2m, 2m+1 = input rows m-1, m, m: taps (K0, K1+K2);
-    output 2m+1 reads input rows m, m, m+1: taps (K0+K1, K2).
-    """
-    k0, k1, k2 = (jnp.take(kernel, i, axis=axis) for i in range(3))
-    return jnp.stack([k0, k1 + k2], axis=axis), jnp.stack([k0 + k1, k2], axis=axis)
-
-
-def _upsample_conv_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`_upsample_conv` of a 3x3 kernel as four 2x2 convs on the low-resolution input.
-
-    Output phase (r, s) is a 2x2 correlation of x, padded (1-r, r) x (1-s, s), with the
-    merged taps (`_merged_taps`); the phases are interleaved. Why: 16 taps at H x W instead
-    of 9 at 2H x 2W (2.25x fewer FLOPs), no upsampled tensor, and no 2x2-block reduction
-    for its gradient (slow on XLA:CPU).
-    """
-    rows = []
-    for r, k_r in enumerate(_merged_taps(kernel, 0)):
-        cols = []
-        for s, k_rs in enumerate(_merged_taps(k_r, 1)):
-            pad = ((1 - r, r), (1 - s, s))
-            cols.append(jax.lax.conv_general_dilated(x, k_rs, (1, 1), pad, dimension_numbers=NHWC))
-        rows.append(jnp.stack(cols, axis=3))  # (N, H, W, 2, C): column phase s
-    y = jnp.stack(rows, axis=2)  # (N, H, 2, W, 2, C): row phase r
-    n, h, _, w, _, c = y.shape
-    return y.reshape(n, 2 * h, 2 * w, c)
 
 
 class _ConvWithBias(nn.Module):
@@ -356,6 +229,8 @@ class _ConvWithBias(nn.Module):
 
     The caller (ConvNormAct) folds the bias into the GroupNorm statistics, which saves a pass
     over the activation forward and a reduction backward; the parameter tree is nn.Conv's.
+    On CPU the 3x3 convs' kernel gradients are per-sample loops (`cpu.conv.conv_same`), run
+    per device on `mesh` (see ConvNormAct).
     """
 
     features: int
@@ -363,6 +238,7 @@ class _ConvWithBias(nn.Module):
     stride: int = 1
     dtype: Dtype = jnp.float32
     upsample_input: bool = False
+    mesh: Mesh | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -382,12 +258,14 @@ class _ConvWithBias(nn.Module):
                     f"kernel {self.kernel}, stride {self.stride}."
                 )
             y = jax.lax.platform_dependent(
-                x, kernel, cpu=_upsample_conv_phases, default=_upsample_conv
+                x, kernel, cpu=cpu_conv.upsample_conv, default=_upsample_conv
             )
         elif self.stride == 1 and self.kernel > 1:
-            y = jax.lax.platform_dependent(x, kernel, cpu=_conv_same_cpu, default=_conv_same)
+            cpu = functools.partial(cpu_conv.conv_same, mesh=self.mesh)
+            y = jax.lax.platform_dependent(x, kernel, cpu=cpu, default=_conv_same)
         elif self.stride == 2 and self.kernel > 1:
-            y = jax.lax.platform_dependent(x, kernel, cpu=_conv_s2_cpu, default=_conv_s2)
+            cpu = functools.partial(cpu_conv.conv_s2, mesh=self.mesh)
+            y = jax.lax.platform_dependent(x, kernel, cpu=cpu, default=_conv_s2)
         else:
             y = jax.lax.conv_general_dilated(
                 x, kernel, (self.stride, self.stride), "SAME", dimension_numbers=NHWC
@@ -400,7 +278,11 @@ class ConvNormAct(nn.Module):
 
     Parameters and outputs are those of nn.Conv(padding='SAME') -> nn.GroupNorm -> relu;
     with `upsample_input` the input is first doubled by nearest-neighbour upsampling (on CPU
-    computed at the input's resolution, see `_upsample_conv_phases`).
+    computed at the input's resolution, see `cpu.conv.upsample_conv`).
+
+    `mesh` (a jax.sharding.Mesh or None) is the mesh the training step shards the batch over;
+    on CPU the per-sample kernel-gradient loops run per device on it (None: one loop over the
+    whole batch). It changes neither parameters nor outputs.
     """
 
     features: int
@@ -408,6 +290,7 @@ class ConvNormAct(nn.Module):
     stride: int = 1
     dtype: Dtype = jnp.float32
     upsample_input: bool = False
+    mesh: Mesh | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, film: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
@@ -420,6 +303,7 @@ class ConvNormAct(nn.Module):
             self.stride,
             dtype=self.dtype,
             upsample_input=self.upsample_input,
+            mesh=self.mesh,
             name="conv",
         )(x)
         x = GroupNorm(num_groups(self.features), dtype=self.dtype, name="norm")(x, conv_bias)
@@ -435,23 +319,10 @@ def _conv1x1_lax(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=NHWC)
 
 
-def _conv1x1_dot(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The same 1x1 convolution as one (N*H*W, in) @ (in, out) matmul.
-
-    Why: XLA:CPU computes a 1x1 conv's kernel gradient as a convolution over a batch-innermost
-    transposed copy of the input (4.8 ms for 8x128x128x16 on one core); as a matmul the
-    gradient needs no copy (1x1 conv 64 -> 313 at 32x16x16, forward + both gradients: 23.1 ms
-    as a conv, 7.6 ms as a matmul).
-    """
-    n_in, n_out = kernel.shape[2:]
-    y = x.reshape(-1, n_in) @ kernel.reshape(n_in, n_out)
-    return y.reshape(*x.shape[:-1], n_out)
-
-
 class Conv1x1(nn.Module):
     """1x1 conv, a drop-in for nn.Conv(features, (1, 1)): same parameters, init and outputs.
 
-    On CPU it runs as a matmul over the channel axis (`_conv1x1_dot`); elsewhere it stays
+    On CPU it runs as a matmul over the channel axis (`cpu.conv.conv1x1`); elsewhere it stays
     XLA's convolution.
     """
 
@@ -475,8 +346,34 @@ class Conv1x1(nn.Module):
                 "bias", nn.initializers.zeros_init(), (self.features,), self.param_dtype
             )
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
-        y = jax.lax.platform_dependent(x, kernel, cpu=_conv1x1_dot, default=_conv1x1_lax)
+        y = jax.lax.platform_dependent(x, kernel, cpu=cpu_conv.conv1x1, default=_conv1x1_lax)
         return y if bias is None else y + bias
+
+
+def _depthwise_lax(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """XLA's grouped convolution, one channel per group, 'SAME' padding (the reference)."""
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel.astype(x.dtype),
+        (stride, stride),
+        "SAME",
+        dimension_numbers=NHWC,
+        feature_group_count=x.shape[-1],
+    )
+
+
+def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """Depthwise conv of x (N,H,W,C) with kernel (k,k,1,C), 'SAME' padding, stride 1 or 2.
+
+    On CPU as k*k shifted multiply-adds with written-out gradients (`cpu.depthwise`: XLA:CPU
+    runs a one-channel-per-group convolution as a naive loop); elsewhere XLA's own.
+    """
+    return jax.lax.platform_dependent(
+        x,
+        kernel,
+        cpu=lambda a, w: cpu_depthwise.depthwise(a, w, stride),
+        default=lambda a, w: _depthwise_lax(a, w, stride),
+    )
 
 
 def conv_receptive_field(layers: list[tuple[int, int]]) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from colorjax.errors import ConfigError
 
@@ -125,9 +126,14 @@ def get_spec(name: str) -> ModelSpec:
         ) from None
 
 
+# Constructor fields no override sets: Flax's own, and the mesh, which only the training code
+# passes (`build_model(mesh=...)`), so it never reaches a config or a weights header.
+_NOT_OVERRIDES = ("parent", "name", "mesh")
+
+
 def _allowed_keys(cls: type[nn.Module]) -> list[str]:
-    """Constructor fields a user may set (Flax's own parent/name are excluded)."""
-    return [f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")]
+    """Constructor fields a user may set (Flax's own parent/name and the mesh are excluded)."""
+    return [f.name for f in dataclasses.fields(cls) if f.init and f.name not in _NOT_OVERRIDES]
 
 
 def _check_keys(cls: type[nn.Module], kwargs: Mapping[str, Any], model_name: str) -> None:
@@ -154,9 +160,26 @@ def _normalise_value(key: str, value: Any) -> Any:
     return value
 
 
-def build_model(name: str, **overrides: Any) -> nn.Module:
-    """Build the registered model `name`, with constructor overrides (e.g. dtype='bfloat16')."""
+def build_model(name: str, *, mesh: Mesh | None = None, **overrides: Any) -> nn.Module:
+    """Build the registered model `name`, with constructor overrides (e.g. dtype='bfloat16').
+
+    `mesh`: the mesh the training step shards the batch over, given to the model's layers so
+    their CPU kernel-gradient loops run per device on it; None (inference, evaluation) keeps
+    one loop. It changes neither parameters nor outputs, and is no override: never serialised.
+    """
     spec = get_spec(name)
     _check_keys(spec.cls, overrides, name)
-    kwargs = {**spec.kwargs, **overrides}
-    return spec.cls(**{k: _normalise_value(k, v) for k, v in kwargs.items()})
+    kwargs = {k: _normalise_value(k, v) for k, v in {**spec.kwargs, **overrides}.items()}
+    if mesh is not None:
+        if not isinstance(mesh, Mesh):
+            raise ConfigError(
+                f"mesh must be the jax.sharding.Mesh the training step shards over, got {mesh!r}; "
+                "it is passed by the training code, never set as a model override."
+            )
+        if "mesh" not in {f.name for f in dataclasses.fields(spec.cls)}:
+            raise ConfigError(
+                f"model {name!r} ({spec.cls.__name__}) takes no mesh; give the family a "
+                "`mesh: Mesh | None = None` field passed to its layers, or build it without one."
+            )
+        kwargs["mesh"] = mesh
+    return spec.cls(**kwargs)

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from colorjax.errors import InputShapeError
 from colorjax.models.conv4x4 import UpConv
@@ -60,9 +61,9 @@ def _conv(
     )
 
 
-def _up(features: int, name: str, dtype: Dtype) -> UpConv:
+def _up(features: int, name: str, dtype: Dtype, mesh: Mesh | None) -> UpConv:
     """PyTorch ConvTranspose2d(k=4, s=2, p=1): the shared 4x4 stride-2 transposed conv layer."""
-    return UpConv(features, dtype=dtype, param_dtype=jnp.float32, name=name)
+    return UpConv(features, dtype=dtype, param_dtype=jnp.float32, mesh=mesh, name=name)
 
 
 def _block(
@@ -111,9 +112,12 @@ class ZhangECCV16(nn.Module):
 
     ``return_logits=True`` returns the 313 bin logits at H/4 instead (for cross-entropy
     fine-tuning); the bin centres are ``params['model_out']['kernel'][0, 0] * 110``.
+    ``mesh``: the training step's mesh, passed to the UpConv layers (their CPU kernel-gradient
+    loops run per device on it); None outside training.
     """
 
     dtype: Dtype = jnp.float32
+    mesh: Mesh | None = None
 
     stride: ClassVar[int] = 8
 
@@ -138,7 +142,7 @@ class ZhangECCV16(nn.Module):
         x = _block(x, "model5", 512, 3, dt, dilation=2)
         x = _block(x, "model6", 512, 3, dt, dilation=2)
         x = _block(x, "model7", 512, 3, dt)
-        x = nn.relu(_up(256, "model8_0", dt)(x))
+        x = nn.relu(_up(256, "model8_0", dt, self.mesh)(x))
         x = nn.relu(_conv(256, "model8_2", dt)(x))
         x = nn.relu(_conv(256, "model8_4", dt)(x))
         logits = Conv1x1(ZHANG_NUM_BINS, dtype=dt, name="model8_6")(x)
@@ -165,10 +169,12 @@ class ZhangSIGGRAPH17(nn.Module):
     """Zhang et al. 2017 colorizer with user hints: (L, ab hints, mask) -> ab / 110 (N,H,W,2).
 
     ``hint_ab`` is normalised ab (ab / 110, (N,H,W,2)) where ``hint_mask`` (N,H,W,1) is 1, and
-    0 elsewhere; without hints both are zeros, as in the reference ``forward``.
+    0 elsewhere; without hints both are zeros, as in the reference ``forward``. ``mesh``: as
+    ZhangECCV16's.
     """
 
     dtype: Dtype = jnp.float32
+    mesh: Mesh | None = None
 
     stride: ClassVar[int] = 8
 
@@ -201,11 +207,11 @@ class ZhangSIGGRAPH17(nn.Module):
         x = _block(x, "model5", 512, 3, dt, dilation=2)
         x = _block(x, "model6", 512, 3, dt, dilation=2)
         x = _block(x, "model7", 512, 3, dt)
-        x = _up(256, "model8up_0", dt)(x) + _conv(256, "model3short8_0", dt)(conv3)
+        x = _up(256, "model8up_0", dt, self.mesh)(x) + _conv(256, "model3short8_0", dt)(conv3)
         x = _block(x, "model8", 256, 2, dt, leading_relu=True)
-        x = _up(128, "model9up_0", dt)(x) + _conv(128, "model2short9_0", dt)(conv2)
+        x = _up(128, "model9up_0", dt, self.mesh)(x) + _conv(128, "model2short9_0", dt)(conv2)
         x = _block(x, "model9", 128, 1, dt, leading_relu=True)
-        x = _up(128, "model10up_0", dt)(x) + _conv(128, "model1short10_0", dt)(conv1)
+        x = _up(128, "model10up_0", dt, self.mesh)(x) + _conv(128, "model1short10_0", dt)(conv1)
         x = nn.leaky_relu(_conv(128, "model10_1", dt)(nn.relu(x)), negative_slope=0.2)
         out = _conv(2, "model_out_0", dt, kernel=1)(x)
         return jnp.tanh(out.astype(jnp.float32))

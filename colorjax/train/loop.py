@@ -92,7 +92,7 @@ def train_and_evaluate(
     ensure_output_dir(workdir, "--workdir")
 
     # ------------------------------------------------------------------------------------ model
-    task = make_task(config)
+    task = make_task(config, mesh=mesh)
 
     with contextlib.ExitStack() as cleanup:
         # Held until the run ends: a second training in this work dir is refused by name.

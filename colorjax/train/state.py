@@ -152,15 +152,24 @@ def training_mode(config: ExperimentConfig, family: str, head: str) -> str | Non
     return ZHANG_CLASSIFICATION
 
 
-def make_task(config: ExperimentConfig, *, optimizers: bool = True) -> TrainTask:
+def make_task(
+    config: ExperimentConfig, *, optimizers: bool = True, mesh: Mesh | None = None
+) -> TrainTask:
     """Build the model (in the configured compute dtype), optimizers and schedules.
 
-    optimizers=False builds the model only: what restoring a run for inference needs.
+    optimizers=False builds the model only: what restoring a run for inference needs. `mesh`
+    is the mesh the train step will shard the batch over (pass the one given to
+    `make_train_step`): the model's CPU kernel-gradient loops then run per device on it.
     """
     spec = get_spec(config.model.name)
     overrides = dict(config.model.overrides)
     overrides.setdefault("dtype", config.train.dtype)
-    model = build_model(config.model.name, **overrides)
+    if "mesh" in overrides:
+        raise ConfigError(
+            "model.overrides.mesh: the mesh is not a model setting (training passes its own); "
+            "remove it from model.overrides."
+        )
+    model = build_model(config.model.name, mesh=mesh, **overrides)
     mode = spec.task
     if config.loss.lambda_ce and not model_contract(model).bin_logits_generator:
         raise ConfigError(

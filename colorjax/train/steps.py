@@ -15,7 +15,7 @@ from colorjax import color, gamut, losses, metrics
 from colorjax.errors import ConfigError
 from colorjax.models import model_contract
 from colorjax.models.predict import predict_ab
-from colorjax.parallel import data_sharding, replicated, traced_on_mesh
+from colorjax.parallel import data_sharding, replicated
 from colorjax.train.finetune import zhang_classification_step
 from colorjax.train.state import (
     ZHANG_CLASSIFICATION,
@@ -206,7 +206,11 @@ def gan_step(task: TrainTask) -> StepFn:
 
 
 def make_train_step(task: TrainTask, mesh: Mesh) -> StepFn:
-    """The task's step, jitted once: state replicated and donated, batch sharded on 'data'."""
+    """The task's step, jitted once: state replicated and donated, batch sharded on 'data'.
+
+    Build the task on the same mesh (`make_task(config, mesh=mesh)`): its model's CPU
+    kernel-gradient loops then run per device on their shard of the batch.
+    """
     if task.mode == "gan":
         fn = gan_step(task)
     elif task.mode == ZHANG_CLASSIFICATION:
@@ -214,7 +218,7 @@ def make_train_step(task: TrainTask, mesh: Mesh) -> StepFn:
     else:
         fn = colornet_step(task)
     return jax.jit(
-        traced_on_mesh(fn, mesh),
+        fn,
         in_shardings=(replicated(mesh), data_sharding(mesh)),
         out_shardings=(replicated(mesh), replicated(mesh)),
         donate_argnums=0,

@@ -25,9 +25,8 @@ import jax.numpy as jnp
 
 from colorjax import color
 from colorjax.errors import ConfigError
-from colorjax.models.depthwise import depthwise_conv
 from colorjax.models.frozen_norm import FrozenBatchNorm
-from colorjax.models.layers import Conv1x1, Dtype
+from colorjax.models.layers import Conv1x1, Dtype, depthwise_conv
 
 # (width multiplier, depth multiplier, native input size) of each variant.
 LITE_VARIANTS: dict[str, tuple[float, float, int]] = {

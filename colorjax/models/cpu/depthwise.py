@@ -1,13 +1,12 @@
-"""Depthwise kxk convolution (TF 'SAME' padding, stride 1 or 2) in a form XLA:CPU runs fast.
+"""CPU form of the depthwise kxk conv ('SAME' padding, stride 1 or 2): shifted multiply-adds.
 
 XLA:CPU runs a grouped convolution with one channel per group as a naive loop: EfficientNet-
 Lite2's 3x3 depthwise conv on a 16 x 64 x 64 x 96 map takes 171 ms forward and 619 ms for both
 gradients, against 8.5 ms forward as k*k shifted multiply-adds (one process, 2 cores). Here the
 forward pass is those multiply-adds and the backward pass is written out: the kernel gradient
 is one reduction per tap, the input gradient the same multiply-adds of the output gradient
-(dilated, for stride 2) with the flipped kernel. `jax.lax.platform_dependent` picks this form
-on CPU only; elsewhere it is XLA's own grouped convolution. Outputs and gradients equal `lax`
-(tests/test_depthwise.py).
+(dilated, for stride 2) with the flipped kernel. Outputs and gradients equal XLA's grouped
+convolution (`colorjax.models.layers.depthwise_conv`'s reference; tests/test_depthwise.py).
 """
 
 from __future__ import annotations
@@ -17,26 +16,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-_NHWC = ("NHWC", "HWIO", "NHWC")
-
-
-def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TF/XLA 'SAME' padding (low, high) of one axis: the extra pixel goes to the high side."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-def _lax_depthwise(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """The reference: XLA's grouped convolution, one channel per group, 'SAME' padding."""
-    return jax.lax.conv_general_dilated(
-        x,
-        kernel.astype(x.dtype),
-        (stride, stride),
-        "SAME",
-        dimension_numbers=_NHWC,
-        feature_group_count=x.shape[-1],
-    )
+from colorjax.models.cpu.shapes import same_pads
 
 
 def _taps(xp: jax.Array, kernel: jax.Array, out_hw: tuple[int, int], stride: int) -> jax.Array:
@@ -66,15 +46,15 @@ def _pad_input(x: jax.Array, k: int, stride: int) -> tuple[jax.Array, tuple[int,
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _shifted_depthwise(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """Depthwise 'SAME' conv as k*k shifted multiply-adds."""
+def depthwise(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """Depthwise 'SAME' conv of x (N,H,W,C) with kernel (k,k,1,C) as k*k shifted multiply-adds."""
     xp, out_hw = _pad_input(x, kernel.shape[0], stride)
     return _taps(xp, kernel, out_hw, stride)
 
 
 def _shifted_fwd(x: jax.Array, kernel: jax.Array, stride: int) -> tuple[jax.Array, tuple]:
     """Forward pass keeping the inputs for the backward pass."""
-    return _shifted_depthwise(x, kernel, stride), (x, kernel)
+    return depthwise(x, kernel, stride), (x, kernel)
 
 
 def _shifted_bwd(stride: int, res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -111,14 +91,4 @@ def _shifted_bwd(stride: int, res: tuple, g: jax.Array) -> tuple[jax.Array, jax.
     return dx.astype(x.dtype), dkernel
 
 
-_shifted_depthwise.defvjp(_shifted_fwd, _shifted_bwd)
-
-
-def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """Depthwise conv of x (N,H,W,C) with kernel (k,k,1,C), 'SAME' padding, stride 1 or 2."""
-    return jax.lax.platform_dependent(
-        x,
-        kernel,
-        cpu=lambda a, w: _shifted_depthwise(a, w, stride),
-        default=lambda a, w: _lax_depthwise(a, w, stride),
-    )
+depthwise.defvjp(_shifted_fwd, _shifted_bwd)
