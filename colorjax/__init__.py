@@ -15,6 +15,7 @@ _PUBLIC = {
     "load_pretrained": "colorjax.inference.pretrained",
     "Pretrained": "colorjax.weights.loader",
     "colorize": "colorjax.inference",
+    "load_exported": "colorjax.exported",
 }
 
 __all__ = ["__version__", *_PUBLIC]

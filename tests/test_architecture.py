@@ -228,14 +228,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data", "gamut", "losses", "metrics", "config", "configs"),
     ("models",),
     ("checkpoint", "weights"),
-    ("train", "inference", "evaluate"),
+    ("train", "inference", "evaluate", "exported"),
     ("bench", "serve"),
     ("cli",),
 )
 
 
 def unit_of(module: str) -> str:
-    """The package or top-level module a colorjax module belongs to ('train' for colorjax.train.x)."""
+    """The package or top-level module of a colorjax module ('train' for colorjax.train.x)."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
 
@@ -247,9 +247,7 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
         unit = unit_of(source)
         if not unit:  # colorjax/__init__.py: the lazy public API, resolved on attribute access
             continue
-        folded.setdefault(unit, set()).update(
-            t for t in map(unit_of, targets) if t and t != unit
-        )
+        folded.setdefault(unit, set()).update(t for t in map(unit_of, targets) if t and t != unit)
     return folded
 
 

@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "bench": "benchmark throughput, latency, compile time, memory and MFU",
     "weights": "list, download, verify or export pretrained weights",
     "demo": "colorize a sample with the bundled weights, train the CPU demo",
+    "export": "write a model and its weights as one jax.export file for serving",
+    "serve": "a browser demo on 127.0.0.1: upload, colorize, compare, hints",
     "models": "list the registered models",
     "data": "check a data source: count unreadable and near-gray images",
     "prior": "compute the empirical ab-bin prior of a folder of photos",

@@ -70,8 +70,8 @@ def _human_size(size: Any) -> str:
 
 def _iter_list_rows(manifest: Any) -> Iterator[str]:
     """Yield the lines of `colorjax weights list`."""
-    from colorjax.weights import cache_path, list_pretrained
-    from colorjax.weights.download import bundled_file
+    from colorjax.weights import list_pretrained
+    from colorjax.weights.download import local_status
     from colorjax.weights.manifest import default_entry, entry_family
 
     entries = list_pretrained(manifest)
@@ -90,8 +90,7 @@ def _iter_list_rows(manifest: Any) -> Iterator[str]:
         sizes[entry_family(cfg)] = sizes.get(entry_family(cfg), 0) + 1
     marks = set()
     for cfg in entries:
-        bundled = any(u.startswith("bundled:") and bundled_file(u).is_file() for u in cfg.urls)
-        status = "bundled" if bundled else "cached" if cache_path(cfg).is_file() else "remote"
+        status = local_status(cfg)
         mark = (
             " *"
             if cfg.name == overall

@@ -95,6 +95,14 @@ def bundled_file(url: str, bundled_dir: str | os.PathLike | None = None) -> Path
     return Path(bundled_dir or WEIGHTS_DIR) / filename
 
 
+def local_status(entry: PretrainedCfg | Mapping[str, Any]) -> str:
+    """'bundled' (inside the package), 'cached' (verified in the cache) or 'remote'."""
+    cfg = as_cfg(entry)
+    if any(u.startswith("bundled:") and bundled_file(u).is_file() for u in cfg.urls):
+        return "bundled"
+    return "cached" if cache_path(cfg).is_file() else "remote"
+
+
 # ---------------------------------------------------------------------------- one URL
 
 
