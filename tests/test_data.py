@@ -20,9 +20,9 @@ from colorjax.data import (
     decode_image,
     make_loader,
     make_source,
-    max_chroma,
     preprocess_eval,
     preprocess_train,
+    thumbnail_max_chroma,
 )
 from colorjax.errors import DataSourceError, ImageDecodeError, ShardingError
 
@@ -219,8 +219,8 @@ def test_max_chroma_matches_skimage_lab():
     rgb = _photo(h=32, w=32)
     lab = skcolor.rgb2lab(rgb)
     expected = np.sqrt(lab[..., 1] ** 2 + lab[..., 2] ** 2).max()
-    assert max_chroma(rgb) == pytest.approx(expected, rel=1e-3, abs=1e-2)
-    assert max_chroma(np.full((8, 8, 3), 77, np.uint8)) < 0.5
+    assert thumbnail_max_chroma(rgb) == pytest.approx(expected, rel=1e-3, abs=1e-2)
+    assert thumbnail_max_chroma(np.full((8, 8, 3), 77, np.uint8)) < 0.5
 
 
 # ---------------------------------------------------------------- sources
@@ -327,7 +327,7 @@ def test_embedded_source_loads_without_network(monkeypatch):
     batch = next(it)
     assert batch["rgb"].shape == (2, 32, 32, 3)
     # Real colour photos: strongly chromatic pixels exist in each.
-    assert all(max_chroma(decode_image(src[i])) > 30 for i in range(len(src)))
+    assert all(thumbnail_max_chroma(decode_image(src[i])) > 30 for i in range(len(src)))
 
 
 def test_tfds_source_reads_mock_data_through_data_source(tmp_path):

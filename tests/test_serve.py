@@ -238,6 +238,15 @@ def test_an_exported_model_serves_what_its_weights_serve(weights_dir, tmp_path):
     )
 
 
+def test_each_model_compiles_once_per_bucket_across_requests(weights_dir):
+    pool = ModelPool([Offer("tiny", str(weights_dir / PLAIN))])
+    for seed in (1, 2, 3):  # three requests, three photos of one size
+        serve_app.colorize_job(pool, "tiny", png_bytes(photo(seed=seed)), None)
+    colorizer, _ = pool.get("tiny")
+    assert colorizer.num_compilations == 1
+    assert pool.get("tiny")[0] is colorizer  # loaded once, shared
+
+
 def test_serve_binds_loopback_by_default():
     from colorjax import cli
 

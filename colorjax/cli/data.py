@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from colorjax.data.decode import decode_pil, max_chroma
+from colorjax.data.decode import decode_pil, thumbnail_max_chroma
 from colorjax.data.sources import ACCEPTED_FORMS, make_source
 from colorjax.errors import ColorjaxError
 
@@ -34,7 +34,7 @@ def check_source(source, limit: int | None, gray_threshold: float | None) -> dic
         except (ColorjaxError, OSError) as err:
             bad.append(f"{source.describe(i)}: {err}")
             continue
-        if gray_threshold is not None and max_chroma(img) <= gray_threshold:
+        if gray_threshold is not None and thumbnail_max_chroma(img) <= gray_threshold:
             gray.append(source.describe(i))
     return {
         "source": source.name,

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any
 from colorjax.data.decode import (
     decode_image,
     decode_pil,
-    max_chroma,
     preprocess_eval,
     preprocess_train,
     random_resized_crop_box,
+    thumbnail_max_chroma,
 )
 from colorjax.data.embedded import EMBEDDED_PHOTOS, embedded_photo_paths
 from colorjax.data.sources import (
@@ -45,7 +45,7 @@ __all__ = [
     "list_image_files",
     "make_loader",
     "make_source",
-    "max_chroma",
+    "thumbnail_max_chroma",
     "preprocess_eval",
     "preprocess_train",
     "random_resized_crop_box",

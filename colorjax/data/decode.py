@@ -331,8 +331,12 @@ def preprocess_train(
     return np.ascontiguousarray(out)
 
 
-def max_chroma(rgb_u8: np.ndarray | Image.Image, thumb: int = 32) -> float:
-    """Largest CIE Lab chroma over a small thumbnail of the image (host-side, for the loader)."""
+def thumbnail_max_chroma(rgb_u8: np.ndarray | Image.Image, thumb: int = 32) -> float:
+    """`color.max_chroma` of a small nearest-neighbour thumbnail (host-side, for the loader).
+
+    An estimate of the photo's largest chroma from at most thumb x thumb of its pixels: the
+    loader's cheap near-gray test. `color.max_chroma` is the exact one, over every pixel.
+    """
     img = _as_pil(rgb_u8)
     # Nearest-neighbour reduce keeps original pixel colours (no blending toward gray).
     small = img.resize((min(thumb, img.size[0]), min(thumb, img.size[1])), Image.Resampling.NEAREST)

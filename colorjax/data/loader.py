@@ -16,9 +16,9 @@ from colorjax.data.decode import (
     DEFAULT_RATIO,
     DEFAULT_SCALE,
     decode_pil,
-    max_chroma,
     preprocess_eval,
     preprocess_train,
+    thumbnail_max_chroma,
 )
 from colorjax.data.sources import Source
 from colorjax.errors import (
@@ -92,7 +92,7 @@ class _Prepare:
             img = None
         chroma = 0.0
         if img is not None and self.drop_gray_threshold is not None:
-            chroma = max_chroma(img)
+            chroma = thumbnail_max_chroma(img)
         size = img.size[0] * img.size[1] * 3 if img is not None else 0
         if self._cached_bytes + size <= self.cache_limit:
             self._cache[record_index] = (img, chroma)
