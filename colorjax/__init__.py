@@ -15,6 +15,7 @@ _PUBLIC = {
     "load_pretrained": "colorjax.inference.pretrained",
     "Pretrained": "colorjax.weights.loader",
     "colorize": "colorjax.inference",
+    "colorize_video": "colorjax.inference.video",
     "load_exported": "colorjax.exported",
 }
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from colorjax.cli.video import add_video_arguments, run_videos, split_video_inputs
 from colorjax.errors import ColorjaxError, ConfigError, ImageDecodeError
 from colorjax.fileio import clean_stale_temp_files, ensure_output_dir
 
@@ -51,6 +52,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--hint-radius", type=int, default=2, help="hint square half-width, working pixels (2)"
     )
     add_knob_arguments(parser)
+    add_video_arguments(parser)
 
 
 def _working_size(text: str) -> int:
@@ -116,6 +118,13 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "hint", None):
         return run_hinted(args)
     outdir = Path(args.output)
+    videos, args.inputs, inside = split_video_inputs(args.inputs)
+    for clip in inside:
+        print(
+            f"skip {clip}: a video inside a folder is not colorized with its photos; pass it "
+            f"by name (colorjax colorize {clip})",
+            file=sys.stderr,
+        )
 
     @functools.cache
     def colorizer_and_provenance() -> tuple[Any, str]:
@@ -132,6 +141,14 @@ def run(args: argparse.Namespace) -> int:
         )
         return colorizer, _provenance(meta, colorizer, args.compare)
 
+    if videos:
+        done = run_videos(args, videos, lambda: colorizer_and_provenance()[0])
+        print(
+            f"colorize: {done[0]} videos written to {outdir}, {done[1]} skipped, {done[2]} failed",
+            file=sys.stderr,
+        )
+        if not args.inputs:
+            return 1 if done[2] else 0
     sources, failures = expand_inputs(args.inputs, exclude=outdir)
     inputs = {src.resolve() for src, _ in sources}
     todo: list[tuple[Path, Path]] = []

@@ -46,10 +46,24 @@ class Colorizer:
         batch_size: int = 1,
         bucket_fractions: Sequence[float] = DEFAULT_BUCKET_FRACTIONS,
         temperature: float = DEFAULT_TEMPERATURE,
+        mesh: Any = None,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
+        # With a mesh, every batch is split over its 'data' axis (the weights replicated):
+        # one jitted call runs on all devices.
+        self._batch_sharding = None
+        if mesh is not None and mesh.devices.size > 1:
+            from colorjax.parallel import data_sharding, replicated
+
+            if batch_size % mesh.devices.size:
+                raise ConfigError(
+                    f"batch_size {batch_size} does not split over the {mesh.devices.size} "
+                    f"devices of the mesh; use a multiple of {mesh.devices.size}"
+                )
+            variables = jax.device_put(variables, replicated(mesh))
+            self._batch_sharding = data_sharding(mesh)
         self.variables = jax.device_put(variables)
         self.working_size = _check_working_size(working_size)
         self.stride = _model_stride(model)
@@ -97,6 +111,54 @@ class Colorizer:
         for bucket, group in list(pending.items()):
             yield from self._flush(bucket, group, with_gray)
 
+    def _placed(self, l_batch: np.ndarray) -> Any:
+        """The batch on the device(s): split over the mesh's 'data' axis when there is one."""
+        if self._batch_sharding is None:
+            return l_batch
+        return jax.device_put(l_batch, self._batch_sharding)
+
+    def predict_small(self, frames: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(normalised L, normalised ab) at working size for photos of one size (video frames).
+
+        The first half of `colorize`: what the network sees and predicts, before ab is resized
+        to full resolution and joined with the photo's L (`finish`). Frames of one size share
+        one bucket; they run in batches of `batch_size`.
+        """
+        height, width = frames[0].shape[:2]
+        bucket = self.bucket_for(height, width)
+        prepared = [self._prepare(rgb, bucket) for rgb in frames]
+        out = []
+        for start in range(0, len(prepared), self.batch_size):
+            group = prepared[start : start + self.batch_size]
+            l_batch = np.stack([p[0] for p in group])
+            if len(group) < self.batch_size:
+                extra = self.batch_size - len(group)
+                l_batch = np.concatenate([l_batch, np.repeat(l_batch[-1:], extra, axis=0)])
+            self._buckets_used.add(bucket)
+            ab, finite = _predict_bucket(
+                self.model, self.variables, self._placed(l_batch), self._pad_to, self.temperature
+            )
+            _check_finite_prediction(finite, list(range(start, start + len(group))))
+            ab = np.asarray(ab)
+            for i, (l_pad, (h, w)) in enumerate(group):
+                out.append((l_pad[:h, :w, 0], ab[i, :h, :w]))
+        return out
+
+    def finish(self, rgb: np.ndarray, ab_small: np.ndarray) -> np.ndarray:
+        """`colorize`'s second half: ab (h, w, 2) upsampled, joined with rgb's L, gamut-fit."""
+        h, w = ab_small.shape[:2]
+        padded = np.zeros((self._pad_to, self._pad_to, 2), np.float32)
+        padded[:h, :w] = ab_small
+        out = _run_chunked(
+            _finish_chunk,
+            rgb,
+            padded,
+            full_hw=np.asarray(rgb.shape[:2], np.int32),
+            small_hw=np.asarray((h, w), np.int32),
+            with_gray=False,
+        )
+        return out.reshape(rgb.shape)
+
     def _prepare(self, rgb: np.ndarray, bucket: tuple[int, int]) -> tuple:
         """Compute full-resolution L, resize it to working size and edge-pad it to the bucket."""
         height, width = rgb.shape[:2]
@@ -121,7 +183,7 @@ class Colorizer:
             l_batch = np.concatenate([l_batch, np.repeat(l_batch[-1:], extra, axis=0)])
         self._buckets_used.add(bucket)
         ab, finite = _predict_bucket(
-            self.model, self.variables, l_batch, self._pad_to, self.temperature
+            self.model, self.variables, self._placed(l_batch), self._pad_to, self.temperature
         )
         _check_finite_prediction(finite, [key for key, _, _ in group])
         for i, (key, rgb, (_, small_hw)) in enumerate(group):
@@ -164,6 +226,7 @@ def make_colorizer(
     working_size: int | None = None,
     temperature: float | None = None,
     batch_size: int = 1,
+    mesh: Any = None,
 ) -> Colorizer:
     """A Colorizer with the weights' tuned defaults (meta) unless the caller overrides them.
 
@@ -176,6 +239,7 @@ def make_colorizer(
         working_size if working_size is not None else meta["working_size"],
         batch_size=batch_size,
         temperature=temperature if temperature is not None else default_temperature(meta),
+        mesh=mesh,
     )
 
 
