@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,7 @@ def main() -> int:
     import imageio_ffmpeg
     import jax
 
+    from colorjax.bench.records import collect_metadata
     from colorjax.inference import make_colorizer
     from colorjax.inference.pretrained import load_pretrained
     from colorjax.inference.video import colorize_clip
@@ -90,12 +89,8 @@ def main() -> int:
         "weights": meta.get("name"),
         "working_size": meta.get("working_size"),
         "batch_size": args.batch_size,
-        "device": jax.devices()[0].device_kind,
-        "jax": jax.__version__,
-        "cpu_count": os.cpu_count(),
-        "load_average_1m": os.getloadavg()[0],
-        "python": platform.python_version(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # device, versions, threads, git commit, load average, date
+        **collect_metadata(jax.devices(), "float32", with_torch=False),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +28,7 @@ def main() -> int:
     import jax
 
     from colorjax import metrics
+    from colorjax.bench.records import collect_metadata
     from colorjax.inference import make_colorizer
     from colorjax.inference.pretrained import load_pretrained
     from colorjax.inference.video import colorize_clip
@@ -95,11 +94,8 @@ def main() -> int:
         "photos": [p.name for p in files],
         "true_cuts": cuts,
         "weights": meta.get("name"),
-        "device": jax.devices()[0].device_kind,
-        "jax": jax.__version__,
-        "cpu_count": os.cpu_count(),
-        "load_average_1m": os.getloadavg()[0],
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        # device, versions, threads, git commit, load average, date
+        **collect_metadata(jax.devices(), "float32", with_torch=False),
         "rows": rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

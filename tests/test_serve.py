@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -257,6 +258,8 @@ def test_serve_binds_loopback_by_default():
 # ------------------------------------------------------------------------- in a real browser
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import serve_screenshot  # noqa: E402 - the README screenshot's browser flags, one list
 
 
 def chromium_driver():
@@ -272,24 +275,10 @@ def chromium_driver():
         pytest.skip("no Chromium here: apt-get install chromium chromium-driver to run it")
     options = webdriver.ChromeOptions()
     options.binary_location = browser
-    for flag in BROWSER_FLAGS:
+    for flag in (*serve_screenshot.FLAGS, "--window-size=1100,900"):
         options.add_argument(flag)
     service = webdriver.ChromeService(executable_path=driver_bin)
     return webdriver.Chrome(options=options, service=service)
-
-
-# Headless, and quiet: this machine's network is closed, so no background connections.
-BROWSER_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1100,900",
-)
 
 
 def wait_for_done(driver, count: int, timeout: float = 240) -> None:  # noqa: ANN001

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
+# Headless, and quiet: this machine's network is closed, so no background connections.
 FLAGS = (
     "--headless=new",
     "--no-sandbox",
