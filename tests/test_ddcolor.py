@@ -1,0 +1,101 @@
+"""DDColor's Flax port against the official PyTorch DDColor from the modelscope wheel."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import jax
+import numpy as np
+import pytest
+from test_convnext import OFFICIAL, official_convnext
+
+from colorjax.errors import WeightsError
+from colorjax.models.ddcolor import DDColor, blur, pixel_shuffle, state_dict_to_params
+
+PACKAGE = OFFICIAL.rsplit("/utils/", 1)[0]  # modelscope/models/cv/image_colorization/ddcolor
+
+
+def official_ddcolor():
+    """The official DDColor class, its files loaded by path as a package of their own."""
+    torch, convnext = official_convnext()  # skips without torch or the wheel; stands in timm
+    import importlib.metadata
+
+    root = importlib.metadata.distribution("modelscope").locate_file(PACKAGE)
+    name = "ddcolor_official"
+    if name not in sys.modules:
+        package = types.ModuleType(name)
+        package.__path__ = [str(root)]
+        sys.modules[name] = package
+        utils = types.ModuleType(f"{name}.utils")
+        utils.__path__ = [str(root / "utils")]
+        sys.modules[f"{name}.utils"] = utils
+        for sub in ("convnext", "position_encoding", "transformer_utils", "unet"):
+            spec = importlib.util.spec_from_file_location(
+                f"{name}.utils.{sub}", root / "utils" / f"{sub}.py"
+            )
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        spec = importlib.util.spec_from_file_location(f"{name}.ddcolor", root / "ddcolor.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return torch, sys.modules[f"{name}.ddcolor"]
+
+
+def test_pixel_shuffle_and_blur_are_pytorchs():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).normal(size=(2, 12, 3, 5)).astype(np.float32)  # NCHW
+    want = torch.nn.PixelShuffle(2)(torch.from_numpy(x)).numpy()
+    got = pixel_shuffle(x.transpose(0, 2, 3, 1), 2)
+    np.testing.assert_allclose(np.asarray(got), want.transpose(0, 2, 3, 1), atol=0)
+    pool = torch.nn.Sequential(torch.nn.ReplicationPad2d((1, 0, 1, 0)), torch.nn.AvgPool2d(2, 1))
+    want = pool(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(
+        np.asarray(blur(x.transpose(0, 2, 3, 1))), want.transpose(0, 2, 3, 1), atol=1e-6
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("h", "w"), [(512, 512), (256, 384)])
+def test_equals_the_official_ddcolor_tiny(h, w):
+    torch, official = official_ddcolor()
+    torch.manual_seed(0)
+    net = official.DDColor(encoder_name="convnext-t", input_size=(h, w), num_queries=100)
+    with torch.no_grad():  # layer scales away from their 1e-6 init
+        for name, p in net.named_parameters():
+            if name.endswith("gamma") and p.ndim == 1 and p.numel() > 1:
+                p.copy_(torch.randn_like(p) * 0.3)
+    # A few training-mode passes: spectral norm's power iteration converges u and v (random
+    # ones make sigma tiny and the activations explode), BatchNorm gathers real statistics.
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.rand(2, 3, h, w))
+    net.eval()
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(55.0e6, rel=0.01)
+    rng = np.random.default_rng(2)
+    l_norm = rng.uniform(-1, 1, (1, h, w, 1)).astype(np.float32)
+    model = DDColor("tiny")
+    # The official forward normalises a 3-channel input itself: it gets the gray RGB.
+    img = np.array(model.apply({"params": {}}, l_norm, method=DDColor.gray_rgb))
+    with torch.no_grad():
+        want = net(torch.from_numpy(img.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
+    params = state_dict_to_params({"params": state}, "tiny")  # the wrapper some files carry
+    flax_count = sum(np.size(v) for v in jax.tree_util.tree_leaves(params))
+    # Parameter for parameter, but for the classifier ConvNeXt keeps and DDColor never uses.
+    unused = ("encoder.arch.norm.", "encoder.arch.head_cls.")
+    used = [p for n, p in net.named_parameters() if not n.startswith(unused)]
+    assert flax_count == sum(p.numel() for p in used)
+    got = jax.jit(lambda x: model.apply({"params": params}, x))(l_norm)
+    want = np.clip(want, -128, 127) / 110.0
+    scale = float(np.abs(want).max())
+    assert scale > 1e-3 and np.std(want) > 0.1 * scale  # a varied output, not a constant
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-3 * scale, rtol=1e-3)
+
+
+def test_a_foreign_state_dict_is_refused():
+    with pytest.raises(WeightsError, match="not a DDColor ConvNeXt of this size|has no"):
+        state_dict_to_params({"encoder.arch.x": np.zeros(3)}, "tiny")
