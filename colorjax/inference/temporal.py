@@ -68,6 +68,20 @@ def confidence(l_cur: np.ndarray, l_moved: np.ndarray, inside: np.ndarray) -> np
     return np.where(inside, conf, 0.0).astype(np.float32)
 
 
+def blend_keeping_chroma(ab: np.ndarray, carried: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Mix two ab fields: the hue as vectors, the chroma as the same mix of their lengths.
+
+    A plain vector average of two colours of different hue is grayer than either, so smoothing
+    would wash colour out; mixing the lengths keeps the chroma where the hues disagree.
+    """
+    mixed = ab + weight * (carried - ab)
+    length = np.linalg.norm(mixed, axis=-1, keepdims=True)
+    target = (1.0 - weight) * np.linalg.norm(ab, axis=-1, keepdims=True) + weight * np.linalg.norm(
+        carried, axis=-1, keepdims=True
+    )
+    return np.where(length > 1e-6, mixed * (target / np.maximum(length, 1e-6)), mixed)
+
+
 @dataclasses.dataclass
 class TemporalSmoother:
     """Blend each frame's ab with the previous smoothed ab warped along the motion.
@@ -104,7 +118,7 @@ class TemporalSmoother:
             elif self.strength > 0:
                 ab_moved, _ = warp(ab_prev, flow)
                 weight = (self.strength * confidence(l_cur, l_moved, inside))[..., None]
-                out = out + weight * (ab_moved - out)
+                out = blend_keeping_chroma(out, ab_moved, weight)
         self._prev = (np.asarray(l_cur, np.float32), out)
         return out
 
