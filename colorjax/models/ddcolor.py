@@ -32,6 +32,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from colorjax import color
 from colorjax.errors import WeightsError
@@ -310,7 +311,7 @@ def state_dict_to_params(state: Mapping[str, Any], encoder: str = "tiny") -> dic
     state = {k.removeprefix("module."): v for k, v in state.items()}
     model = DDColor(encoder)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)))
-    params: dict[str, Any] = {"encoder": convnext_params(state, encoder, prefix="encoder.arch.")}
+    flat = {("encoder",): convnext_params(state, encoder, prefix="encoder.arch.")}
     for keypath, spec in jax.tree_util.tree_flatten_with_path(shapes["params"])[0]:
         path = tuple(k.key for k in keypath)
         if path[0] == "encoder":
@@ -329,8 +330,5 @@ def state_dict_to_params(state: Mapping[str, Any], encoder: str = "tiny") -> dic
                 f"{module} gives shape {value.shape} for {'/'.join(path)}, DDColor-{encoder} "
                 f"expects {tuple(spec.shape)}; the file is for another size"
             )
-        node = params
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return params
+        flat[path] = value
+    return traverse_util.unflatten_dict(flat)

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from colorjax.errors import ConfigError, WeightsError
 from colorjax.models.layers import Dtype, depthwise_conv
@@ -141,12 +142,12 @@ def state_dict_to_params(
     'encoder.arch.'); WeightsError naming what is missing or of the wrong shape."""
     model = ConvNeXt(variant)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
-    flat = {
+    specs = {
         tuple(k.key for k in path): leaf
         for path, leaf in jax.tree_util.tree_flatten_with_path(shapes["params"])[0]
     }
-    params: dict[str, Any] = {}
-    for path, spec in flat.items():
+    flat: dict[tuple[str, ...], np.ndarray] = {}
+    for path, spec in specs.items():
         key = prefix + _torch_name(path)
         if key not in state:
             raise WeightsError(
@@ -159,8 +160,5 @@ def state_dict_to_params(
                 f"{key!r} has shape {value.shape} after conversion, ConvNeXt-{variant} expects "
                 f"{tuple(spec.shape)}; the file is for another size"
             )
-        node = params
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return params
+        flat[path] = value
+    return traverse_util.unflatten_dict(flat)
