@@ -101,6 +101,7 @@ def test_registry_has_required_variants() -> None:
             "deepcolorization",
             "zhang-eccv16",
             "zhang-siggraph17",
+            "ddcolor",
         )
         assert spec.description
     assert build_model("deepcolorization-small").stride == 32
@@ -127,6 +128,8 @@ def test_each_variant_stores_its_head_once_and_derives_its_task() -> None:
         "deepcolorization-unet256": "gan",
         "zhang-eccv16": "regression",
         "zhang-siggraph17": "regression",
+        "ddcolor-tiny": "regression",
+        "ddcolor-large": "regression",
     }
     assert {name: get_spec(name).task for name in list_models()} == expected
     for name in list_models():
@@ -149,6 +152,7 @@ def test_variants_are_registered_beside_their_architecture() -> None:
         "deepcolorization": "colorjax.models.deepcolorization",
         "zhang-eccv16": "colorjax.models.zhang",
         "zhang-siggraph17": "colorjax.models.zhang",
+        "ddcolor": "colorjax.models.ddcolor",
     }
     with pytest.raises(ConfigError, match="already registered"):
         register_model("colornet-tiny", "colornet", get_spec("colornet-tiny").cls, "again")

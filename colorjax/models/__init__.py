@@ -1,4 +1,4 @@
-"""Colorization networks (ColorNet, DeepColorization, Zhang et al.) and the registry of variants.
+"""Colorization networks (ColorNet, DeepColorization, Zhang, DDColor) and the variant registry.
 
 Importing the family modules registers their variants (each registers its own, at its bottom).
 """
@@ -25,9 +25,11 @@ from colorjax.models.deepcolorization import (
     patchgan_receptive_field,
 )
 from colorjax.models.zhang import ZhangECCV16, ZhangSIGGRAPH17
+from colorjax.models.ddcolor import DDColor  # noqa: I001 - registration order: the table's
 
 __all__ = [
     "ColorNet",
+    "DDColor",
     "DeepColorization",
     "LiteColorNet",
     "ModelContract",

@@ -26,13 +26,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
+from jax.sharding import Mesh
 
 from colorjax import color
 from colorjax.errors import WeightsError
@@ -40,7 +41,7 @@ from colorjax.models.backbones.convnext import ConvNeXt
 from colorjax.models.backbones.convnext import state_dict_to_params as convnext_params
 from colorjax.models.frozen_norm import FrozenBatchNorm
 from colorjax.models.layers import Dtype, check_l_input
-from colorjax.models.registry import ModelContract
+from colorjax.models.registry import ModelContract, register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -188,16 +189,18 @@ class ColorDecoder(nn.Module):
 
 
 class DDColor(nn.Module):
-    """DDColor: normalised L (N, H, W, 1) -> normalised ab (N, H, W, 2); H, W multiples of 32."""
+    """DDColor: normalised L (N, H, W, 1) -> normalised ab (N, H, W, 2); H, W multiples of 32.
+
+    ``mesh``: the training step's mesh, taken like every family's; DDColor has no layer with a
+    CPU kernel-gradient loop, so it changes nothing here.
+    """
 
     encoder: str = "tiny"
     num_queries: int = 100
     dtype: Dtype | None = None
+    mesh: Mesh | None = None
 
-    @property
-    def stride(self) -> int:
-        """H and W of the input must be multiples of this."""
-        return 32
+    stride: ClassVar[int] = 32
 
     @property
     def contract(self) -> ModelContract:
@@ -332,3 +335,23 @@ def state_dict_to_params(state: Mapping[str, Any], encoder: str = "tiny") -> dic
             )
         flat[path] = value
     return traverse_util.unflatten_dict(flat)
+
+
+# ----------------------------------------------------------------------------- registered variants
+
+register_model(
+    "ddcolor-tiny",
+    "ddcolor",
+    DDColor,
+    "Kang et al. ICCV 2023: ConvNeXt-T encoder, pixel decoder and 100-query colour decoder; "
+    "official weights (ddcolor-paper-tiny) convert from PyTorch",
+    encoder="tiny",
+)
+register_model(
+    "ddcolor-large",
+    "ddcolor",
+    DDColor,
+    "Kang et al. ICCV 2023: ConvNeXt-L encoder, pixel decoder and 100-query colour decoder; "
+    "official weights (ddcolor-paper, -modelscope, -artistic) convert from PyTorch",
+    encoder="large",
+)
