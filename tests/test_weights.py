@@ -173,6 +173,9 @@ def test_packaged_manifest_is_valid():
     manifest = weights.load_manifest()
     assert isinstance(manifest["weights"], list)
     for entry in manifest["weights"]:
+        if entry["sha256"] is None:  # only official PyTorch files with no published hash
+            assert entry["format"] == "pytorch-state-dict" and entry["hub_size_mb"] > 0
+            continue
         assert len(entry["sha256"]) == 64
 
 

@@ -57,6 +57,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     import_parser.add_argument("--out", help="output .safetensors path (with --model)")
 
 
+def _listed_size(cfg: Any) -> str:
+    """The file's size; for an unpinned entry, the size the hub shows (decimal MB)."""
+    if cfg.size is None and cfg.hub_size_mb is not None:
+        return f"~{cfg.hub_size_mb:g} MB"
+    return _human_size(cfg.size)
+
+
 def _human_size(size: Any) -> str:
     """Format a byte count for the listing."""
     if not isinstance(size, int):
@@ -100,7 +107,7 @@ def _iter_list_rows(manifest: Any) -> Iterator[str]:
         )
         marks.add(mark.strip())
         yield (
-            f"{cfg.name + mark:{wide}} {cfg.model:{model_wide}} {_human_size(cfg.size):>10}  "
+            f"{cfg.name + mark:{wide}} {cfg.model:{model_wide}} {_listed_size(cfg):>10}  "
             f"{status:10} {cfg.description}"
         )
     if "*" in marks:

@@ -32,6 +32,10 @@ from colorjax.inference.predict import (
 
 ImageLike = np.ndarray | Image.Image | str | os.PathLike | bytes
 WeightsLike = None | str | os.PathLike | tuple
+# How a photo reaches the working size: 'fit' keeps its aspect (longer side = working size,
+# edge-padded into a bucket); 'stretch' resizes it to working_size x working_size, as the
+# official DDColor inference does (its global attention never sees padding; one shape).
+RESIZE_MODES = ("fit", "stretch")
 
 
 class Colorizer:
@@ -47,9 +51,16 @@ class Colorizer:
         bucket_fractions: Sequence[float] = DEFAULT_BUCKET_FRACTIONS,
         temperature: float = DEFAULT_TEMPERATURE,
         mesh: Any = None,
+        resize: str = "fit",
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if resize not in RESIZE_MODES:
+            raise ConfigError(
+                f"resize must be one of {RESIZE_MODES}, got {resize!r}: 'fit' keeps the photo's "
+                "aspect ratio, 'stretch' makes it working_size x working_size"
+            )
+        self.resize = resize
         self.model = model
         # With a mesh, every batch is split over its 'data' axis (the weights replicated):
         # one jitted call runs on all devices.
@@ -81,7 +92,15 @@ class Colorizer:
 
     def bucket_for(self, height: int, width: int) -> tuple[int, int]:
         """Return the padded working-size shape a photo of height x width is predicted at."""
+        if self.resize == "stretch":
+            return self._pad_to, self._pad_to
         return bucket_shape(height, width, self.working_size, self.stride, self.bucket_fractions)
+
+    def small_shape(self, height: int, width: int) -> tuple[int, int]:
+        """The (h, w) a photo of height x width is resized to before padding into its bucket."""
+        if self.resize == "stretch":
+            return self.working_size, self.working_size
+        return working_shape(height, width, self.working_size)
 
     def __call__(self, image: ImageLike) -> np.ndarray:
         """Colorize one image (array, PIL image or path) to uint8 RGB of the same size."""
@@ -163,7 +182,7 @@ class Colorizer:
         """Compute full-resolution L, resize it to working size and edge-pad it to the bucket."""
         height, width = rgb.shape[:2]
         l_full = _run_chunked(_luminance_chunk, rgb).reshape(height, width)
-        h, w = working_shape(height, width, self.working_size)
+        h, w = self.small_shape(height, width)
         l_small = l_full
         if (h, w) != (height, width):
             # Pillow's bilinear filter widens with the reduction factor (antialiased), like
@@ -231,7 +250,9 @@ def make_colorizer(
     """A Colorizer with the weights' tuned defaults (meta) unless the caller overrides them.
 
     working_size is DeOldify's "render factor": the network's input size (longer side);
-    temperature is the annealed-mean T of classification models (lower: more saturated).
+    temperature is the annealed-mean T of classification models (lower: more saturated);
+    the resize mode ('fit' or 'stretch') is the one the weights record (official DDColor's
+    inference stretches to a square).
     """
     return Colorizer(
         model,
@@ -240,6 +261,7 @@ def make_colorizer(
         batch_size=batch_size,
         temperature=temperature if temperature is not None else default_temperature(meta),
         mesh=mesh,
+        resize=str(meta.get("resize") or "fit"),
     )
 
 

@@ -311,7 +311,7 @@ def state_dict_to_params(state: Mapping[str, Any], encoder: str = "tiny") -> dic
     """
     if "params" in state and isinstance(state["params"], Mapping):
         state = state["params"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = _ReadKeys((k.removeprefix("module."), v) for k, v in state.items())
     model = DDColor(encoder)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)))
     flat = {("encoder",): convnext_params(state, encoder, prefix="encoder.arch.")}
@@ -334,7 +334,39 @@ def state_dict_to_params(state: Mapping[str, Any], encoder: str = "tiny") -> dic
                 f"expects {tuple(spec.shape)}; the file is for another size"
             )
         flat[path] = value
+    for key, want in (("mean", IMAGENET_MEAN), ("std", IMAGENET_STD)):
+        # The official module keeps its input normalisation as buffers; this port builds it in.
+        if key in state and not np.allclose(np.ravel(state[key]), want, atol=1e-6):
+            raise WeightsError(
+                f"the state dict's input {key} is {np.ravel(state[key]).tolist()}, not "
+                f"ImageNet's {list(want)}; these are not DDColor weights colorjax can run"
+            )
+    unused = sorted(k for k in set(state) - state.read if not k.endswith(_UNUSED_SUFFIXES))
+    unused = [k for k in unused if not k.startswith(_UNUSED_PREFIXES)]
+    if unused:
+        raise WeightsError(
+            f"the state dict has {len(unused)} entries DDColor-{encoder} does not have "
+            f"({', '.join(unused[:3])}); it is from another architecture or size"
+        )
     return traverse_util.unflatten_dict(flat)
+
+
+# Official entries the network never uses: BatchNorm counters, the spectral norm's power-
+# iteration vectors once baked, and the ConvNeXt classifier's norm and head.
+_UNUSED_SUFFIXES = (".num_batches_tracked", ".weight_u", ".weight_v")
+_UNUSED_PREFIXES = ("encoder.arch.norm.", "encoder.arch.head")
+
+
+class _ReadKeys(dict):
+    """A state dict that remembers which entries were read (to find the ones nobody used)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
 
 
 # ----------------------------------------------------------------------------- registered variants

@@ -81,10 +81,61 @@ def cache_path(
     """
     cfg = as_cfg(entry)
     stem = cfg.aliases[0] if cfg.aliases else cfg.name
+    version = cfg.sha256[:12] if cfg.pinned else "unpinned"
     # The manifest check refuses unsafe names; this proves it again where the path is made.
-    return child_path(
-        cache_dir(env) / "weights", f"{stem}-{cfg.sha256[:12]}.safetensors", "weights name"
-    )
+    return child_path(cache_dir(env) / "weights", f"{stem}-{version}.safetensors", "weights name")
+
+
+def first_download_record(
+    entry: PretrainedCfg | Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> Path:
+    """Where the sha256 of an unpinned entry's first verified download is kept."""
+    return cache_path(entry, env).with_suffix(".source-sha256")
+
+
+def expected_sha256(
+    entry: PretrainedCfg | Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> str | None:
+    """The manifest's sha256, else the one recorded at the first download, else None."""
+    cfg = as_cfg(entry)
+    if cfg.pinned:
+        return cfg.sha256
+    record = first_download_record(cfg, env)
+    if not record.is_file():
+        return None
+    recorded = record.read_text().strip().lower()
+    if len(recorded) != 64 or any(c not in "0123456789abcdef" for c in recorded):
+        raise WeightsError(
+            f"the sha256 recorded for {cfg.name!r} at its first download ({record}) is damaged; "
+            "delete that file and download the weights again"
+        )
+    return recorded
+
+
+def check_hub_size(
+    path: Path, entry: PretrainedCfg | Mapping[str, Any], *, delete: bool = True
+) -> None:
+    """WeightsError (a download deleted) unless its size rounds to the hub's `hub_size_mb`.
+
+    The hub shows sizes in decimal units to three significant digits ("912 MB"); a file whose
+    size would not be shown so is not the published one.
+    """
+    cfg = as_cfg(entry)
+    if cfg.hub_size_mb is None:
+        return
+    size_mb = path.stat().st_size / 1e6
+    shown = float(cfg.hub_size_mb)
+    whole_digits = len(str(int(shown))) if shown >= 1 else 1
+    tolerance = 0.5 * 10.0 ** (whole_digits - 3)
+    if abs(size_mb - shown) > tolerance + 1e-9:
+        fix = "import the official file"
+        if delete:
+            path.unlink(missing_ok=True)
+            fix = "it was deleted; download it again, and if that fails the manifest's URL is wrong"
+        raise WeightsError(
+            f"{path.name} for {cfg.name!r} is {size_mb:.1f} MB where the hub lists {shown:g} MB, "
+            f"so it is not the published file; {fix}"
+        )
 
 
 def bundled_file(url: str, bundled_dir: str | os.PathLike | None = None) -> Path:
@@ -298,14 +349,21 @@ def download_entry(
     env: Mapping[str, str] | None = None,
     **download_kwargs: Any,
 ) -> Path:
-    """Download an entry from its remote URLs in order into target and verify its sha256."""
+    """Download an entry from its remote URLs in order into target and verify its sha256.
+
+    An unpinned entry (no sha256 in the manifest) is checked against the hash recorded at its
+    first download, when there is one; the caller checks a first download (`check_hub_size`,
+    then the state dict's structure) and records its hash.
+    """
     remote = [u for u in cfg.urls if not u.startswith("bundled:")]
+    expected = expected_sha256(cfg, env)
     failures: list[str] = []
     hash_error: WeightsError | None = None
     for url in remote:
         try:
-            download(url, target, env=env, expected_sha256=cfg.sha256, **download_kwargs)
-            check_hash(target, cfg.sha256, source=f"{cfg.name!r} from {url}", delete=True)
+            download(url, target, env=env, expected_sha256=expected, **download_kwargs)
+            if expected is not None:
+                check_hash(target, expected, source=f"{cfg.name!r} from {url}", delete=True)
             return target
         except WeightsError as err:
             hash_error = hash_error or err

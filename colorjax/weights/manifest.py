@@ -36,7 +36,10 @@ class PretrainedCfg:
 
     name: str  # arch.tag (user exports may use any name)
     model: str  # the architecture: a colorjax.models registry name
-    sha256: str  # full hash of the published file, checked before it is parsed
+    # Full hash of the published file, checked before it is parsed. None only for official
+    # PyTorch files whose publisher gives no hash (see `pinned`): the hash of the first download
+    # is recorded and every later download must match it.
+    sha256: str | None
     urls: tuple[str, ...]  # bundled:FILE, http(s)://, file://, hf://owner/repo/path; in order
     family: str | None = None
     format: str = "colorjax-weights"  # or "pytorch-state-dict" (converted once into the cache)
@@ -48,12 +51,18 @@ class PretrainedCfg:
     size: int | None = None
     dtype: str | None = None
     description: str = ""
+    hub_size_mb: float | None = None  # the size the hub shows (decimal MB, 3 digits), unpinned
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # licence, paper, evals
 
     @property
     def tag(self) -> str:
         """The part after 'arch.' (the whole name when the name does not start with it)."""
         return self.name.removeprefix(self.model + ".")
+
+    @property
+    def pinned(self) -> bool:
+        """True when the manifest gives the file's sha256 (else: trust on first download)."""
+        return self.sha256 is not None
 
     @property
     def is_pth(self) -> bool:
@@ -65,6 +74,7 @@ class PretrainedCfg:
         """Build from a (validated) manifest entry; unknown keys are kept in `extra`."""
         fields = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in entry.items() if k in fields and v is not None}
+        known["sha256"] = entry["sha256"]  # None for an unpinned entry, kept as such
         known["urls"] = tuple(entry["urls"])
         known["aliases"] = tuple(entry.get("aliases") or ())
         known["default"] = bool(entry.get("default"))
@@ -148,6 +158,20 @@ def list_pretrained(manifest: ManifestLike = None) -> list[PretrainedCfg]:
     return [PretrainedCfg.from_entry(e) for e in load_manifest(manifest)["weights"]]
 
 
+def _check_unpinned(entry: Mapping[str, Any], where: str) -> None:
+    """An entry without sha256: only official PyTorch files, with the hub's size to check."""
+    size = entry.get("hub_size_mb")
+    if entry.get("format") != PTH_FORMAT or isinstance(size, bool) or not (
+        isinstance(size, (int, float)) and size > 0
+    ):
+        raise WeightsError(
+            f"{where}: sha256 is null; that is allowed only for official PyTorch files "
+            f'("format": "{PTH_FORMAT}") whose publisher gives no hash, with "hub_size_mb" (the '
+            "size the hub shows) to check the first download; write the file's full sha256 "
+            "(sha256sum FILE) instead"
+        )
+
+
 def check_entry(entry: Any, where: str) -> None:
     """Raise WeightsError unless an entry has the fields and types the loader relies on."""
     if not isinstance(entry, Mapping):
@@ -161,7 +185,9 @@ def check_entry(entry: Any, where: str) -> None:
     for key in ("name", "model"):
         if not isinstance(entry[key], str) or not entry[key]:
             raise WeightsError(f"{where}: {key} must be a non-empty string, got {entry[key]!r}")
-    if not isinstance(entry["sha256"], str) or not re.fullmatch(
+    if entry["sha256"] is None:
+        _check_unpinned(entry, where)
+    elif not isinstance(entry["sha256"], str) or not re.fullmatch(
         r"[0-9a-fA-F]{64}", entry["sha256"]
     ):
         raise WeightsError(

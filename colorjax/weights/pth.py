@@ -286,8 +286,12 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise WeightsError(f"PyTorch file {path} does not exist; check the path")
     reader = _read_zip if zipfile.is_zipfile(path) else _read_legacy
     obj, _ = reader(path)
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]  # a training checkpoint that wraps the state dict
+    for wrapper in ("state_dict", "params"):
+        # A training checkpoint that wraps the state dict; BasicSR-style files (DDColor's
+        # releases) keep it under 'params', as the official inference reads it.
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+            break
     if not isinstance(obj, dict):
         raise WeightsError(
             f"{path} holds a {type(obj).__name__}, not a state dict; save one with "

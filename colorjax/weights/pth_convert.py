@@ -23,6 +23,7 @@ import numpy as np
 
 from colorjax.errors import ConfigError, OfflineError, WeightsError
 from colorjax.fileio import atomic_write_bytes
+from colorjax.models.ddcolor import state_dict_to_params as ddcolor_params
 from colorjax.weights import download
 from colorjax.weights.fileformat import check_hash, save_weights, sha256_file
 from colorjax.weights.fit import abstract_variables, check_variables
@@ -45,9 +46,17 @@ _IGNORED_SUFFIXES = (".num_batches_tracked",)
 _IGNORED_PREFIXES = {"zhang-siggraph17": ("model_class.",)}
 
 
+# Ported families with a converter of their own (beside their module): family -> function of
+# (state dict, model) giving the Flax params; it names missing, extra and misshapen entries.
+_FAMILY_CONVERTERS = {"ddcolor": lambda state, model: ddcolor_params(state, model.encoder)}
+
+
 def supported_models() -> list[str]:
     """Registry names whose PyTorch state dicts this module converts."""
-    return sorted(_TRANSPOSED)
+    from colorjax.models import get_spec, list_models
+
+    ported = [n for n in list_models() if get_spec(n).family in _FAMILY_CONVERTERS]
+    return sorted([*_TRANSPOSED, *ported])
 
 
 def _torch_prefix(module: str) -> str:
@@ -71,13 +80,18 @@ def state_dict_to_variables(
     state: Mapping[str, np.ndarray], model_name: str, working_size: int = DEFAULT_WORKING_SIZE
 ) -> dict[str, Any]:
     """Convert a PyTorch state dict of a supported model into colorjax variables (checked)."""
-    from colorjax.models import build_model
+    from colorjax.models import build_model, get_spec
 
-    if model_name not in _TRANSPOSED:
+    if model_name not in supported_models():
         raise ConfigError(
             f"no PyTorch converter for model {model_name!r}; supported: {supported_models()}"
         )
     model = build_model(model_name)
+    family = get_spec(model_name).family
+    if family in _FAMILY_CONVERTERS:
+        variables = {"params": _FAMILY_CONVERTERS[family](state, model)}
+        check_variables(model, variables, working_size, model_name=f"model {model_name!r}")
+        return variables
     abstract = abstract_variables(model, working_size)["params"]
     used: set[str] = set()
     params: dict[str, dict[str, np.ndarray]] = {}
@@ -133,14 +147,21 @@ def convert_file(
     *,
     source: Mapping[str, Any] | None = None,
     working_size: int = DEFAULT_WORKING_SIZE,
+    resize: str | None = None,
 ) -> Path:
-    """Convert a .pth state dict into a colorjax weights file (atomic write); return its path."""
+    """Convert a .pth state dict into a colorjax weights file (atomic write); return its path.
+
+    `resize`: how inference brings photos to the working size ('fit' or 'stretch'), recorded
+    in the file for `colorize` (official DDColor inference stretches to a square).
+    """
     pth_path = Path(pth_path)
     variables = state_dict_to_variables(load_state_dict(pth_path), model_name, working_size)
     info = dict(source or {})
     info.setdefault("file", pth_path.name)
     info.setdefault("sha256", sha256_file(pth_path))
     meta = {"working_size": working_size, "training": {}, "converted_from": info}
+    if resize is not None:
+        meta["resize"] = resize
     return save_weights(out_path, model_name, {}, variables, meta)
 
 
@@ -161,18 +182,41 @@ def _cached(target: Path) -> bool:
     return False
 
 
-def _convert_into_cache(pth: Path, cfg: PretrainedCfg, target: Path) -> Path:
-    """Convert a verified .pth of a manifest entry into the cache, with its hash sidecar."""
+def _convert_into_cache(
+    pth: Path, cfg: PretrainedCfg, target: Path, env: Mapping[str, str] | None = None
+) -> Path:
+    """Convert a verified .pth of a manifest entry into the cache, with its hash sidecar.
+
+    An unpinned entry's first file has passed the size check only: the conversion checks every
+    entry of its state dict against the model, and only then is its sha256 recorded, which
+    every later download and import must match.
+    """
+    digest = sha256_file(pth)
     source = {
         "name": cfg.name,
         "urls": list(cfg.urls),
-        "sha256": cfg.sha256,
+        "sha256": digest,
+        "sha256_pinned": cfg.pinned,  # False: recorded at the first download (no public hash)
         "licence": cfg.get("licence"),
         "paper": cfg.get("paper"),
     }
     working_size = int(cfg.working_size or DEFAULT_WORKING_SIZE)
-    convert_file(pth, cfg.model, target, source=source, working_size=working_size)
+    convert_file(
+        pth, cfg.model, target, source=source, working_size=working_size, resize=cfg.get("resize")
+    )
     atomic_write_bytes(_sidecar(target), (sha256_file(target) + "\n").encode())
+    record = download.first_download_record(cfg, env)
+    if not cfg.pinned and not record.is_file():
+        atomic_write_bytes(record, (digest + "\n").encode())
+        logger.warning(
+            "weights %r have no published sha256: recorded %s from this first download (%s); "
+            "later downloads must match it. Pin it with \"sha256\": \"%s\" in a manifest once "
+            "you trust the file",
+            cfg.name,
+            digest,
+            record,
+            digest,
+        )
     return target
 
 
@@ -202,10 +246,14 @@ def resolve_pth_entry(
         if _cached(target):
             return target
         pth = target.with_name(target.name.removesuffix(".safetensors") + ".pth")
-        # The full sha256 is verified before this function reads a single pickle byte.
+        # The full sha256 is verified before this function reads a single pickle byte; an
+        # unpinned entry's first download is size-checked, then read by the restricted
+        # unpickler (no code runs) and checked entry by entry before its hash is recorded.
         download.download_entry(cfg, pth, env=env, **download_kwargs)
         try:
-            _convert_into_cache(pth, cfg, target)
+            if download.expected_sha256(cfg, env) is None:
+                download.check_hub_size(pth, cfg)
+            _convert_into_cache(pth, cfg, target, env)
         finally:
             pth.unlink(missing_ok=True)  # the converted file is all later loads need
     return target
@@ -228,10 +276,14 @@ def import_pth(
             f"weights {name!r} are not PyTorch weights in the manifest; `import` takes the names "
             "of .pth entries (see `colorjax weights list`), or --model MODEL --out FILE"
         )
-    check_hash(path, cfg.sha256, source=str(path), delete=False)
+    expected = download.expected_sha256(cfg, env)
+    if expected is not None:
+        check_hash(path, expected, source=str(path), delete=False)
+    else:
+        download.check_hub_size(path, cfg, delete=False)
     target = download.cache_path(cfg, env)
     with download.download_lock(target):
-        return _convert_into_cache(path, cfg, target)
+        return _convert_into_cache(path, cfg, target, env)
 
 
 def verify_row(
