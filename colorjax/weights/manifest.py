@@ -161,8 +161,10 @@ def list_pretrained(manifest: ManifestLike = None) -> list[PretrainedCfg]:
 def _check_unpinned(entry: Mapping[str, Any], where: str) -> None:
     """An entry without sha256: only official PyTorch files, with the hub's size to check."""
     size = entry.get("hub_size_mb")
-    if entry.get("format") != PTH_FORMAT or isinstance(size, bool) or not (
-        isinstance(size, (int, float)) and size > 0
+    if (
+        entry.get("format") != PTH_FORMAT
+        or isinstance(size, bool)
+        or not (isinstance(size, (int, float)) and size > 0)
     ):
         raise WeightsError(
             f"{where}: sha256 is null; that is allowed only for official PyTorch files "

@@ -210,7 +210,7 @@ def _convert_into_cache(
         atomic_write_bytes(record, (digest + "\n").encode())
         logger.warning(
             "weights %r have no published sha256: recorded %s from this first download (%s); "
-            "later downloads must match it. Pin it with \"sha256\": \"%s\" in a manifest once "
+            'later downloads must match it. Pin it with "sha256": "%s" in a manifest once '
             "you trust the file",
             cfg.name,
             digest,
