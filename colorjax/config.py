@@ -83,6 +83,9 @@ class LossConfig:
     # zhang-eccv16 fine-tuning: classification (rebalanced CE on its own 313 bins, whose
     # centres come with the weights) | regression (`regression` loss on the decoded ab).
     zhang_head: str = "classification"
+    # Regression models (DDColor): weight of DDColor's colourfulness term (losses.
+    # colorfulness_loss on the predicted RGB) beside the regression loss; 0 leaves it out.
+    colorfulness_weight: float = 0.0
 
 
 @dataclasses.dataclass
@@ -389,6 +392,8 @@ def validate(config: ExperimentConfig) -> None:
             raise ConfigError(f"{key} must be a finite number, got {value}")
     if not o.learning_rate > 0:
         raise ConfigError(f"optim.learning_rate must be > 0, got {o.learning_rate}")
+    if not lo.colorfulness_weight >= 0:
+        raise ConfigError(f"loss.colorfulness_weight must be >= 0, got {lo.colorfulness_weight}")
     if not o.encoder_lr_scale >= 0:
         raise ConfigError(f"optim.encoder_lr_scale must be >= 0, got {o.encoder_lr_scale}")
 

@@ -39,6 +39,25 @@ def regression_loss(
     raise ValueError(f"unknown regression loss {kind!r}; use l1, l2 or huber")
 
 
+def colorfulness_loss(rgb: jax.Array, eps: float = 1e-8) -> jax.Array:
+    """DDColor's colourfulness term: mean over images of 1 - colourfulness of RGB in [0, 1].
+
+    As DDColor's ``ColorfulnessLoss``: rg = |R - G|, yb = |(R + G) / 2 - B|, colourfulness
+    sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2) with unbiased (n - 1)
+    standard deviations, on the 0..1 scale. Minimising it pushes the prediction away from gray.
+    DDColor sums over the batch; this takes the mean, so its weight does not change with the
+    batch size. `eps` keeps the square roots differentiable at a flat gray prediction.
+    """
+    x = rgb.astype(jnp.float32)
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    rg = jnp.abs(r - g)
+    yb = jnp.abs(0.5 * (r + g) - b)
+    axes = (1, 2)
+    std = jnp.sqrt(jnp.var(rg, axis=axes, ddof=1) + jnp.var(yb, axis=axes, ddof=1) + eps)
+    mean = jnp.sqrt(jnp.mean(rg, axis=axes) ** 2 + jnp.mean(yb, axis=axes) ** 2 + eps)
+    return jnp.mean(1.0 - (std + 0.3 * mean))
+
+
 def area_downsample(x: jax.Array, size: tuple[int, int]) -> jax.Array:
     """Average (N, H, W, C) over k x k blocks down to (N, *size, C); H and W multiples of size.
 

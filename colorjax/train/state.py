@@ -238,7 +238,7 @@ def read_init_params(task: TrainTask) -> Any:
     from flax import traverse_util
 
     source = task.config.model.init_weights
-    if str(source).endswith(".pth"):  # a ported model's PyTorch state dict (zhang-*)
+    if str(source).endswith((".pth", ".pt", ".bin")):  # a port's PyTorch state dict
         loaded = load_pth_params(source, task.config.model.name)
     else:
         loaded = read_variables(resolve_weights(source))[0]["params"]

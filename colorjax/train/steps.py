@@ -97,6 +97,13 @@ def colornet_step(task: TrainTask) -> StepFn:
     loss_of = _colornet_loss_fn(task)
     palette_of = _palette_loss_fn(task)
     nan_step = task.config.train.inject_nan_step
+    colorfulness_weight = task.config.loss.colorfulness_weight
+    if colorfulness_weight and (task.mode != "regression" or palette_of is not None):
+        raise ConfigError(
+            f"loss.colorfulness_weight={colorfulness_weight} needs a model that predicts ab "
+            f"(a regression model such as ddcolor-tiny), not {task.config.model.name!r} "
+            f"({task.mode}); set it to 0"
+        )
 
     def step(state: TrainState, batch: dict[str, jax.Array]):
         rng = jax.random.fold_in(state.rng, state.step)
@@ -106,7 +113,11 @@ def colornet_step(task: TrainTask) -> StepFn:
             variables, rngs = {"params": params}, {"dropout": rng}
             if palette_of is None:
                 out = task.model.apply(variables, l_norm, train=True, rngs=rngs)
-                return inject_nan(loss_of(out, ab_norm), state.step, nan_step)
+                loss = loss_of(out, ab_norm)
+                if colorfulness_weight:  # DDColor's term, on the predicted colour photo
+                    rgb = color.lab_inputs_to_rgb(l_norm, out)
+                    loss = loss + colorfulness_weight * losses.colorfulness_loss(rgb)
+                return inject_nan(loss, state.step, nan_step)
             out, aux = task.model.apply(variables, l_norm, train=True, rngs=rngs, mutable=["aux"])
             # The palette from the same block-mean ab the colour loss uses: 16x fewer pixels.
             ab_small = losses.area_downsample(ab_norm, out.shape[1:3])
