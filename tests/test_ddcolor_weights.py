@@ -7,6 +7,7 @@ be downloaded here (no hub access); their entries are checked for what they prom
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +133,23 @@ def test_unpinned_download_is_checked_converted_recorded_and_colorizes(
     # Its colour is the prediction's, resized back (the mean chroma of the two agree).
     ab_out = skcolor.rgb2lab(out)[..., 1:].reshape(-1, 2)
     np.testing.assert_allclose(ab_out.mean(0), (ab_small * 110).reshape(-1, 2).mean(0), atol=0.3)
+
+    for shape in ((50, 200, 3), (300, 90, 3)):  # any aspect: still the one square bucket
+        assert colorizer.colorize(np.full(shape, 128, np.uint8)).shape == shape
+    assert colorizer.num_compilations == 1
+
+    # The CLI names the same weights; its output is the API's.
+    from PIL import Image
+
+    from colorjax import cli
+
+    src = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(src)
+    manifest_file = tmp_path / "manifest.json"
+    manifest_file.write_text(json.dumps(manifest))
+    argv = ["colorize", str(src), "-o", str(tmp_path / "out"), "--manifest", str(manifest_file)]
+    assert cli.main([*argv, "--weights", "ddcolor-test.official"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / "photo.png")), out)
 
 
 def test_a_later_download_must_match_the_first(tmp_path, official_files) -> None:  # noqa: ANN001

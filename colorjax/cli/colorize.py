@@ -51,6 +51,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hint-radius", type=int, default=2, help="hint square half-width, working pixels (2)"
     )
+    parser.add_argument(
+        "--resize",
+        choices=("fit", "stretch"),
+        default=None,
+        help="how photos reach the working size: fit keeps the aspect ratio (padded), stretch "
+        "makes them square as official DDColor does (default: what the weights record)",
+    )
     add_knob_arguments(parser)
     add_video_arguments(parser)
 
@@ -138,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
             working_size=args.working_size,
             temperature=args.temperature,
             batch_size=max(1, args.batch_size),
+            resize=args.resize,
         )
         return colorizer, _provenance(meta, colorizer, args.compare)
 
@@ -232,9 +240,11 @@ def _provenance(meta: dict, colorizer: object, compare: bool) -> str:
     """What makes an output: weights, mode and knobs, e.g. 'weights=NAME mode=colour ws=256'."""
     weights = meta.get("name") or meta.get("path") or meta.get("workdir") or meta.get("model")
     mode = "compare" if compare else "colour"
+    # 'fit' is left unsaid so that outputs made before the resize knob still match.
+    resize = "" if colorizer.resize == "fit" else f" resize={colorizer.resize}"
     return (
         f"weights={weights} mode={mode} working_size={colorizer.working_size} "
-        f"temperature={colorizer.temperature:g}"
+        f"temperature={colorizer.temperature:g}{resize}"
     )
 
 
@@ -265,6 +275,7 @@ def run_hinted(args: argparse.Namespace) -> int:
         meta,
         working_size=getattr(args, "working_size", None),
         temperature=getattr(args, "temperature", None),
+        resize=getattr(args, "resize", None),
     )
     try:
         rgb = data.decode_image(src)

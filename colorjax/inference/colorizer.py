@@ -246,6 +246,7 @@ def make_colorizer(
     temperature: float | None = None,
     batch_size: int = 1,
     mesh: Any = None,
+    resize: str | None = None,
 ) -> Colorizer:
     """A Colorizer with the weights' tuned defaults (meta) unless the caller overrides them.
 
@@ -261,7 +262,7 @@ def make_colorizer(
         batch_size=batch_size,
         temperature=temperature if temperature is not None else default_temperature(meta),
         mesh=mesh,
-        resize=str(meta.get("resize") or "fit"),
+        resize=resize or str(meta.get("resize") or "fit"),
     )
 
 
