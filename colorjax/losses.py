@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -56,6 +58,30 @@ def colorfulness_loss(rgb: jax.Array, eps: float = 1e-8) -> jax.Array:
     std = jnp.sqrt(jnp.var(rg, axis=axes, ddof=1) + jnp.var(yb, axis=axes, ddof=1) + eps)
     mean = jnp.sqrt(jnp.mean(rg, axis=axes) ** 2 + jnp.mean(yb, axis=axes) ** 2 + eps)
     return jnp.mean(1.0 - (std + 0.3 * mean))
+
+
+def perceptual_loss(
+    features: Callable[[jax.Array], Sequence[jax.Array]],
+    pred_rgb: jax.Array,
+    true_rgb: jax.Array,
+    weights: Sequence[float],
+) -> jax.Array:
+    """Weighted L1 between feature maps of the prediction and of the truth (DDColor's VGG term).
+
+    `features` maps RGB (N, H, W, 3) in [0, 1] to a list of maps (any network: DDColor uses
+    VGG16-BN's conv1_1 ... conv5_1 with weights 1/16 ... 1); the truth's features take no
+    gradient. colorjax ships no VGG weights, so no training step calls this yet.
+    """
+    pred_maps, true_maps = features(pred_rgb), features(jax.lax.stop_gradient(true_rgb))
+    if not len(pred_maps) == len(true_maps) == len(weights):
+        raise ValueError(
+            f"perceptual_loss: {len(pred_maps)} feature maps and {len(weights)} weights; "
+            "give one weight per map"
+        )
+    total = jnp.zeros((), jnp.float32)
+    for p, t, w in zip(pred_maps, true_maps, weights, strict=True):
+        total = total + w * l1_loss(p, jax.lax.stop_gradient(t))
+    return total
 
 
 def area_downsample(x: jax.Array, size: tuple[int, int]) -> jax.Array:

@@ -46,7 +46,7 @@ def official_convnext():
     try:
         dist = importlib.metadata.distribution("modelscope")
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip("needs the modelscope wheel (pip install --no-deps modelscope)")
+        pytest.skip("needs the modelscope wheel: pip install 'colorjax[reference]'")
     path = Path(dist.locate_file(OFFICIAL))
     if not path.is_file():
         pytest.skip(f"this modelscope has no {OFFICIAL}")

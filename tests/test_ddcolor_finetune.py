@@ -51,6 +51,23 @@ def test_colorfulness_loss_is_ddcolors_and_its_gradient_adds_colour() -> None:
     assert np.isfinite(np.asarray(jax.grad(losses.colorfulness_loss)(gray))).all()
 
 
+def test_perceptual_loss_takes_any_feature_function() -> None:
+    rng = np.random.default_rng(1)
+    pred, true = rng.uniform(0, 1, (2, 2, 8, 8, 3)).astype(np.float32)
+
+    def features(x):  # noqa: ANN001, ANN202 - two "layers": the image and its 2x2 block means
+        return [x, x.reshape(2, 4, 2, 4, 2, 3).mean(axis=(2, 4))]
+
+    got = float(losses.perceptual_loss(features, pred, true, (0.25, 1.0)))
+    pooled = [a.reshape(2, 4, 2, 4, 2, 3).mean(axis=(2, 4)) for a in (pred, true)]
+    want = 0.25 * np.abs(pred - true).mean() + np.abs(pooled[0] - pooled[1]).mean()
+    assert got == pytest.approx(want, rel=1e-5)
+    grad_true = jax.grad(lambda t: losses.perceptual_loss(features, pred, t, (1.0, 1.0)))(true)
+    assert not np.asarray(grad_true).any()  # the truth's features take no gradient
+    with pytest.raises(ValueError, match="one weight per map"):
+        losses.perceptual_loss(features, pred, true, (1.0,))
+
+
 def test_colorfulness_weight_is_refused_where_it_cannot_apply() -> None:
     c = ExperimentConfig()
     c.loss.colorfulness_weight = -1.0
