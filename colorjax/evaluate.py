@@ -131,7 +131,12 @@ def run_evaluation(
 
         def predict_fn(rgb: jax.Array) -> jax.Array:
             return inference.predict_rgb(
-                model, variables, rgb, working_size, temperature=temperature
+                model,
+                variables,
+                rgb,
+                working_size,
+                temperature=temperature,
+                resize=str(meta.get("resize") or "fit"),  # DDColor's weights: 'stretch'
             )
 
     if mesh is None and jax.device_count() > 1:

@@ -134,6 +134,11 @@ def test_unpinned_download_is_checked_converted_recorded_and_colorizes(
     ab_out = skcolor.rgb2lab(out)[..., 1:].reshape(-1, 2)
     np.testing.assert_allclose(ab_out.mean(0), (ab_small * 110).reshape(-1, 2).mean(0), atol=0.3)
 
+    # The all-on-device path (`colorjax eval`) stretches too, and agrees up to resampling.
+    from colorjax.inference import predict_rgb
+
+    on_device = np.asarray(predict_rgb(model, variables, rgb[None], SIZE, resize="stretch"))[0]
+    assert np.abs(on_device.astype(int) - out).mean() < 2.0
     for shape in ((50, 200, 3), (300, 90, 3)):  # any aspect: still the one square bucket
         assert colorizer.colorize(np.full(shape, 128, np.uint8)).shape == shape
     assert colorizer.num_compilations == 1

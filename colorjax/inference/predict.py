@@ -226,7 +226,8 @@ def _run_chunked(kernel: Any, rgb: np.ndarray, *args: Any, **kwargs: Any) -> Any
 
 
 @functools.partial(
-    jax.jit, static_argnames=("model", "working_size", "stride", "fractions", "temperature")
+    jax.jit,
+    static_argnames=("model", "working_size", "stride", "fractions", "temperature", "stretch"),
 )
 def _predict_rgb_jit(
     model: Any,
@@ -236,13 +237,18 @@ def _predict_rgb_jit(
     stride: int,
     fractions: tuple[float, ...],
     temperature: float,
+    stretch: bool = False,
 ) -> jax.Array:
     """All-on-device colorization of a batch of same-size photos (see predict_rgb)."""
     _TRACES["predict_rgb"] += 1
     n, height, width, _ = rgb_u8.shape
     l_norm, _ = color.rgb_uint8_to_lab_inputs(rgb_u8)
-    h, w = working_shape(height, width, working_size)
-    hb, wb = bucket_shape(height, width, working_size, stride, fractions)
+    if stretch:  # the official DDColor inference: a working_size square whatever the aspect
+        h = w = working_size
+        hb = wb = _round_up(working_size, stride)
+    else:
+        h, w = working_shape(height, width, working_size)
+        hb, wb = bucket_shape(height, width, working_size, stride, fractions)
     l_small = l_norm
     if (h, w) != (height, width):
         l_small = jax.image.resize(l_norm, (n, h, w, 1), "linear", antialias=True)
@@ -264,8 +270,15 @@ def predict_rgb(
     *,
     temperature: float = DEFAULT_TEMPERATURE,
     bucket_fractions: Sequence[float] = DEFAULT_BUCKET_FRACTIONS,
+    resize: str = "fit",
 ) -> jax.Array:
-    """Colorize a batch of same-size uint8 RGB photos (N, H, W, 3) on device; uint8 jax.Array."""
+    """Colorize a batch of same-size uint8 RGB photos (N, H, W, 3) on device; uint8 jax.Array.
+
+    `resize`: 'fit' (aspect kept, padded into a bucket) or 'stretch' (a working_size square),
+    as `Colorizer`'s.
+    """
+    if resize not in ("fit", "stretch"):
+        raise ConfigError(f"resize must be 'fit' or 'stretch', got {resize!r}")
     shape = tuple(getattr(rgb_u8, "shape", ()))
     if len(shape) != 4 or shape[-1] != 3 or min(shape[1:3], default=0) < 1:
         raise InputShapeError(
@@ -282,6 +295,7 @@ def predict_rgb(
         _model_stride(model),
         tuple(float(f) for f in bucket_fractions),
         float(temperature),
+        resize == "stretch",
     )
     # NaN ab would clip to black pixels that look like a (bad) result: refuse them instead.
     _check_finite_prediction(finite, [f"batch item {i}" for i in range(shape[0])])
