@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 from skimage import color as skcolor
+from test_finetune import SIZE, _batch
 
 from colorjax import color, losses
 from colorjax.config import ExperimentConfig, validate
@@ -13,8 +14,6 @@ from colorjax.errors import ConfigError
 from colorjax.parallel import global_batch_from_local, make_mesh
 from colorjax.train.state import create_state, make_task
 from colorjax.train.steps import make_train_step
-
-SIZE = 32
 
 
 def _np_colorfulness_loss(rgb: np.ndarray) -> float:
@@ -27,15 +26,6 @@ def _np_colorfulness_loss(rgb: np.ndarray) -> float:
         mean_root = np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
         out.append(1 - (std_root + 0.3 * mean_root))
     return float(np.mean(out))
-
-
-def _batch(n: int = 2) -> dict:
-    y, x = np.mgrid[0:SIZE, 0:SIZE] / SIZE
-    imgs = [
-        np.stack([0.5 + 0.5 * np.sin(6 * x + i), 0.5 + 0.5 * np.cos(5 * y), 0.3 + 0 * x], -1)
-        for i in range(n)
-    ]
-    return {"rgb": (np.stack(imgs) * 255).astype(np.uint8)}
 
 
 def test_colorfulness_loss_is_ddcolors_and_its_gradient_adds_colour() -> None:
