@@ -505,6 +505,83 @@ def _torch_zhang() -> Any:
     return sys.modules["torch_zhang"]
 
 
+DDCOLOR_PACKAGE = "modelscope/models/cv/image_colorization/ddcolor"
+
+
+def _official_ddcolor() -> Any:
+    """The official DDColor module from the installed modelscope wheel, loaded by file path.
+
+    Only its files are executed (as a package of their own), never ``import modelscope``;
+    timm's two helpers stand in where timm is absent (it needs torchvision), as in
+    tests/test_ddcolor.py. Needs ``pip install --no-deps modelscope``.
+    """
+    import importlib.metadata
+    import importlib.util
+    import sys
+    import types
+
+    name = "ddcolor_official"
+    if f"{name}.ddcolor" in sys.modules:
+        return sys.modules[f"{name}.ddcolor"]
+    root = importlib.metadata.distribution("modelscope").locate_file(DDCOLOR_PACKAGE)
+    try:
+        import timm.models.layers  # noqa: F401 - the real one, where it imports
+    except Exception:  # noqa: BLE001 - absent, or present without torchvision
+        layers = types.ModuleType("timm.models.layers")
+        layers.DropPath = lambda p: nn.Identity()
+        layers.trunc_normal_ = nn.init.trunc_normal_
+        sys.modules.setdefault("timm", types.ModuleType("timm"))
+        sys.modules.setdefault("timm.models", types.ModuleType("timm.models"))
+        sys.modules["timm.models.layers"] = layers
+    package = types.ModuleType(name)
+    package.__path__ = [str(root)]
+    sys.modules[name] = package
+    utils = types.ModuleType(f"{name}.utils")
+    utils.__path__ = [str(root / "utils")]
+    sys.modules[f"{name}.utils"] = utils
+    for sub in (
+        "utils.convnext",
+        "utils.position_encoding",
+        "utils.transformer_utils",
+        "utils.unet",
+        "ddcolor",
+    ):
+        spec = importlib.util.spec_from_file_location(
+            f"{name}.{sub}", root / f"{sub.replace('.', '/')}.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[f"{name}.ddcolor"]
+
+
+def gray_rgb(l_norm: torch.Tensor) -> torch.Tensor:
+    """Gray sRGB in [0, 1] of CIE Lab (L, 0, 0), L = 50 (l_norm + 1): colorjax's gray_rgb."""
+    fy = ((l_norm + 1.0) * 50.0 + 16.0) / 116.0
+    y = torch.where(fy > 6.0 / 29.0, fy**3, 3.0 * (6.0 / 29.0) ** 2 * (fy - 4.0 / 29.0))
+    y = y.clamp(0.0, 1.0)
+    srgb = torch.where(y <= 0.0031308, 12.92 * y, 1.055 * y.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
+    return srgb.clamp(0.0, 1.0).expand(-1, 3, -1, -1)
+
+
+class DDColorReference(nn.Module):
+    """The official DDColor network behind colorjax's input: l_norm (N, 1, H, W) -> ab."""
+
+    # The ConvNeXt classifier's final norm and head: DDColor never uses them, the port omits them.
+    flax_unported = ("net.encoder.arch.norm.", "net.encoder.arch.head_cls.")
+
+    def __init__(self, encoder: str = "large") -> None:
+        super().__init__()
+        official = _official_ddcolor()
+        name = {"tiny": "convnext-t", "large": "convnext-l"}[encoder]
+        # input_size only sizes a dummy forward that sets up the hooks; any size runs after.
+        self.net = official.DDColor(encoder_name=name, input_size=(64, 64), num_queries=100)
+
+    def forward(self, l_norm: torch.Tensor) -> torch.Tensor:
+        """The official forward (ImageNet-normalised gray RGB in, ab out)."""
+        return self.net(gray_rgb(l_norm))
+
+
 # Families with a PyTorch mirror here (every registered family, so `bench --torch` times all).
 MIRRORED_FAMILIES = (
     "colornet",
@@ -512,6 +589,7 @@ MIRRORED_FAMILIES = (
     "deepcolorization",
     "zhang-eccv16",
     "zhang-siggraph17",
+    "ddcolor",
 )
 
 
@@ -539,6 +617,8 @@ def create_torch_model(name: str) -> nn.Module:
         if spec.family == "zhang-eccv16":
             return torch_zhang.ECCV16Reference()
         return torch_zhang.SIGGRAPH17Reference()
+    if spec.family == "ddcolor":
+        return DDColorReference(kwargs.get("encoder", "large"))
     raise ValueError(f"no PyTorch mirror for family {spec.family!r} (model {name!r})")
 
 

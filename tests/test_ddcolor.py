@@ -6,12 +6,19 @@ import sys
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from test_convnext import OFFICIAL, official_convnext
 
 from colorjax.errors import WeightsError
-from colorjax.models.ddcolor import DDColor, blur, pixel_shuffle, state_dict_to_params
+from colorjax.models.ddcolor import (
+    DDColor,
+    PixelShuffleUp,
+    blur,
+    pixel_shuffle,
+    state_dict_to_params,
+)
 
 UNUSED = ("encoder.arch.norm.", "encoder.arch.head_cls.")  # ConvNeXt's classifier, unused
 PACKAGE = OFFICIAL.rsplit("/utils/", 1)[0]  # modelscope/models/cv/image_colorization/ddcolor
@@ -110,3 +117,42 @@ def _check_equals_official(variant: str, h: int, w: int, count: float) -> None:
 def test_a_foreign_state_dict_is_refused():
     with pytest.raises(WeightsError, match="not a DDColor ConvNeXt of this size|has no"):
         state_dict_to_params({"encoder.arch.x": np.zeros(3)}, "tiny")
+
+
+def test_folded_head_equals_maps_then_refine_conv_outputs_and_gradients():
+    # DDColor folds its refine conv's map weights into the colour embeddings and projects
+    # inside the last upsampler (before shuffle + blur); the official order builds the 100
+    # full-resolution maps first. Same function: outputs and every gradient agree.
+    n, q, c, h, w = 2, 5, 8, 3, 4
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, h, w, 6)).astype(np.float32)
+    embed = rng.standard_normal((n, q, c)).astype(np.float32)
+    img = rng.standard_normal((n, 4 * h, 4 * w, 3)).astype(np.float32)
+    kernel = rng.standard_normal((q + 3, 2)).astype(np.float32)
+    bias = rng.standard_normal(2).astype(np.float32)
+    shuf = PixelShuffleUp(c, 4, batch_norm=False)
+    v = shuf.init(jax.random.key(0), x)
+    v = jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape).astype(np.float32), v)
+    cot = rng.standard_normal((n, 4 * h, 4 * w, 2)).astype(np.float32)
+
+    def folded(v, x, embed, kernel):
+        head = jnp.einsum("nqc,qk->nck", embed, kernel[:q])
+        return shuf.apply(v, x, head) + img @ kernel[q:] + bias
+
+    def official(v, x, embed, kernel):
+        maps = jnp.einsum("nqc,nhwc->nhwq", embed, shuf.apply(v, x))
+        return jnp.concatenate([maps, img], axis=-1) @ kernel + bias
+
+    def value_and_grads(fn):
+        loss = lambda *a: jnp.sum(fn(*a) * cot)  # noqa: E731
+        return jax.jit(fn)(v, x, embed, kernel), jax.jit(jax.grad(loss, (0, 1, 2, 3)))(
+            v, x, embed, kernel
+        )
+
+    (got, got_g), (want, want_g) = value_and_grads(folded), value_and_grads(official)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max()),
+        got_g,
+        want_g,
+    )

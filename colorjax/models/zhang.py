@@ -26,6 +26,7 @@ full resolution. The reference model's unused 529-class branch (``model_class``)
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -35,19 +36,58 @@ from jax.sharding import Mesh
 
 from colorjax.errors import InputShapeError
 from colorjax.models.conv4x4 import UpConv
+from colorjax.models.cpu import winograd
+from colorjax.models.cpu.shapes import NHWC
 from colorjax.models.frozen_norm import FrozenBatchNorm
 from colorjax.models.layers import Conv1x1, Dtype, check_l_input
 from colorjax.models.registry import ModelContract, register_model
 
-__all__ = ["ZHANG_NUM_BINS", "ZhangECCV16", "ZhangSIGGRAPH17", "bilinear_upsample"]
+__all__ = ["ZHANG_NUM_BINS", "Conv3x3", "ZhangECCV16", "ZhangSIGGRAPH17", "bilinear_upsample"]
 
 ZHANG_NUM_BINS = 313
 
 
+class Conv3x3(nn.Module):
+    """PyTorch Conv2d(k=3, stride 1, padding = dilation) with bias, as nn.Conv's parameters.
+
+    On CPU, float32, with at least `winograd.MIN_CHANNELS` input channels it runs as
+    `cpu.winograd.conv3x3` (Winograd F(2x2, 3x3) matmuls: same outputs within float32
+    round-off, same gradients); elsewhere as `jax.lax.conv_general_dilated`.
+    """
+
+    features: int
+    dilation: int = 1
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """Convolve NHWC x, output at the input's size."""
+        shape = (3, 3, x.shape[-1], self.features)
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+        d = self.dilation
+
+        def lax_form(a: jax.Array, k: jax.Array) -> jax.Array:
+            pads = ((d, d), (d, d))
+            return jax.lax.conv_general_dilated(
+                a, k, (1, 1), pads, rhs_dilation=(d, d), dimension_numbers=NHWC
+            )
+
+        if self.dtype == jnp.float32 and x.shape[-1] >= winograd.MIN_CHANNELS:
+            cpu = functools.partial(winograd.conv3x3, dilation=d)
+            y = jax.lax.platform_dependent(x, kernel, cpu=cpu, default=lax_form)
+        else:
+            y = lax_form(x, kernel)
+        return y + bias.astype(self.dtype)
+
+
 def _conv(
     features: int, name: str, dtype: Dtype, *, kernel: int = 3, stride: int = 1, dilation: int = 1
-) -> nn.Conv:
+) -> nn.Module:
     """A PyTorch-style conv: symmetric explicit padding dilation * (kernel // 2), with bias."""
+    if kernel == 3 and stride == 1:
+        return Conv3x3(features, dilation, dtype, name=name)
     pad = dilation * (kernel // 2)
     return nn.Conv(
         features,
