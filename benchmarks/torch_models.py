@@ -508,12 +508,12 @@ def _torch_zhang() -> Any:
 DDCOLOR_PACKAGE = "modelscope/models/cv/image_colorization/ddcolor"
 
 
-def _official_ddcolor() -> Any:
+def official_ddcolor() -> Any:
     """The official DDColor module from the installed modelscope wheel, loaded by file path.
 
     Only its files are executed (as a package of their own), never ``import modelscope``;
     timm's two helpers stand in where timm is absent (it needs torchvision), as in
-    tests/test_ddcolor.py. Needs ``pip install --no-deps modelscope``.
+    the tests use it too. Needs ``pip install 'colorjax[reference]'``.
     """
     import importlib.metadata
     import importlib.util
@@ -572,7 +572,7 @@ class DDColorReference(nn.Module):
 
     def __init__(self, encoder: str = "large") -> None:
         super().__init__()
-        official = _official_ddcolor()
+        official = official_ddcolor()
         name = {"tiny": "convnext-t", "large": "convnext-l"}[encoder]
         # input_size only sizes a dummy forward that sets up the hooks; any size runs after.
         self.net = official.DDColor(encoder_name=name, input_size=(64, 64), num_queries=100)

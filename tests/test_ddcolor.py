@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
-import types
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,31 +26,15 @@ PACKAGE = OFFICIAL.rsplit("/utils/", 1)[0]  # modelscope/models/cv/image_coloriz
 
 
 def official_ddcolor():
-    """The official DDColor class, its files loaded by path as a package of their own."""
-    torch, convnext = official_convnext()  # skips without torch or the wheel; stands in timm
-    import importlib.metadata
-
-    root = importlib.metadata.distribution("modelscope").locate_file(PACKAGE)
-    name = "ddcolor_official"
-    if name not in sys.modules:
-        package = types.ModuleType(name)
-        package.__path__ = [str(root)]
-        sys.modules[name] = package
-        utils = types.ModuleType(f"{name}.utils")
-        utils.__path__ = [str(root / "utils")]
-        sys.modules[f"{name}.utils"] = utils
-        for sub in ("convnext", "position_encoding", "transformer_utils", "unet"):
-            spec = importlib.util.spec_from_file_location(
-                f"{name}.utils.{sub}", root / "utils" / f"{sub}.py"
-            )
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module
-            spec.loader.exec_module(module)
-        spec = importlib.util.spec_from_file_location(f"{name}.ddcolor", root / "ddcolor.py")
+    """(torch, the official DDColor module): its files loaded by path, as the benchmarks do."""
+    torch, _ = official_convnext()  # skips without torch or the wheel; stands in for timm
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "torch_models.py"
+    spec = importlib.util.spec_from_file_location("colorjax_torch_models", path)
+    if "colorjax_torch_models" not in sys.modules:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
-    return torch, sys.modules[f"{name}.ddcolor"]
+    return torch, sys.modules["colorjax_torch_models"].official_ddcolor()
 
 
 def test_pixel_shuffle_and_blur_are_pytorchs():
