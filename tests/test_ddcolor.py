@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_convnext import OFFICIAL, official_convnext
+from test_convnext import official_convnext
 
 from colorjax.errors import WeightsError
 from colorjax.models.ddcolor import (
@@ -22,7 +22,6 @@ from colorjax.models.ddcolor import (
 )
 
 UNUSED = ("encoder.arch.norm.", "encoder.arch.head_cls.")  # ConvNeXt's classifier, unused
-PACKAGE = OFFICIAL.rsplit("/utils/", 1)[0]  # modelscope/models/cv/image_colorization/ddcolor
 
 
 def official_ddcolor():
