@@ -80,7 +80,7 @@ def perceptual_loss(
         )
     total = jnp.zeros((), jnp.float32)
     for p, t, w in zip(pred_maps, true_maps, weights, strict=True):
-        total = total + w * l1_loss(p, jax.lax.stop_gradient(t))
+        total = total + w * l1_loss(p, t)
     return total
 
 

@@ -53,7 +53,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--resize",
-        choices=("fit", "stretch"),
+        choices=("fit", "stretch"),  # inference.predict.RESIZE_MODES (jax not imported here)
         default=None,
         help="how photos reach the working size: fit keeps the aspect ratio (padded), stretch "
         "makes them square as official DDColor does (default: what the weights record)",

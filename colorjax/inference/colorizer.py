@@ -26,16 +26,13 @@ from colorjax.inference.predict import (
     _round_up,
     _run_chunked,
     bucket_shape,
+    check_resize,
     check_temperature,
-    working_shape,
+    resized_shapes,
 )
 
 ImageLike = np.ndarray | Image.Image | str | os.PathLike | bytes
 WeightsLike = None | str | os.PathLike | tuple
-# How a photo reaches the working size: 'fit' keeps its aspect (longer side = working size,
-# edge-padded into a bucket); 'stretch' resizes it to working_size x working_size, as the
-# official DDColor inference does (its global attention never sees padding; one shape).
-RESIZE_MODES = ("fit", "stretch")
 
 
 class Colorizer:
@@ -55,12 +52,7 @@ class Colorizer:
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-        if resize not in RESIZE_MODES:
-            raise ConfigError(
-                f"resize must be one of {RESIZE_MODES}, got {resize!r}: 'fit' keeps the photo's "
-                "aspect ratio, 'stretch' makes it working_size x working_size"
-            )
-        self.resize = resize
+        self.resize = check_resize(resize)
         self.model = model
         # With a mesh, every batch is split over its 'data' axis (the weights replicated):
         # one jitted call runs on all devices.
@@ -92,15 +84,16 @@ class Colorizer:
 
     def bucket_for(self, height: int, width: int) -> tuple[int, int]:
         """Return the padded working-size shape a photo of height x width is predicted at."""
-        if self.resize == "stretch":
-            return self._pad_to, self._pad_to
-        return bucket_shape(height, width, self.working_size, self.stride, self.bucket_fractions)
+        return self._shapes(height, width)[1]
 
     def small_shape(self, height: int, width: int) -> tuple[int, int]:
         """The (h, w) a photo of height x width is resized to before padding into its bucket."""
-        if self.resize == "stretch":
-            return self.working_size, self.working_size
-        return working_shape(height, width, self.working_size)
+        return self._shapes(height, width)[0]
+
+    def _shapes(self, height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(resized shape, bucket shape) of a photo under this colorizer's resize mode."""
+        args = (self.working_size, self.stride, self.bucket_fractions, self.resize)
+        return resized_shapes(height, width, *args)
 
     def __call__(self, image: ImageLike) -> np.ndarray:
         """Colorize one image (array, PIL image or path) to uint8 RGB of the same size."""

@@ -67,6 +67,40 @@ def working_shape(height: int, width: int, working_size: int) -> tuple[int, int]
     return max(1, min(working_size, round(height * working_size / width))), working_size
 
 
+# How a photo reaches the working size: 'fit' keeps its aspect (longer side = working size,
+# edge-padded into a bucket); 'stretch' resizes it to working_size x working_size, as the
+# official DDColor inference does (its global attention never sees padding; one shape).
+RESIZE_MODES = ("fit", "stretch")
+
+
+def check_resize(resize: str) -> str:
+    """Return a valid resize mode, or ConfigError naming both."""
+    if resize not in RESIZE_MODES:
+        raise ConfigError(
+            f"resize must be one of {RESIZE_MODES}, got {resize!r}: 'fit' keeps the photo's "
+            "aspect ratio, 'stretch' makes it working_size x working_size"
+        )
+    return resize
+
+
+def resized_shapes(
+    height: int,
+    width: int,
+    working_size: int,
+    stride: int,
+    fractions: Sequence[float],
+    resize: str = "fit",
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((h, w) the photo is resized to, (H, W) of the padded bucket it is predicted in)."""
+    if resize == "stretch":
+        side = _round_up(working_size, stride)
+        return (working_size, working_size), (side, side)
+    return (
+        working_shape(height, width, working_size),
+        bucket_shape(height, width, working_size, stride, fractions),
+    )
+
+
 def _round_up(value: int, multiple: int) -> int:
     """Round value up to a multiple of multiple."""
     return -(-value // multiple) * multiple
@@ -243,12 +277,8 @@ def _predict_rgb_jit(
     _TRACES["predict_rgb"] += 1
     n, height, width, _ = rgb_u8.shape
     l_norm, _ = color.rgb_uint8_to_lab_inputs(rgb_u8)
-    if stretch:  # the official DDColor inference: a working_size square whatever the aspect
-        h = w = working_size
-        hb = wb = _round_up(working_size, stride)
-    else:
-        h, w = working_shape(height, width, working_size)
-        hb, wb = bucket_shape(height, width, working_size, stride, fractions)
+    resize = "stretch" if stretch else "fit"
+    (h, w), (hb, wb) = resized_shapes(height, width, working_size, stride, fractions, resize)
     l_small = l_norm
     if (h, w) != (height, width):
         l_small = jax.image.resize(l_norm, (n, h, w, 1), "linear", antialias=True)
@@ -277,8 +307,7 @@ def predict_rgb(
     `resize`: 'fit' (aspect kept, padded into a bucket) or 'stretch' (a working_size square),
     as `Colorizer`'s.
     """
-    if resize not in ("fit", "stretch"):
-        raise ConfigError(f"resize must be 'fit' or 'stretch', got {resize!r}")
+    check_resize(resize)
     shape = tuple(getattr(rgb_u8, "shape", ()))
     if len(shape) != 4 or shape[-1] != 3 or min(shape[1:3], default=0) < 1:
         raise InputShapeError(
